@@ -1,0 +1,1 @@
+"""Shared plumbing for every Obscura entry point: user-facing errors, configuration, atomic files."""
