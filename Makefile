@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Debian packages for the flashing tests (a real sshd on 127.0.0.1) and the viewer-page test (headless Chromium).
+SYSTEM_PACKAGES := openssh-server chromium
 
-.PHONY: install demo test bench
+.PHONY: install system-deps demo test bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -11,10 +13,18 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
 
+# Installs the Debian packages where they are missing and apt-get can run as root; elsewhere the
+# tests that need them skip and say why.
+system-deps:
+	@if command -v /usr/sbin/sshd >/dev/null && command -v chromium >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; \
+	else echo "note: $(SYSTEM_PACKAGES) not installed (needs root and apt-get); the flashing and viewer tests will skip"; fi
+
 demo: install
 	$(BIN)/python simulate.py
 
-test: install
+test: install system-deps
 	$(BIN)/python -m pytest -q
 
 bench: install

@@ -1,0 +1,150 @@
+"""python -m deploy: bundle | verify | flash | rollback | build-engine."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from obscura.errors import ObscuraError
+
+
+def _add_ssh(parser: argparse.ArgumentParser) -> None:
+    """The options that say how to reach the device."""
+    parser.add_argument("--target", required=True, help="[user@]host:/install/dir, e.g. pi@camera.local:/opt/obscura")
+    parser.add_argument("--port", type=int, help="ssh port")
+    parser.add_argument("-i", "--identity", help="ssh private key")
+    parser.add_argument("-F", "--ssh-config", help="ssh client configuration file")
+    parser.add_argument("-o", "--ssh-option", action="append", default=[], help="extra ssh -o option (repeatable)")
+    parser.add_argument("--restart-cmd", help="command that restarts the service on the device "
+                                              "(default: systemctl, where systemd runs)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse and dispatch; bad input is one line on stderr and exit code 2."""
+    parser = argparse.ArgumentParser(prog="python -m deploy", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("bundle", help="make a versioned bundle from ONNX models")
+    b.add_argument("out", help="new bundle folder")
+    b.add_argument("--regressor", help="regressor ONNX file")
+    b.add_argument("--anonymizer", help="anonymizer ONNX file")
+    b.add_argument("--constant", action="append", default=[], metavar="NAME=FILE.npy",
+                   help="a constant anonymizer input (repeatable)")
+    b.add_argument("--psf", help="PSF .npy (C x H x W) for simulated sources")
+    b.add_argument("--config", help="bundle config YAML (firmware.bundle.BundleConfig)")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    b.add_argument("--version", help="version name (default: UTC time + content hash)")
+    b.add_argument("--standin", type=int, metavar="SIZE",
+                   help="use stand-in models of this input size (until the trained networks exist)")
+
+    v = sub.add_parser("verify", help="verify a bundle's checksums and configuration")
+    v.add_argument("bundle")
+
+    f = sub.add_parser("flash", help="copy a bundle to a device over SSH and make it current")
+    f.add_argument("bundle")
+    _add_ssh(f)
+    f.add_argument("--dry-run", action="store_true", help="check and print the steps; send nothing")
+    f.add_argument("--unit-dir", default="/etc/systemd/system", help="where the systemd unit goes on the device")
+    f.add_argument("--python", default="/usr/bin/python3", help="the device's Python, written into the unit")
+
+    r = sub.add_parser("rollback", help="make the device's previous version current again")
+    _add_ssh(r)
+
+    e = sub.add_parser("build-engine", help="build a TensorRT engine from ONNX (run this on the device)")
+    e.add_argument("onnx", nargs="?", help="one ONNX file (with --out)")
+    e.add_argument("--out", help="engine file to write")
+    e.add_argument("--bundle", help="build an engine for every model of this bundle (with --engine-dir)")
+    e.add_argument("--engine-dir", help="where the firmware finds engines (`firmware run --engine-dir`)")
+    e.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16")
+    e.add_argument("--calibration", help="folder of captures (images) for INT8 calibration")
+    e.add_argument("--workspace-mib", type=int, default=1024)
+    e.add_argument("--max-batch", type=int, default=1, help="largest batch of the dynamic-batch profile")
+
+    args = parser.parse_args(argv)
+    try:
+        return {"bundle": _bundle, "verify": _verify, "flash": _flash, "rollback": _rollback,
+                "build-engine": _engine}[args.command](args)
+    except ObscuraError as err:
+        print(f"deploy: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    """Make a bundle."""
+    from deploy.bundle import build_bundle
+    from firmware.bundle import BundleConfig
+    from obscura import config as config_io
+
+    overrides = config_io.parse_overrides(args.set)
+    if args.standin:
+        from deploy.standins import build_standin_bundle
+
+        if args.regressor or args.anonymizer or args.constant:
+            raise ObscuraError("--standin replaces --regressor/--anonymizer/--constant; give one or the other")
+        manifest = build_standin_bundle(args.out, args.standin, psf=args.psf, version=args.version, **overrides)
+    else:
+        cfg = config_io.load(BundleConfig, args.config, overrides)
+        models = {role: getattr(args, role) for role in ("regressor", "anonymizer") if getattr(args, role)}
+        if not models:
+            raise ObscuraError("bundle needs --regressor and/or --anonymizer (or --standin SIZE)")
+        constants = {}
+        for item in args.constant:
+            name, sep, path = item.partition("=")
+            if not sep or not name or not path:
+                raise ObscuraError(f"--constant {item!r}: expected NAME=FILE.npy")
+            constants[name] = path
+        manifest = build_bundle(args.out, models, cfg, psf=args.psf, constants=constants, version=args.version)
+    print(f"bundle {args.out}: version {manifest['version']}, {len(manifest['files'])} files")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    """Verify a bundle."""
+    from firmware.bundle import load_config, verify_bundle
+
+    manifest = verify_bundle(args.bundle)
+    cfg = load_config(args.bundle)
+    kind = "stand-in models" if cfg.stand_in else "trained models"
+    print(f"bundle {args.bundle}: version {manifest['version']}, {len(manifest['files'])} files verified ({kind})")
+    return 0
+
+
+def _flash(args: argparse.Namespace) -> int:
+    """Flash a bundle."""
+    from deploy.flash import flash, ssh_from_args
+
+    ssh = ssh_from_args(args.target, args.port, args.identity, args.ssh_config, args.ssh_option)
+    version = flash(args.bundle, ssh, dry_run=args.dry_run, unit_dir=args.unit_dir, python=args.python,
+                    restart_cmd=args.restart_cmd)
+    print(f"{'checked' if args.dry_run else 'flashed'} version {version} {'for' if args.dry_run else 'to'} {args.target}")
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    """Roll back."""
+    from deploy.flash import rollback, ssh_from_args
+
+    rollback(ssh_from_args(args.target, args.port, args.identity, args.ssh_config, args.ssh_option), args.restart_cmd)
+    return 0
+
+
+def _engine(args: argparse.Namespace) -> int:
+    """Build a TensorRT engine."""
+    from deploy.tensorrt_build import EngineSpec, build_bundle_engines, build_engine
+
+    calibration = Path(args.calibration) if args.calibration else None
+    if args.bundle and args.engine_dir and not (args.onnx or args.out):
+        paths = build_bundle_engines(Path(args.bundle), Path(args.engine_dir), args.precision, args.workspace_mib,
+                                     args.max_batch, calibration)
+    elif args.onnx and args.out and not (args.bundle or args.engine_dir):
+        paths = [build_engine(EngineSpec(Path(args.onnx), Path(args.out), args.precision, args.workspace_mib,
+                                         args.max_batch, calibration))]
+    else:
+        raise ObscuraError("build-engine takes either ONNX --out ENGINE, or --bundle DIR --engine-dir DIR")
+    for path in paths:
+        print(f"engine {path}: {args.precision}, built with TensorRT on this device")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

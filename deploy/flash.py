@@ -1,0 +1,175 @@
+"""Flashing a bundle to a device over SSH, and rolling back.
+
+flash: verify the bundle here -> copy it (scp) into a staging folder on the device -> verify every
+sha256 there -> move it into releases/VERSION and switch the `current` symlink atomically (the old
+one becomes `previous`) -> install the systemd unit -> restart. A transfer that fails or is cut off
+never touches `current`, so the running version stays intact. Uses the system ssh and scp clients.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+import shlex
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from firmware.bundle import MANIFEST, sha256_file, verify_bundle
+from obscura.errors import ObscuraError
+
+REMOTE_SCRIPT = Path(__file__).with_name("remote.sh")
+UNIT_TEMPLATE = Path(__file__).resolve().parents[1] / "firmware" / "systemd" / "obscura.service"
+UNIT_NAME = "obscura.service"
+SAFE_PATH = re.compile(r"^[A-Za-z0-9._/+-]+$")
+TIMEOUT_S = 600
+
+
+class FlashError(ObscuraError):
+    """A flash or rollback step failed; the message says which and what state the device is in."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """`[user@]host:/absolute/install/dir`."""
+
+    destination: str
+    root: str
+
+    @classmethod
+    def parse(cls, text: str) -> "Target":
+        """Parse and check a target string."""
+        dest, sep, root = text.partition(":")
+        if not sep or not dest or not root.startswith("/") or not SAFE_PATH.match(root) or dest.startswith("-"):
+            raise ObscuraError(f"--target {text!r}: expected [user@]host:/absolute/path, e.g. pi@camera.local:/opt/obscura")
+        return cls(dest, root.rstrip("/") or "/")
+
+
+@dataclass
+class Ssh:
+    """How to reach the device: extra ssh options shared by ssh and scp."""
+
+    target: Target
+    port: int | None = None
+    identity: str | None = None
+    config: str | None = None
+    options: list[str] = field(default_factory=list)
+
+    def _common(self, port_flag: str) -> list[str]:
+        """Options understood by both ssh and scp (scp spells the port -P)."""
+        args = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=10",
+                "-o", "ServerAliveCountMax=3"]
+        if self.config:
+            args += ["-F", self.config]
+        if self.port:
+            args += [port_flag, str(self.port)]
+        if self.identity:
+            args += ["-i", self.identity]
+        for option in self.options:
+            args += ["-o", option]
+        return args
+
+    def run_steps(self, calls: str, what: str) -> str:
+        """Run remote.sh's functions (`calls`, shell text) on the device; returns their stdout."""
+        script = REMOTE_SCRIPT.read_text(encoding="utf-8") + "\n" + calls + "\n"
+        command = ["ssh", *self._common("-p"), self.target.destination, "sh -s"]
+        result = _run(command, script, what)
+        return result.stdout
+
+    def copy_dir(self, local: Path, remote_path: str, what: str) -> None:
+        """Copy a local folder to a path (that must not exist yet) on the device."""
+        command = ["scp", "-q", "-r", *self._common("-P"), str(local), f"{self.target.destination}:{remote_path}"]
+        _run(command, None, what)
+
+
+def _run(command: list[str], stdin: str | None, what: str) -> subprocess.CompletedProcess:
+    """Run an ssh/scp command; failure is a FlashError with the device's last message."""
+    try:
+        result = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=TIMEOUT_S)
+    except FileNotFoundError:
+        raise FlashError(f"{what}: `{command[0]}` is not installed (Debian: openssh-client)") from None
+    except subprocess.TimeoutExpired:
+        raise FlashError(f"{what}: no answer within {TIMEOUT_S} s") from None
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+        raise FlashError(f"{what} failed (exit {result.returncode}): {lines[-1] if lines else 'no message'}")
+    return result
+
+
+def render_unit(root: str, python: str) -> str:
+    """The systemd unit for an install folder and a device Python interpreter."""
+    return UNIT_TEMPLATE.read_text(encoding="utf-8").replace("@INSTALL_DIR@", root).replace("@PYTHON@", python)
+
+
+def checksum_lines(bundle: Path, manifest: dict) -> str:
+    """`sha256sum -c` input for every bundle file, the manifest included."""
+    lines = [f"{entry['sha256']}  {rel}" for rel, entry in sorted(manifest["files"].items())]
+    lines.append(f"{sha256_file(bundle / MANIFEST)}  {MANIFEST}")
+    for line in lines:
+        if not SAFE_PATH.match(line.split("  ", 1)[1]):
+            raise ObscuraError(f"bundle {bundle}: file name {line.split('  ', 1)[1]!r} is not safe to send to a device")
+    return "\n".join(lines)
+
+
+def flash(bundle: str | Path, ssh: Ssh, dry_run: bool = False, unit_dir: str = "/etc/systemd/system",
+          python: str = "/usr/bin/python3", restart_cmd: str | None = None, log=print) -> str:
+    """Install `bundle` on the device and make it current; returns the version. See the module docstring."""
+    bundle = Path(bundle)
+    manifest = verify_bundle(bundle)
+    version = manifest["version"]
+    root = ssh.target.root
+    staging = f"{root}/releases/.staging-{version}-{secrets.token_hex(4)}"
+    sums = checksum_lines(bundle, manifest)
+    q = shlex.quote
+    steps = [
+        ("prepare", f"prepare {q(root)} {q(staging)}"),
+        ("copy", f"scp -r {bundle} {ssh.target.destination}:{staging}"),
+        ("verify", f"verify {q(staging)} <<'OBSCURA_SUMS'\n{sums}\nOBSCURA_SUMS"),
+        ("activate", f"activate {q(root)} {q(version)} {q(staging)}"),
+        ("unit", f"install_unit {q(unit_dir)} {UNIT_NAME} <<'OBSCURA_UNIT'\n{render_unit(root, python)}OBSCURA_UNIT"),
+        ("restart", f"restart {UNIT_NAME} {q(restart_cmd or '')}"),
+    ]
+    log(f"bundle {bundle}: version {version}, {len(manifest['files'])} files verified locally")
+    if dry_run:
+        for name, text in steps:
+            log(f"[dry run] {name}: {text.splitlines()[0]}")
+        log(f"[dry run] nothing was sent to {ssh.target.destination}")
+        return version
+    for name, text in steps:
+        try:
+            if name == "copy":
+                ssh.copy_dir(bundle, staging, f"copy to {ssh.target.destination}:{staging}")
+                out = f"copied {bundle} -> {staging}"
+            else:
+                out = ssh.run_steps(text, f"{name} on {ssh.target.destination}")
+        except FlashError as err:
+            if name in ("copy", "verify"):
+                _cleanup(ssh, staging)
+                raise FlashError(f"{err}; the running version is untouched") from None
+            raise
+        for line in out.strip().splitlines():
+            log(line)
+    return version
+
+
+def _cleanup(ssh: Ssh, staging: str) -> None:
+    """Best effort: remove a rejected transfer (the next flash removes it anyway)."""
+    try:
+        ssh.run_steps(f"rm -rf {shlex.quote(staging)}", "cleanup")
+    except FlashError:
+        pass
+
+
+def rollback(ssh: Ssh, restart_cmd: str | None = None, log=print) -> None:
+    """Make the previous version current again (and the current one previous), then restart."""
+    q = shlex.quote
+    out = ssh.run_steps(f"rollback {q(ssh.target.root)}\nrestart {UNIT_NAME} {q(restart_cmd or '')}",
+                        f"rollback on {ssh.target.destination}")
+    for line in out.strip().splitlines():
+        log(line)
+
+
+def ssh_from_args(target: str, port: int | None, identity: str | None, config: str | None,
+                  options: Sequence[str]) -> Ssh:
+    """An Ssh from command-line values."""
+    return Ssh(Target.parse(target), port, identity, config, list(options))

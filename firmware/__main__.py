@@ -1,0 +1,107 @@
+"""python -m firmware run --source URI --sink URI [--bundle DIR] | check-bundle DIR."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+
+from obscura.errors import ObscuraError
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run; bad input is one line on stderr and exit code 2."""
+    parser = argparse.ArgumentParser(prog="python -m firmware", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="stream de-identified frames from a source to sinks")
+    run.add_argument("--source", help="picam://0, csi://0, v4l2:///dev/video0, file://PATH, sim://FOLDER?psf=FILE "
+                                      "(default: the bundle's)")
+    run.add_argument("--sink", action="append", default=[], help="http://HOST:PORT/?token_file=F, file://OUT, "
+                     "rtp://HOST:PORT, rtsp://HOST:PORT/PATH; repeatable (default: the bundle's)")
+    run.add_argument("--bundle", help="verified bundle folder with the models (without one, the optical capture is streamed)")
+    run.add_argument("--engine-dir", help="TensorRT engines built on this device by `python -m deploy build-engine "
+                     "--bundle` (used where one matches a model; otherwise onnxruntime)")
+    run.add_argument("--queue-size", type=int, default=2, help="frames held between stages (oldest dropped)")
+    run.add_argument("--stall-timeout", type=float, default=3.0, help="seconds without a frame before the source is restarted")
+    run.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until SIGTERM)")
+    run.add_argument("--log-level", default="INFO")
+    check = sub.add_parser("check-bundle", help="verify a bundle's checksums and configuration")
+    check.add_argument("bundle")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper() if args.command == "run" else "WARNING",
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args) if args.command == "run" else _check(args)
+    except ObscuraError as err:
+        print(f"firmware: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _check(args: argparse.Namespace) -> int:
+    """Verify a bundle and print its version."""
+    from firmware.bundle import load_config, verify_bundle
+
+    manifest = verify_bundle(args.bundle)
+    load_config(args.bundle)
+    print(f"bundle {args.bundle}: version {manifest['version']}, {len(manifest['files'])} files verified")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Build source, stages and sinks; run until the duration ends or SIGTERM/SIGINT."""
+    from firmware.metrics import Metrics
+    from firmware.pipeline import Pipeline
+    from firmware.sinks import build_sink
+    from firmware.sources import open_source, parse_uri
+
+    regressor = anonymizer = None
+    source_uri, sink_uris = args.source, args.sink
+    log = logging.getLogger("firmware")
+    if args.bundle:
+        from firmware.models import load_stages
+
+        regressor, anonymizer, cfg = load_stages(args.bundle, engine_dir=args.engine_dir)
+        source_uri = _with_bundle_psf(source_uri or cfg.source, args.bundle, cfg.psf)
+        sink_uris = sink_uris or cfg.sinks
+        if cfg.stand_in:
+            log.warning("bundle %s holds stand-in models, not the trained networks", args.bundle)
+    else:
+        log.warning("no --bundle: streaming the optical capture without the regressor and anonymizer")
+    if not source_uri or not sink_uris:
+        raise ObscuraError("run needs --source and at least one --sink (or a --bundle whose config names them)")
+    if args.queue_size < 1:
+        raise ObscuraError(f"--queue-size {args.queue_size}: expected >= 1")
+    parse_uri(source_uri)
+    open_source(source_uri)  # builds (without opening) to check the URI and its files now
+    metrics = Metrics(source_uri)
+    sinks = [build_sink(uri, metrics.snapshot) for uri in sink_uris]
+    pipeline = Pipeline(lambda: open_source(source_uri), sinks, regressor, anonymizer, metrics,
+                        queue_size=args.queue_size, stall_timeout_s=args.stall_timeout)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    pipeline.start()
+    for sink in sinks:
+        if hasattr(sink, "url"):
+            log.info("viewer: %s/?token=<token>", sink.url)
+    done.wait(args.duration or None)
+    pipeline.stop()
+    print(json.dumps(metrics.snapshot(), sort_keys=True))
+    return 0
+
+
+def _with_bundle_psf(uri: str, bundle: str, psf: str | None) -> str:
+    """sim:// without ?psf= uses the bundle's PSF, so a bundle carries its optic to the workstation."""
+    from pathlib import Path
+
+    from firmware.sources import parse_uri
+
+    if not uri.startswith("sim://") or psf is None or "psf" in parse_uri(uri).options:
+        return uri
+    return f"{uri}{'&' if '?' in uri else '?'}psf={Path(bundle).resolve() / psf}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
