@@ -26,7 +26,7 @@ def load(cls: type[T], path: str | Path | None = None, overrides: Mapping[str, A
     """Build `cls` from an optional YAML/JSON file plus dotted-key overrides; defaults fill the rest."""
     data: dict[str, Any] = read_file(path) if path is not None else {}
     for dotted, value in (overrides or {}).items():
-        _set_dotted(data, dotted, value)
+        set_dotted(data, dotted, value)
     where = f"{path}: " if path is not None else ""
     return from_dict(cls, data, where=where)
 
@@ -144,7 +144,7 @@ def _coerce_scalar(tp: Any, value: Any, key: str, where: str) -> Any:
     return tp(value)
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     """Set `a.b.c` in a nested dict, creating the intermediate mappings."""
     *parents, leaf = dotted.split(".")
     node = data

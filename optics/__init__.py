@@ -1,0 +1,1 @@
+"""Physics only: materials, phase masks, propagation, PSFs, image formation and the sensor."""

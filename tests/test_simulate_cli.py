@@ -1,0 +1,129 @@
+"""`simulate.py psf | capture` and the demo, run in-process; bad input exits with code 2 and one line."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import simulate
+from obscura.paths import REPO_ROOT
+
+pytestmark = pytest.mark.filterwarnings("ignore::optics.propagation.SamplingWarning")
+
+CONTRACT = ["psf", "--optic", "lens", "--focal-length", "0.05", "--aperture", "0.004", "--wavelength", "550e-9",
+            "--pixel-pitch", "1e-6", "--size", "256"]
+SMALL = ["--size", "64", "--pupil-samples", "128"]
+
+
+def _png(path: Path, seed: int = 0, shape=(40, 48, 3)) -> Path:
+    rng = np.random.default_rng(seed)
+    cv2.imwrite(str(path), rng.integers(0, 256, shape, dtype=np.uint8))
+    return path
+
+
+def _no_constants(name: str):
+    raise AssertionError(f"psf.json holds the non-standard JSON constant {name}")
+
+
+def test_psf_contract(tmp_path) -> None:
+    assert simulate.main(CONTRACT + ["--out", str(tmp_path)]) == 0
+    psf = np.load(tmp_path / "psf.npy")
+    assert psf.shape == (1, 256, 256) and psf.dtype == np.float32
+    assert np.allclose(psf.sum(axis=(1, 2)), 1.0, atol=1e-5)
+    assert np.unravel_index(psf[0].argmax(), psf.shape[1:]) == (128, 128)
+    info = json.loads((tmp_path / "psf.json").read_text(), parse_constant=_no_constants)
+    assert info["pixel_pitch_m"] == 1e-6
+    optic = info["config"]["optic"]
+    assert optic["lens"]["focal_length_m"] == 0.05 and optic["lens"]["aperture_diameter_m"] == 0.004
+    assert optic["spectrum"]["centres_m"] == [550e-9] and optic["psf_size"] == 256
+    assert optic["sensor_distance_m"] == pytest.approx(0.05)  # the ideal lens stays in focus
+    assert optic["object_distance_m"] == "inf"
+    assert (tmp_path / "psf.png").stat().st_size > 0 and (tmp_path / "config.yaml").exists()
+
+
+def test_psf_of_other_optics(tmp_path) -> None:
+    assert simulate.main(["psf", "--optic", "zernike-random", "--seed", "2", "--depths", "0.5", "2", *SMALL, "--out", str(tmp_path / "z")]) == 0
+    assert np.load(tmp_path / "z" / "psf.npy").shape == (3, 64, 64)
+    assert np.load(tmp_path / "z" / "psf_depths.npy").shape == (2, 3, 64, 64)
+    assert simulate.main(["psf", "--optic", "defocus", "--dtype", "float64", *SMALL, "--out", str(tmp_path / "d")]) == 0
+    assert np.load(tmp_path / "d" / "psf.npy").dtype == np.float64
+
+    from optics.optic_file import save_optic
+    from optics.presets import camera_from_spec
+
+    saved = save_optic(tmp_path / "optic.npz", camera_from_spec("zernike-random", seed=2, psf_size=64, pupil_samples=128))
+    assert simulate.main(["psf", "--optic", str(saved), "--out", str(tmp_path / "f")]) == 0
+    assert np.allclose(np.load(tmp_path / "f" / "psf.npy"), np.load(tmp_path / "z" / "psf.npy"), atol=1e-7)
+
+
+def test_capture_files_and_folder(tmp_path) -> None:
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    _png(folder / "a.png", 0)
+    _png(folder / "b.png", 1)
+    single = _png(tmp_path / "c.png", 2, shape=(30, 30, 3))
+    out = tmp_path / "out"
+    assert simulate.main(["capture", "--optic", "defocus", *SMALL, str(folder), str(single), "--out", str(out)]) == 0
+    for name in ("a", "b", "c"):
+        capture = cv2.imread(str(out / f"{name}_capture.png"))
+        assert capture is not None
+    assert cv2.imread(str(out / "a_capture.png")).shape == (40, 48, 3)
+    assert (out / "side_by_side.png").exists() and (out / "config.yaml").exists()
+    assert len(json.loads((out / "capture.json").read_text())["captures"]) == 3
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["psf", "--focal-length", "-0.05"], "focal_length_m is -0.05"),
+        (["psf", "--sensor-distance", "0"], "sensor_distance_m is 0.0"),
+        (["psf", "--wavelength", "100e-9"], "200 nm - 2 um"),
+        (["psf", "--wavelength", "5e-6"], "200 nm - 2 um"),
+        (["psf", "--aperture", "1e-5", "--pixel-pitch", "1e-6", "--size", "64"], "smaller than the Airy disc"),
+        (["psf", "--optic", "fisheye"], "spec is 'fisheye'"),
+        (["psf", "--device", "tpu"], "--device 'tpu'"),
+    ],
+)
+def test_bad_psf_input(tmp_path, capsys, argv, message) -> None:
+    assert simulate.main(argv + ["--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and err.startswith("simulate.py: error:")
+
+
+def test_bad_capture_input(tmp_path, capsys) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    assert simulate.main(["capture", str(broken), "--out", str(tmp_path / "o")]) == 2
+    assert "cannot read image" in capsys.readouterr().err
+    assert simulate.main(["capture", str(tmp_path / "missing.png"), "--out", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    corrupt = tmp_path / "optic.npz"
+    corrupt.write_bytes(b"junk")
+    assert simulate.main(["capture", "--optic", str(corrupt), str(_png(tmp_path / "ok.png")), "--out", str(tmp_path / "o")]) == 2
+    assert "not a readable Obscura optic" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert simulate.main(["capture", str(empty), "--out", str(tmp_path / "o")]) == 2
+    assert "holds no images" in capsys.readouterr().err
+
+
+def test_demo(tmp_path, capsys) -> None:
+    assert simulate.main(["--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert set(report["optics"]) == {"lens", "defocus", "zernike-random"}
+    r80 = {k: v["encircled_energy_r80_px"][1] for k, v in report["optics"].items()}
+    assert r80["lens"] < r80["zernike-random"] and r80["lens"] < r80["defocus"]
+    for name in ("side_by_side.png", "psf_lens.png", "capture_defocus.png", "capture_zernike-random.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert "demo: wrote" in capsys.readouterr().out
+
+
+def test_help_in_a_subprocess() -> None:
+    result = subprocess.run([sys.executable, "simulate.py", "--help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert "psf" in result.stdout and "capture" in result.stdout
