@@ -28,4 +28,4 @@ test: install system-deps
 	$(BIN)/python -m pytest -q
 
 bench: install
-	$(BIN)/python benchmarks/optics_bench.py --json benchmarks/optics_bench.json
+	$(BIN)/python benchmarks/optics_bench.py --json benchmarks/results/optics_bench.json

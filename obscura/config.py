@@ -130,6 +130,9 @@ def _coerce(tp: Any, value: Any, key: str, where: str) -> Any:
 
 def _coerce_scalar(tp: Any, value: Any, key: str, where: str) -> Any:
     """Scalars: bool must be a bool, int an int, float any real number, str and Path a string."""
+    if tp is float and isinstance(value, str):
+        # YAML 1.1 reads `550e-9` (no dot) as a string; accept any text that is a plain number.
+        value = _float_or_text(value)
     ok = {
         bool: isinstance(value, bool),
         int: isinstance(value, int) and not isinstance(value, bool),
@@ -142,6 +145,14 @@ def _coerce_scalar(tp: Any, value: Any, key: str, where: str) -> Any:
     if not ok[tp]:
         raise ObscuraError(f"{where}config key '{key}' is {value!r}; expected {tp.__name__}")
     return tp(value)
+
+
+def _float_or_text(text: str) -> float | str:
+    """The number `text` spells, or `text` itself when it is not one."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

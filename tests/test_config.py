@@ -89,3 +89,10 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
 def test_malformed_override() -> None:
     with pytest.raises(ObscuraError, match=r"override 'lr' must look like key.sub=value"):
         config.parse_overrides(["lr"])
+
+
+def test_exponent_without_dot_is_a_float() -> None:
+    cfg = config.load(Run, None, {"out": "x", **config.parse_overrides(["lr=1e-6"])})
+    assert cfg.lr == 1e-6
+    with pytest.raises(ObscuraError, match=r"'lr' is 'fast'; expected float"):
+        config.load(Run, None, {"out": "x", "lr": "fast"})

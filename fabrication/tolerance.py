@@ -1,0 +1,178 @@
+"""Tolerance analysis: how much the PSF of the fabricated, assembled optic still looks like the design.
+
+The fabricated mask (exported level map: wrapped, resampled, quantised, constrained) enters the
+simulation as its complex transmission averaged over each pupil cell, per wavelength; on top of
+it come a correlated random height error, mask decentre and rotation, and a mask-sensor
+distance error. Each error is swept alone and compared with the error-free fabricated optic
+(what the error itself costs); the tolerance is the largest value whose PSF keeps a correlation
+of at least `min_correlation` with it. The correlation of the fabricated optic with the design
+(what the export costs: wrapping, quantisation, resampling, constraints) is reported on its own,
+and each perturbed PSF's correlation with the design too.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fabrication.as_built import Errors, as_built_psf, psf_correlation
+from fabrication.export import ExportConfig, design_surface, resolve_optic
+from fabrication.heightmap import LevelMap, fabricated_levels
+from obscura import atomic, config
+from obscura.errors import ObscuraError
+from optics.materials import material
+from optics.optic import Optic
+
+
+@dataclass
+class ToleranceConfig:
+    """The optic, how it is fabricated, and the error values swept."""
+
+    optic: str = ""
+    fabrication: ExportConfig = field(default_factory=ExportConfig)
+    height_error_sigma_m: list[float] = field(default_factory=lambda: [5e-9, 10e-9, 20e-9, 40e-9, 80e-9])
+    height_error_correlation_m: float = 50e-6
+    mask_shift_m: list[float] = field(default_factory=lambda: [2e-6, 5e-6, 10e-6, 20e-6, 50e-6])
+    rotation_deg: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5, 1.0, 2.0])
+    distance_error_m: list[float] = field(default_factory=lambda: [5e-6, 10e-6, 20e-6, 50e-6, 100e-6])
+    min_correlation: float = 0.9
+    seed: int = 0
+
+
+def pupil_transmission(level_map: LevelMap, optic: Optic, material_name: str) -> Tensor:
+    """Complex transmission (C*K, N, N) of a writer-grid level map averaged over each pupil cell.
+
+    Every writer pixel at level l delays the phase by 2 pi (n - 1) l step / lambda; the average
+    over the writer pixels inside a pupil cell is what the coarser pupil grid sees.
+    """
+    n = optic.config.pupil_samples
+    m = level_map.levels.shape[0]
+    centres = (np.arange(m) - (m - 1) / 2) * level_map.pitch_m
+    cell = np.clip(np.floor(centres / optic.pupil_pitch_m + n / 2).astype(np.int64), 0, n - 1)
+    index = (cell[:, None] * n + cell[None, :]) * level_map.num_levels + level_map.levels
+    counts = np.bincount(index.ravel(), minlength=n * n * level_map.num_levels).reshape(n * n, level_map.num_levels)
+    lam = optic.wavelengths_m.flatten().double()
+    n1 = material(material_name).index(lam) - 1.0
+    phases = 2 * math.pi * n1[:, None] * (torch.arange(level_map.num_levels, dtype=torch.float64) * level_map.step_m)[None, :] / lam[:, None]
+    per_level = torch.polar(torch.ones_like(phases), phases)  # (L, levels)
+    weights = torch.from_numpy(counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)).to(torch.complex128)
+    return (per_level @ weights.T).reshape(len(lam), n, n)
+
+
+def height_error_field(shape: tuple[int, int], sigma_m: float, correlation_m: float, pitch_m: float, seed: int) -> Tensor:
+    """A Gaussian random height error with RMS `sigma_m` and Gaussian correlation length `correlation_m`."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    field_ = ndimage.gaussian_filter(rng.standard_normal(shape), correlation_m / pitch_m, mode="wrap")
+    return torch.from_numpy(field_ * sigma_m / field_.std())
+
+
+def with_height_error(transmission: Tensor, optic: Optic, material_name: str, error_m: Tensor) -> Tensor:
+    """Multiply the transmission by the phase of a height error on the pupil grid."""
+    lam = optic.wavelengths_m.flatten().double()
+    n1 = material(material_name).index(lam) - 1.0
+    return transmission * torch.polar(torch.ones_like(error_m), 2 * math.pi * (n1 / lam)[:, None, None] * error_m)
+
+
+def run_tolerance(cfg: ToleranceConfig, out: Path) -> dict:
+    """Sweep each error, write tolerance.json, tolerance.png, psf_design_vs_fabricated.png, config.yaml."""
+    from tqdm import tqdm
+
+    from optics.optic_file import load_optic, strict_json
+
+    if not 0 < cfg.min_correlation < 1:
+        raise ObscuraError(f"min_correlation is {cfg.min_correlation!r}; expected a number between 0 and 1")
+    optic_path = resolve_optic(cfg.optic)
+    optic = load_optic(optic_path)
+    fab = cfg.fabrication
+    surface = design_surface(optic)
+    name = fab.material or optic.mask.material_name
+    n_d = float(material(optic.mask.material_name).index(optic.config.lens.design_wavelength_m))
+    n_f = float(material(name).index(optic.config.lens.design_wavelength_m))
+    level_map = fabricated_levels(surface * (n_d - 1) / (n_f - 1), optic.pupil_pitch_m, optic.config.lens.aperture_diameter_m,
+                                  material_name=name, design_wavelength_m=fab.design_wavelength_m or optic.config.lens.design_wavelength_m,
+                                  num_levels=fab.levels, writer_pitch_m=fab.writer_pitch_m, max_height_m=fab.max_height_m,
+                                  min_feature_m=fab.min_feature_m)
+    with torch.no_grad():
+        design = optic.psf().double()
+        transmission = pupil_transmission(level_map, optic, name)
+        fabricated = as_built_psf(optic, Errors(), transmission=transmission)
+        sweeps = []
+        todo = (("height_error_sigma_m", cfg.height_error_sigma_m), ("mask_shift_m", cfg.mask_shift_m),
+                ("rotation_deg", cfg.rotation_deg), ("distance_error_m", cfg.distance_error_m))
+        for error, values in tqdm(todo, desc="tolerance", unit="error", disable=None):
+            psfs = [_perturbed(optic, transmission, name, error, v, cfg) for v in values]
+            corr = [float(psf_correlation(fabricated, p)) for p in psfs]
+            sweeps.append({"error": error, "values": list(values), "correlation": corr,
+                           "correlation_with_design": [float(psf_correlation(design, p)) for p in psfs],
+                           "tolerance": tolerance(values, corr, cfg.min_correlation)})
+    report = {
+        "optic": str(optic_path),
+        "min_correlation": cfg.min_correlation,
+        "fabricated_correlation": float(psf_correlation(design, fabricated)),
+        "fabricated_correlation_per_channel": [float(psf_correlation(d, f)) for d, f in zip(design, fabricated)],
+        "fabrication_changes": level_map.changes,
+        "sweeps": sweeps,
+        "privacy_utility": "not run: needs the learned optic and evaluation (see docs/fabrication.md, fabrication.tolerance.as_built_method)",
+        "config": config.to_dict(cfg),
+    }
+    atomic.write_json(out / "tolerance.json", strict_json(report))
+    config.write_resolved(cfg, out)
+    from fabrication.plots import save_psf_pair, save_tolerance_curves
+
+    save_tolerance_curves(out / "tolerance.png", sweeps, cfg.min_correlation)
+    save_psf_pair(out / "psf_design_vs_fabricated.png", design.numpy(), fabricated.numpy(), ("design", "fabricated"))
+    return report
+
+
+def tolerance(values: list[float], correlation: list[float], minimum: float) -> float:
+    """The largest swept value below which every swept value keeps the correlation >= minimum (0 if none)."""
+    best = 0.0
+    for value, corr in sorted(zip(values, correlation)):
+        if corr < minimum:
+            break
+        best = value
+    return best
+
+
+def _perturbed(optic: Optic, transmission: Tensor, material_name: str, error: str, value: float, cfg: ToleranceConfig) -> Tensor:
+    """The fabricated optic's PSF with one error set to `value`."""
+    if error == "height_error_sigma_m":
+        field_ = height_error_field(tuple(transmission.shape[-2:]), value, cfg.height_error_correlation_m, optic.pupil_pitch_m, cfg.seed)
+        return as_built_psf(optic, Errors(), transmission=with_height_error(transmission, optic, material_name, field_))
+    if error == "mask_shift_m":
+        return as_built_psf(optic, Errors(mask_shift_m=(value, 0.0)), transmission=transmission)
+    if error == "rotation_deg":
+        return as_built_psf(optic, Errors(rotation_rad=math.radians(value)), transmission=transmission)
+    return as_built_psf(optic, Errors(distance_error_m=value), transmission=transmission)
+
+
+def as_built_method(psf: Tensor, name: str, sensor_seed: int = 0):
+    """Hook for evaluation/: an evaluation.methods.Method imaging through a given (as-built) PSF.
+
+    Once the learned optic exists, evaluating `as_built_method(as_built_psf(...), "as-built")`
+    next to the design optic gives the change in the privacy and utility figures.
+    """
+    from evaluation.methods import Method
+    from optics import color
+    from optics.imaging import convolve
+    from optics.sensor import Sensor
+
+    sensor = Sensor()
+    kernel = psf.float()
+
+    def apply(image: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(image.astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)
+        with torch.no_grad():
+            capture = sensor(convolve(color.srgb_to_linear(x), kernel), generator=torch.Generator().manual_seed(sensor_seed))
+            out = color.linear_to_srgb(capture.clamp(0, 1))
+        return (out[0].permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+
+    digest = hashlib.sha256(kernel.numpy().tobytes()).hexdigest()[:12]
+    return Method(name, apply, f"{name}-{digest}", f"imaging through the {name} PSF")
