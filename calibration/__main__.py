@@ -55,7 +55,7 @@ def run_synth(args: argparse.Namespace) -> int:
     import torch
 
     from calibration.synthetic import SynthConfig, synthesise_captures
-    from fabrication.as_built import Errors, as_built_psf
+    from optics.fabrication.as_built import Errors, as_built_psf
     from obscura import atomic, config
     from optics.presets import camera_from_spec
 
@@ -108,7 +108,7 @@ def run_fit(args: argparse.Namespace) -> int:
     import numpy as np
 
     from calibration.fit import FitConfig, fit_camera
-    from fabrication.plots import save_psf_pair
+    from optics.fabrication.plots import save_psf_pair
     from obscura import atomic, config
     from optics.presets import camera_from_spec
 

@@ -1,6 +1,6 @@
 """Fit the simulated camera to a measured PSF by gradient descent through the differentiable optics.
 
-Free parameters (fabrication.as_built.Errors): mask-sensor distance error, mask decentre (x, y),
+Free parameters (optics.fabrication.as_built.Errors): mask-sensor distance error, mask decentre (x, y),
 mask rotation, height scale, extra defocus (W020 in waves) and the PSF's position on the sensor.
 Each is optimised in units of a typical size (so Adam's step means the same for all), from the
 nominal design; the PSF position starts where the centroids agree. The loss is chi^2 per pixel
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from fabrication.as_built import Errors, as_built_psf, psf_correlation
+from optics.fabrication.as_built import Errors, as_built_psf, psf_correlation
 from obscura.errors import ObscuraError
 from optics.optic import Optic
 

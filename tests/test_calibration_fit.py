@@ -8,7 +8,7 @@ import torch
 from calibration.fit import FitConfig, fit_camera
 from calibration.measure import MeasureConfig, measure_psf
 from calibration.synthetic import CaptureNoise, synthesise_captures
-from fabrication.as_built import Errors, as_built_psf
+from optics.fabrication.as_built import Errors, as_built_psf
 from obscura.errors import ObscuraError
 from optics.presets import camera_from_spec
 

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from fabrication import cli, formats
-from fabrication.heightmap import (LevelMap, clip_max_height, corner_contacts, enforce_min_feature, feature_ok,
+from optics.fabrication import cli, formats
+from optics.fabrication.heightmap import (LevelMap, clip_max_height, corner_contacts, enforce_min_feature, feature_ok,
                                    quantise, remove_corner_contacts, wrap_period_m)
 from obscura.errors import ObscuraError
 
@@ -145,7 +145,7 @@ def test_export_command_writes_every_file_and_reports_changes(small_optic, tmp_p
 
 
 def test_export_without_optic_names_the_missing_committed_file(tmp_path, monkeypatch):
-    from fabrication import export
+    from optics.fabrication import export
 
     monkeypatch.setattr(export, "COMMITTED_OPTIC", tmp_path / "weights" / "optic.npz")
     args = _parser().parse_args(["export", "--levels", "4", "--out", str(tmp_path / "o")])

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from fabrication.as_built import Errors, as_built_psf, psf_correlation, transform_map
-from fabrication.export import design_surface
-from fabrication.heightmap import fabricated_levels
-from fabrication.tolerance import ToleranceConfig, height_error_field, pupil_transmission, run_tolerance, tolerance
+from optics.fabrication.as_built import Errors, as_built_psf, psf_correlation, transform_map
+from optics.fabrication.export import design_surface
+from optics.fabrication.heightmap import fabricated_levels
+from optics.fabrication.tolerance import ToleranceConfig, height_error_field, pupil_transmission, run_tolerance, tolerance
 from optics.presets import camera_from_spec
 from optics.psf_metrics import encircled_energy_radius_px
 
@@ -109,7 +109,7 @@ def test_tolerance_command_writes_report(tmp_path):
 
 
 def test_as_built_method_is_an_evaluation_method():
-    from fabrication.tolerance import as_built_method
+    from optics.fabrication.tolerance import as_built_method
 
     lens = camera_from_spec("lens", pupil_samples=32, psf_size=16).optic
     with torch.no_grad():

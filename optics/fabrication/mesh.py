@@ -19,7 +19,7 @@ def _outline(mask: np.ndarray) -> list[np.ndarray]:
     """Contours (outer counter-clockwise, holes clockwise) of a boolean mask, integer (x, y) points."""
     import manifold3d
 
-    from fabrication.formats import runs
+    from optics.fabrication.formats import runs
 
     height = mask.shape[0]
     rects = [np.array([(c0, height - r1), (c1, height - r1), (c1, height - r0), (c0, height - r0)], dtype=float)

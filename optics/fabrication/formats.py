@@ -13,7 +13,7 @@ import numpy as np
 
 from obscura import atomic
 from obscura.errors import ObscuraError
-from fabrication.heightmap import LevelMap, corner_contacts
+from optics.fabrication.heightmap import LevelMap, corner_contacts
 
 GDS_CELL = "OBSCURA_MASK"
 GDS_PRECISION_M = 1e-9
@@ -155,10 +155,10 @@ def read_tiff(path: Path) -> tuple[np.ndarray, dict]:
 
 def write_stl(path: Path, level_map: LevelMap, base_m: float) -> dict:
     """A closed solid in micrometres: the pixel columns of the height map on a base slab of `base_m`
-    (fabrication.mesh: exact, no T-junctions; watertight unless a level touches itself only at a corner)."""
+    (optics.fabrication.mesh: exact, no T-junctions; watertight unless a level touches itself only at a corner)."""
     import trimesh
 
-    from fabrication.mesh import height_field_mesh
+    from optics.fabrication.mesh import height_field_mesh
 
     if base_m <= 0:
         raise ObscuraError(f"stl base_m is {base_m!r}; expected a base thickness > 0 (a closed solid needs one)")

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fabrication.as_built import Errors, as_built_psf, psf_correlation
-from fabrication.export import ExportConfig, design_surface, resolve_optic
-from fabrication.heightmap import LevelMap, fabricated_levels
+from optics.fabrication.as_built import Errors, as_built_psf, psf_correlation
+from optics.fabrication.export import ExportConfig, design_surface, resolve_optic
+from optics.fabrication.heightmap import LevelMap, fabricated_levels
 from obscura import atomic, config
 from obscura.errors import ObscuraError
 from optics.materials import material
@@ -119,12 +119,12 @@ def run_tolerance(cfg: ToleranceConfig, out: Path) -> dict:
         "fabricated_correlation_per_channel": [float(psf_correlation(d, f)) for d, f in zip(design, fabricated)],
         "fabrication_changes": level_map.changes,
         "sweeps": sweeps,
-        "privacy_utility": "not run: needs the learned optic and evaluation (see docs/fabrication.md, fabrication.tolerance.as_built_method)",
+        "privacy_utility": "not run: needs the learned optic and evaluation (see docs/fabrication.md, optics.fabrication.tolerance.as_built_method)",
         "config": config.to_dict(cfg),
     }
     atomic.write_json(out / "tolerance.json", strict_json(report))
     config.write_resolved(cfg, out)
-    from fabrication.plots import save_psf_pair, save_tolerance_curves
+    from optics.fabrication.plots import save_psf_pair, save_tolerance_curves
 
     save_tolerance_curves(out / "tolerance.png", sweeps, cfg.min_correlation)
     save_psf_pair(out / "psf_design_vs_fabricated.png", design.numpy(), fabricated.numpy(), ("design", "fabricated"))

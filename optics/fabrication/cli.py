@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     exp.add_argument("--min-feature", type=float, metavar="M", help="smallest feature the process can write (m, default 2e-6)")
     exp.add_argument("--wavelength", type=float, metavar="M", help="design wavelength for the 2 pi wrap (m; default: the lens's)")
     exp.add_argument("--material", help="mask material (default: the optic's); heights are rescaled to keep the phase")
-    exp.add_argument("--config", help="YAML/JSON file of fabrication.export.ExportConfig")
+    exp.add_argument("--config", help="YAML/JSON file of optics.fabrication.export.ExportConfig")
     exp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     exp.add_argument("--out", required=True, help="output folder")
     exp.set_defaults(func=run_export_command)
@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tol = subparsers.add_parser("tolerance", help="PSF correlation of the fabricated optic under fabrication and assembly errors",
                                 description="Simulate the fabricated optic with height, alignment and distance errors.")
     tol.add_argument("--optic", help="saved optic (.npz); default: the committed weights/optic.npz")
-    tol.add_argument("--config", help="YAML/JSON file of fabrication.tolerance.ToleranceConfig")
+    tol.add_argument("--config", help="YAML/JSON file of optics.fabrication.tolerance.ToleranceConfig")
     tol.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     tol.add_argument("--out", required=True, help="output folder")
     tol.set_defaults(func=run_tolerance_command)
@@ -52,7 +52,7 @@ def _export_overrides(args: argparse.Namespace) -> dict:
 
 def run_export_command(args: argparse.Namespace) -> int:
     """Export and print one line per constraint that changed the design."""
-    from fabrication.export import ExportConfig, run_export
+    from optics.fabrication.export import ExportConfig, run_export
     from obscura import config
 
     cfg = config.load(ExportConfig, args.config, _export_overrides(args))
@@ -67,7 +67,7 @@ def run_export_command(args: argparse.Namespace) -> int:
 
 def run_tolerance_command(args: argparse.Namespace) -> int:
     """Run the tolerance sweep and print its summary."""
-    from fabrication.tolerance import ToleranceConfig, run_tolerance
+    from optics.fabrication.tolerance import ToleranceConfig, run_tolerance
     from obscura import config
 
     overrides = config.parse_overrides(args.set)
