@@ -14,7 +14,7 @@ import sys
 from obscura.errors import ObscuraError
 
 # Modules that expose `register(subparsers)`; each sub-command sets `func(args) -> int`.
-COMMAND_MODULES = ("optics.cli", "evaluation.cli", "optics.fabrication.cli")
+COMMAND_MODULES = ("optics.cli", "evaluation.cli", "optics.fabrication.cli", "anonymizer.cli")
 DEFAULT_DEMO_DIR = "demo_out"
 
 

@@ -1,0 +1,80 @@
+"""A saved stage-I result (optic .npz + regressor.pt) as an evaluation capture method and landmark predictor.
+
+`load_learned_optic(path)` takes a stage-I output folder, or an optic .npz with `regressor.pt`
+beside it (or an explicit regressor file). `capture` images an sRGB uint8 face exactly like the
+'zernike-random' baseline does (sRGB -> linear -> camera with seeded noise -> sRGB);
+`landmarks` runs the regressor on the central crop of the training size, which is the
+geometry it was trained on (celeba-crops frames, centre-cropped), and returns image pixels.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from anonymizer import heatmaps
+from anonymizer.regressor import HeatmapRegressor, load_regressor
+from obscura.errors import ObscuraError
+from optics.camera import Camera
+
+OPTIC_NAME = "optic.npz"
+REGRESSOR_NAME = "regressor.pt"
+
+
+@dataclass
+class LearnedOptic:
+    """The learned camera and its regressor, ready for numpy images."""
+
+    camera: Camera
+    regressor: HeatmapRegressor
+    image_size: int
+    key: str  # identifies the two files' contents (for evaluation's result cache)
+
+    def capture(self, image: np.ndarray) -> np.ndarray:
+        """sRGB uint8 H x W x 3 -> the sensor's sRGB uint8 capture of the same size (seeded noise)."""
+        from optics.color import linear_to_srgb, srgb_to_linear
+
+        x = torch.from_numpy(np.ascontiguousarray(image).astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)
+        with torch.no_grad():
+            out = linear_to_srgb(self.camera(srgb_to_linear(x)).clamp(0, 1))
+        return (out[0].permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+
+    def landmarks(self, capture: np.ndarray) -> np.ndarray:
+        """68 x 2 landmarks (x, y; image pixels) that the regressor finds in an sRGB uint8 capture."""
+        from anonymizer.stage1_data import centre_crop
+
+        crop, offset = centre_crop(np.asarray(capture), self.image_size, "capture")
+        x = torch.from_numpy(np.ascontiguousarray(crop).astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)
+        with torch.no_grad():
+            found = heatmaps.landmarks(self.regressor(x), self.regressor.stride)[0].double().numpy()
+        return found + offset
+
+
+def _sha256(path: Path) -> str:
+    """Hex SHA-256 of a file."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def resolve(path: str | Path, regressor: str | Path | None = None) -> tuple[Path, Path]:
+    """(optic file, regressor file) of a stage-I output folder or an optic .npz; missing ones are a one-line error."""
+    path = Path(path)
+    optic = path / OPTIC_NAME if path.is_dir() else path
+    reg = Path(regressor) if regressor is not None else optic.parent / REGRESSOR_NAME
+    for what, file in (("optic", optic), ("regressor", reg)):
+        if not file.is_file():
+            raise ObscuraError(f"learned optic {path}: {what} file {file} not found (expected a stage-I output: {OPTIC_NAME} + {REGRESSOR_NAME})")
+    return optic, reg
+
+
+def load_learned_optic(path: str | Path, regressor: str | Path | None = None, seed: int = 0) -> LearnedOptic:
+    """Load a stage-I result for evaluation: deterministic sensor noise from `seed`, modules in eval mode."""
+    from optics.presets import camera_from_spec
+
+    optic_file, reg_file = resolve(path, regressor)
+    camera = camera_from_spec(str(optic_file), seed=seed).eval()
+    model, image_size = load_regressor(reg_file)
+    key = hashlib.sha256((_sha256(optic_file) + _sha256(reg_file) + str(seed)).encode()).hexdigest()[:16]
+    return LearnedOptic(camera, model, image_size, f"optic-{key}")

@@ -1,0 +1,367 @@
+"""Stage I: learn the phase optic jointly with the heatmap regressor against an identity adversary.
+
+After `warmup_steps` with the optic frozen (an untrained regressor's gradient would only teach
+the optic to blur, which quiets the regressor's noisy output), each step (min-max, alternating):
+1. optic + regressor: capture = sensor(PSF * scene); loss = weighted heatmap MSE
+   + lambda_priv * identity_information(adversary(capture)) [+ quality_weight * |capture - clean|],
+   with the adversary frozen (eval mode, no gradient to its weights);
+2. adversary: ArcFace cross-entropy on the same captures (detached), a share shown clean.
+So the optic cannot win by fooling one frozen network: the adversary keeps re-learning on it.
+
+Reproducible and resumable: every step re-seeds torch and the sensor noise from (seed, step,
+rank) and draws its batch from a per-epoch permutation, so resuming from a checkpoint repeats
+the same steps exactly. Launched by torchrun it runs DistributedDataParallel (one process per
+device); otherwise single-process.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Subset
+from torch.utils.data.distributed import DistributedSampler
+
+from anonymizer import checkpoint, heatmaps
+from anonymizer.adversary import Adversary, arcface_loss, identity_information, information_bound
+from anonymizer.regressor import HeatmapRegressor, count_parameters, save_regressor
+from anonymizer.stage1_config import Stage1Config, validate
+from anonymizer.stage1_data import FaceCrops, Stage1Data, prepare
+from obscura import atomic, config
+from obscura.errors import ObscuraError
+from optics.camera import Camera
+from optics.color import linear_to_srgb, srgb_to_linear
+from optics.optic import Optic
+from optics.sensor import Sensor
+
+# Settings that may change between a run and its resumption (they do not change what is learned).
+RESUMABLE_KEYS = ("train.steps", "train.progress", "train.workers", "train.threads", "train.device", "train.checkpoint_every", "train.log_every")
+METRICS = ("heatmap_loss", "identity_information", "information_bound", "adversary_loss", "adversary_accuracy", "nme", "quality_l1")
+PSF_ENERGY = 0.8  # logged: radius of the PSF holding this share of the light (mean over R, G, B)
+
+
+@dataclass
+class Runtime:
+    """Where this process runs: device, rank and world size (1 without torchrun)."""
+
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        """True when launched by torchrun with more than one process."""
+        return self.world > 1
+
+
+@dataclass
+class Models:
+    """The three trained modules, plain (unwrapped)."""
+
+    camera: Camera
+    regressor: HeatmapRegressor
+    adversary: Adversary
+
+
+def start_runtime(device: str) -> Runtime:
+    """Join the torchrun process group if there is one, and pick this process's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available() and device != "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ObscuraError(f"config key 'train.device' is {device!r} but torch sees no CUDA device")
+    if world > 1:
+        import torch.distributed as dist
+
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if cuda:
+            torch.cuda.set_device(local)
+        dist.init_process_group("nccl" if cuda else "gloo")
+        return Runtime(torch.device(f"cuda:{local}" if cuda else "cpu"), dist.get_rank(), world)
+    if device == "auto":
+        return Runtime(torch.device("cuda" if cuda else "cpu"))
+    return Runtime(torch.device(device))
+
+
+def build_models(cfg: Stage1Config, num_classes: int, device: torch.device) -> Models:
+    """Camera (trainable optic, fresh sensor noise), regressor and adversary, seeded by train.seed."""
+    torch.manual_seed(cfg.train.seed)
+    r, a = cfg.regressor, cfg.adversary
+    camera = Camera(Optic(cfg.camera.optic), Sensor(cfg.camera.sensor), noise_seed=None)
+    regressor = HeatmapRegressor(r.base_channels, r.depth, r.stride, r.max_channels)
+    adversary = Adversary(num_classes, a.width, a.blocks, a.embedding_dim, a.arcface_scale, a.arcface_margin)
+    return Models(camera.to(device), regressor.to(device), adversary.to(device))
+
+
+def build_optimizers(models: Models, cfg: Stage1Config) -> dict[str, torch.optim.Optimizer]:
+    """Adam for each player."""
+    return {
+        "optic": torch.optim.Adam(models.camera.parameters(), lr=cfg.train.lr_optic),
+        "regressor": torch.optim.Adam(models.regressor.parameters(), lr=cfg.train.lr_regressor),
+        "adversary": torch.optim.Adam(models.adversary.parameters(), lr=cfg.adversary.lr),
+    }
+
+
+def wrap(module: nn.Module, rt: Runtime) -> nn.Module:
+    """DistributedDataParallel around a module when distributed, else the module itself."""
+    if not rt.distributed:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(module, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """The RNG seed of one step of one process (distinct per step and rank, fixed by the config)."""
+    return (seed * 1_000_003 + step * 7919 + rank * 104_729) % (2**63 - 1)
+
+
+def batches(dataset: FaceCrops, cfg: Stage1Config, rt: Runtime, start: int) -> Iterator[tuple[int, list[Tensor]]]:
+    """(step, batch) from `start` to train.steps: a per-epoch DistributedSampler permutation, cut into batches."""
+    b = cfg.train.batch_size
+    sampler = DistributedSampler(dataset, num_replicas=rt.world, rank=rt.rank, shuffle=True, seed=cfg.train.seed, drop_last=True)
+    per_epoch = len(sampler) // b
+    if per_epoch == 0:
+        raise ObscuraError(f"config key 'train.batch_size' is {b}; the training set has only {len(sampler)} images per process")
+    step = start
+    while step < cfg.train.steps:
+        epoch, offset = divmod(step, per_epoch)
+        sampler.set_epoch(epoch)
+        order = list(sampler)[offset * b : per_epoch * b]
+        loader = DataLoader(Subset(dataset, order), batch_size=b, shuffle=False, num_workers=cfg.train.workers, drop_last=True)
+        for batch in loader:
+            yield step, batch
+            step += 1
+            if step >= cfg.train.steps:
+                return
+
+
+def train_step(models: Models, wrapped: dict[str, nn.Module], opts: dict[str, torch.optim.Optimizer], batch: list[Tensor],
+               step: int, cfg: Stage1Config, rt: Runtime) -> dict[str, float]:
+    """One alternating update (optic + regressor, then adversary); returns the step's metrics."""
+    t, a = cfg.train, cfg.adversary
+    seed = step_seed(t.seed, step, rt.rank)
+    torch.manual_seed(seed)
+    noise = torch.Generator(device=rt.device).manual_seed(seed)
+    images, targets, labels, marks = (x.to(rt.device) for x in batch)
+
+    # 1. optic + regressor against the frozen adversary (the optic itself frozen during warm-up)
+    models.adversary.eval().requires_grad_(False)
+    learn_optic = step >= t.warmup_steps
+    scene = srgb_to_linear(images)
+    if learn_optic:
+        capture = linear_to_srgb(wrapped["camera"](scene, generator=noise))
+    else:
+        with torch.no_grad():  # the plain module: DDP only syncs the optic once it is trained
+            capture = linear_to_srgb(models.camera(scene, generator=noise))
+    pred = wrapped["regressor"](capture)
+    heat = heatmaps.heatmap_loss(pred, targets, cfg.regressor.foreground_weight)
+    logits, _ = models.adversary(capture)
+    info = identity_information(logits)
+    quality = (capture - images).abs().mean()
+    lam = t.lambda_priv if learn_optic else 0.0
+    loss = heat + lam * info + t.quality_weight * quality
+    opts["optic"].zero_grad(set_to_none=True)
+    opts["regressor"].zero_grad(set_to_none=True)
+    loss.backward()
+    if learn_optic:
+        opts["optic"].step()
+    opts["regressor"].step()
+
+    # 2. the adversary re-learns identities from these captures (a share of clean faces anchors it)
+    models.adversary.train().requires_grad_(True)
+    n_clean = int(round(a.clean_fraction * images.shape[0]))
+    seen = torch.cat([images[:n_clean], capture.detach()[n_clean:]])
+    for _ in range(a.steps_per_step):
+        plain, margin = wrapped["adversary"](seen, labels)
+        adv_loss, _ = arcface_loss(margin, plain, labels)
+        opts["adversary"].zero_grad(set_to_none=True)
+        adv_loss.backward()
+        opts["adversary"].step()
+
+    with torch.no_grad():
+        found = heatmaps.landmarks(pred, cfg.regressor.stride)
+        bound = information_bound(logits, labels)
+        accuracy = (logits.argmax(dim=1) == labels).float().mean()  # on captures, before this step's update
+    return {
+        "heatmap_loss": heat.item(),
+        "identity_information": info.item(),
+        "information_bound": bound.item(),
+        "adversary_loss": adv_loss.item(),
+        "adversary_accuracy": accuracy.item(),
+        "nme": heatmaps.nme(found, marks).mean().item(),
+        "quality_l1": quality.item(),
+    }
+
+
+def comparable(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    """The flattened configuration minus the keys a resumed run may change."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}.{k}" if prefix else str(k))
+        else:
+            flat[prefix] = node
+
+    walk(cfg_dict, "")
+    return {k: v for k, v in flat.items() if k not in RESUMABLE_KEYS}
+
+
+def resume(folder: Path, models: Models, opts: dict[str, torch.optim.Optimizer], cfg: Stage1Config, rt: Runtime) -> tuple[int, list[dict], list[dict], str | None]:
+    """Restore the newest readable checkpoint: (start step, history, unlogged metrics, its path or None)."""
+    found = checkpoint.latest(folder, map_location=rt.device)
+    if found is None:
+        return 0, [], [], None
+    path, state = found
+    ours, theirs = comparable(config.to_dict(cfg)), comparable(state["config"])
+    for key in sorted(set(ours) | set(theirs)):
+        if ours.get(key) != theirs.get(key):
+            raise ObscuraError(
+                f"{path} was written by a run with {key} = {theirs.get(key)!r}, this config has {ours.get(key)!r}; "
+                "use a new --out folder or the same configuration"
+            )
+    models.camera.load_state_dict(state["camera"])
+    models.regressor.load_state_dict(state["regressor"])
+    models.adversary.load_state_dict(state["adversary"])
+    for name, opt in opts.items():
+        opt.load_state_dict(state[f"opt_{name}"])
+    return int(state["step"]), list(state["history"]), list(state["pending"]), str(path)
+
+
+def save_checkpoint(folder: Path, step: int, models: Models, opts: dict[str, torch.optim.Optimizer], cfg: Stage1Config,
+                    history: list[dict], pending: list[dict]) -> Path:
+    """Write the state after `step` steps (atomic, checksummed) and keep only the last two."""
+    state = {
+        "step": step,
+        "config": config.to_dict(cfg),
+        "camera": models.camera.state_dict(),
+        "regressor": models.regressor.state_dict(),
+        "adversary": models.adversary.state_dict(),
+        **{f"opt_{name}": opt.state_dict() for name, opt in opts.items()},
+        "history": history,
+        "pending": pending,
+    }
+    path = checkpoint.save(checkpoint.step_path(folder, step), state)
+    checkpoint.prune(folder)
+    return path
+
+
+def summarise(pending: list[dict], step: int, camera: Camera) -> dict[str, float]:
+    """Mean of each metric over the steps since the last log line, the PSF's 80 % radius, and the step count."""
+    from optics.psf_metrics import encircled_energy_radius_px
+
+    with torch.no_grad():
+        radius = float(np.mean(encircled_energy_radius_px(camera.psf().detach().cpu().double().numpy(), PSF_ENERGY)))
+    return {"step": step, **{k: float(np.mean([m[k] for m in pending])) for k in METRICS}, "psf_r80_px": radius}
+
+
+@torch.no_grad()
+def validate_landmarks(models: Models, val: FaceCrops, cfg: Stage1Config, rt: Runtime) -> dict[str, float]:
+    """Regressor NME on captures of held-out identities (seeded sensor noise) against dlib on the clean crops."""
+    models.camera.eval()
+    models.regressor.eval()
+    loader = DataLoader(val, batch_size=cfg.train.batch_size, shuffle=False, num_workers=cfg.train.workers)
+    errors = []
+    noise = torch.Generator(device=rt.device).manual_seed(cfg.train.seed)
+    for images, _, _, marks in loader:
+        images = images.to(rt.device)
+        capture = linear_to_srgb(models.camera(srgb_to_linear(images), generator=noise))
+        found = heatmaps.landmarks(models.regressor(capture), cfg.regressor.stride)
+        errors.append(heatmaps.nme(found, marks.to(rt.device)).cpu())
+    models.camera.train()
+    models.regressor.train()
+    nme = torch.cat(errors).numpy()
+    return {"val_nme": float(nme.mean()), "val_nme_median": float(np.median(nme)), "val_images": int(nme.size)}
+
+
+def write_outputs(out: Path, models: Models, cfg: Stage1Config, data: Stage1Data, history: list[dict], extra: dict[str, Any]) -> dict[str, Any]:
+    """optic.npz, regressor.pt, adversary.pt, metrics.json and the PNGs (loss curves, PSF, example captures)."""
+    from anonymizer import stage1_plots
+    from optics.optic_file import save_optic
+
+    save_optic(out / "optic.npz", models.camera)
+    arch = {k: getattr(cfg.regressor, k) for k in ("base_channels", "depth", "stride", "max_channels")}
+    save_regressor(out / "regressor.pt", models.regressor, arch, cfg.data.image_size)
+    checkpoint.save(out / "adversary.pt", {"format": "obscura-stage1-adversary", "identities": data.identities,
+                                           "state_dict": models.adversary.state_dict()})
+    metrics = {
+        "data": data.summary,
+        "parameters": {"optic": count_parameters(models.camera), "regressor": count_parameters(models.regressor),
+                       "adversary": count_parameters(models.adversary)},
+        "final": history[-1] if history else {},
+        "history": history,
+        **extra,
+    }
+    atomic.write_json(out / "metrics.json", metrics)
+    stage1_plots.loss_curves(out / "loss_curves.png", history)
+    with torch.no_grad():
+        psf = models.camera.psf().detach().cpu().double().numpy()
+    from optics.plots import save_psf_figure
+
+    save_psf_figure(out / "psf.png", psf, cfg.camera.optic.pixel_pitch_m, "stage-I optic")
+    stage1_plots.examples(out / "captures.png", models, data.val or data.train, cfg)
+    return metrics
+
+
+def train(cfg: Stage1Config, out_dir: str | Path) -> dict[str, Any]:
+    """Run (or resume) stage I into `out_dir`; returns the metrics written to metrics.json."""
+    from tqdm import tqdm
+
+    validate(cfg)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ObscuraError(f"--out {out}: exists and is not a folder")
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    rt = start_runtime(cfg.train.device)
+    try:
+        if rt.rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            config.write_resolved(cfg, out)
+        data = prepare(cfg.data, cfg.regressor, out, progress=cfg.train.progress and rt.rank == 0, write=rt.rank == 0)
+        models = build_models(cfg, len(data.identities), rt.device)
+        opts = build_optimizers(models, cfg)
+        folder = out / "checkpoints"
+        start, history, pending, resumed = resume(folder, models, opts, cfg, rt)
+        wrapped = {"camera": wrap(models.camera, rt), "regressor": wrap(models.regressor, rt), "adversary": wrap(models.adversary, rt)}
+        t0 = time.perf_counter()
+        bar = tqdm(total=cfg.train.steps, initial=start, desc="stage I", unit="step", disable=not cfg.train.progress or rt.rank != 0)
+        for step, batch in batches(data.train, cfg, rt, start):
+            pending.append(train_step(models, wrapped, opts, batch, step, cfg, rt))
+            done = step + 1
+            if done % cfg.train.log_every == 0 or done == cfg.train.steps:
+                history.append(summarise(pending, done, models.camera))
+                pending = []
+                bar.set_postfix(heat=f"{history[-1]['heatmap_loss']:.4f}", info=f"{history[-1]['identity_information']:.3f}",
+                                adv=f"{history[-1]['adversary_accuracy']:.2f}", nme=f"{history[-1]['nme']:.3f}", r80=f"{history[-1]['psf_r80_px']:.1f}")
+            if rt.rank == 0 and (done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps):
+                save_checkpoint(folder, done, models, opts, cfg, history, pending)
+            bar.update(1)
+        bar.close()
+        seconds = time.perf_counter() - t0
+        if rt.rank != 0:
+            return {}
+        steps_run = cfg.train.steps - start
+        extra: dict[str, Any] = {
+            "steps": cfg.train.steps,
+            "resumed_from": resumed,
+            "steps_this_run": steps_run,
+            "seconds_this_run": seconds,
+            "seconds_per_step": seconds / steps_run if steps_run else None,
+            "device": str(rt.device),
+            "world_size": rt.world,
+        }
+        if data.val is not None and len(data.val):
+            extra["validation"] = validate_landmarks(models, data.val, cfg, rt)
+        return write_outputs(out, models, cfg, data, history, extra)
+    finally:
+        if rt.distributed:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()

@@ -1,0 +1,111 @@
+"""Stage-I data: identity splits, clean faces centre-cropped to the training size, heatmap targets.
+
+Faces are cropped, not resized: the optic's PSF is defined in sensor pixels, so training on
+crops keeps the scale at which the evaluation later images the same (uncropped) files.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from anonymizer.heatmaps import render, to_map
+from anonymizer.stage1_config import DataConfig, RegressorConfig
+from anonymizer.targets import clean_landmarks
+from evaluation.data import FaceImage, list_images, load_face_set, read_rgb, split_identities, write_splits
+from obscura.errors import ObscuraError
+from obscura.paths import shared_data_dir
+
+
+def resolve_root(root: str) -> Path:
+    """A face-set folder: the path itself if it exists, else a name under the shared data folder."""
+    path = Path(root).expanduser()
+    if path.is_dir():
+        return path
+    shared = shared_data_dir() / root
+    if shared.is_dir():
+        return shared
+    raise ObscuraError(f"config key 'data.root' is {root!r}: neither a folder nor a set under {shared_data_dir()}")
+
+
+def centre_crop(rgb: np.ndarray, size: int, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """The central size x size crop and its top-left (x, y) offset in the image."""
+    h, w = rgb.shape[:2]
+    if h < size or w < size:
+        raise ObscuraError(f"{source}: image is {w}x{h} px; expected at least data.image_size = {size}")
+    x0, y0 = (w - size) // 2, (h - size) // 2
+    return rgb[y0 : y0 + size, x0 : x0 + size], np.array([x0, y0], dtype=np.float64)
+
+
+class FaceCrops(Dataset):
+    """(sRGB crop 3 x S x S in [0, 1], 69-channel target, identity label, 68 x 2 landmarks in crop pixels)."""
+
+    def __init__(self, paths: list[str], landmarks: list[np.ndarray], labels: list[int], size: int, regressor: RegressorConfig) -> None:
+        self.paths, self.landmarks, self.labels = paths, landmarks, labels
+        self.size, self.reg = size, regressor
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
+        rgb, _ = read_rgb(self.paths[i])
+        crop, offset = centre_crop(rgb, self.size, self.paths[i])
+        marks = self.landmarks[i] - offset
+        target = render(to_map(marks, self.reg.stride), self.size // self.reg.stride, self.reg.heatmap_sigma_px, self.reg.boundary_sigma_px)
+        image = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float() / 255.0
+        return image, torch.from_numpy(target), self.labels[i], torch.from_numpy(marks).float()
+
+
+@dataclass
+class Stage1Data:
+    """The training set, the held-out landmark set (or None), training identity names and a summary."""
+
+    train: FaceCrops
+    val: FaceCrops | None
+    identities: list[str]
+    summary: dict[str, object]
+
+
+def _crops(images: list, cfg: DataConfig, reg: RegressorConfig, progress: bool, names: list[str] | None = None) -> tuple[FaceCrops, list[str], int]:
+    """FaceCrops of the images with a dlib face; labels index `names` (default: the kept identities)."""
+    targets = clean_landmarks(images, cfg.cache_dir or None, progress)
+    names = names or sorted({img.identity for img in targets.images})
+    index = {n: i for i, n in enumerate(names)}
+    labels = [index.get(img.identity, -1) for img in targets.images]
+    paths = [str(img.path) for img in targets.images]
+    return FaceCrops(paths, targets.landmarks, labels, cfg.image_size, reg), names, len(targets.skipped)
+
+
+def prepare(cfg: DataConfig, reg: RegressorConfig, out_dir: Path, progress: bool = False, write: bool = True) -> Stage1Data:
+    """Split identities (written to out/splits), load the training identities' faces and their dlib targets."""
+    root = resolve_root(cfg.root)
+    listing = list_images(root)
+    parts = split_identities(sorted(listing), cfg.split_fractions, cfg.split_seed)
+    if write:
+        write_splits(parts, out_dir / "splits")
+    train_ids = parts[cfg.train_split][: cfg.max_identities or None]
+    face_set = load_face_set(root, cfg.min_images, identities=train_ids, progress=progress)
+    images = [img for name in face_set.identities for img in face_set.images[name][: cfg.max_images_per_identity or None]]
+    train, names, skipped = _crops(images, cfg, reg, progress)
+    if len(names) < 2:
+        raise ObscuraError(f"data.root {root}: {len(names)} training identities with a dlib-detectable face; the adversary needs at least 2")
+    val = None
+    if cfg.val_split and cfg.val_images and parts[cfg.val_split]:
+        # round-robin over the held-out identities, so a small val_images still spans many faces
+        held = parts[cfg.val_split]
+        depth = max(len(listing[name]) for name in held)
+        val_images = [FaceImage(name, listing[name][j]) for j in range(depth) for name in held if j < len(listing[name])]
+        val, _, _ = _crops(val_images[: cfg.val_images], cfg, reg, progress, names=names)
+    summary = {
+        "root": str(root),
+        "train_identities": len(names),
+        "train_images": len(train),
+        "skipped_no_face": skipped,
+        "unreadable": len(face_set.unreadable),
+        "val_images": len(val) if val is not None else 0,
+    }
+    return Stage1Data(train, val, names, summary)
+

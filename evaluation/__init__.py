@@ -1,0 +1,1 @@
+"""Face data, face models, privacy attacks, utility metrics, baselines and reports."""

@@ -1,0 +1,151 @@
+"""Per-image work: faces and embeddings of a clean image and of its output under a method.
+
+Runs in worker processes; each loads the face models once. Results are plain dicts of arrays
+(cacheable): `<recogniser>.box/.lm/.emb` for the clean image, `<recogniser>.auto` (detected and
+aligned on the output itself) and `<recogniser>.oracle` (output aligned with the clean image's
+landmarks) for the output, `util.<detector>.box/.lm` at 256x256 for utility.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from evaluation.cache import ResultCache
+from evaluation.data import file_sha256, read_rgb
+from evaluation.methods import Method
+from evaluation.models import Face
+
+RECOGNISERS = ("sface", "dlib")
+UTILITY_DETECTORS = ("mtcnn", "dlib")
+UTILITY_SIZE = 256
+
+
+@dataclass(frozen=True)
+class Task:
+    """One image and whether its clean embeddings are needed (gallery images, or the clean method)."""
+
+    path: str
+    need_clean_embedding: bool
+
+
+class Analyzer:
+    """Face models plus caches for one method; `run(task)` returns (clean record, output record)."""
+
+    def __init__(self, method: Method, cache_root: str | Path) -> None:
+        import cv2
+
+        from evaluation.models import recognitions, utility_detectors
+
+        cv2.setNumThreads(1)
+        self.method = method
+        self.recognitions = recognitions()
+        self.utility = utility_detectors(self.recognitions["dlib"].detector)
+        self.clean_cache = ResultCache(cache_root, "clean")
+        self.method_cache = ResultCache(cache_root, f"method-{method.cache_key}")
+
+    def run(self, task: Task) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Clean and output records of one image, from the caches where possible."""
+        key = file_sha256(task.path)
+        clean = self.clean_cache.get(key)
+        image = None
+        if clean is None or (task.need_clean_embedding and "embedded" not in clean):
+            image, _ = read_rgb(task.path)
+            clean = self._clean(image, task.need_clean_embedding, clean)
+            self.clean_cache.put(key, clean)
+        if self.method.is_identity:
+            return clean, output_of_clean(clean)
+        out = self.method_cache.get(key)
+        if out is None:
+            image = read_rgb(task.path)[0] if image is None else image
+            out = self._output(self.method.apply(image), clean)
+            self.method_cache.put(key, out)
+        return clean, out
+
+    def _clean(self, image: np.ndarray, embed: bool, old: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+        """Faces (and optionally embeddings) of the clean image, plus its 256x256 utility detections."""
+        rec: dict[str, np.ndarray] = dict(old or {})
+        if old is None:
+            for name, r in self.recognitions.items():
+                _put_face(rec, name, r.detector.detect(image).central(image.shape))
+            rec.update(self._utility(image))
+        if embed:
+            for name, r in self.recognitions.items():
+                face = face_from(rec, name)
+                if face is not None:
+                    rec[f"{name}.emb"] = r.embed(image, face)
+            rec["embedded"] = np.array(1)
+        return rec
+
+    def _output(self, output: np.ndarray, clean: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Embeddings of the method's output: aligned on itself (auto) and with clean landmarks (oracle)."""
+        rec: dict[str, np.ndarray] = {}
+        for name, r in self.recognitions.items():
+            face = r.detector.detect(output).central(output.shape)
+            if face is not None:
+                rec[f"{name}.auto"] = r.embed(output, face)
+            clean_face = face_from(clean, name)
+            if clean_face is not None and face is not None and _same_face(face, clean_face):
+                rec[f"{name}.oracle"] = rec[f"{name}.auto"]  # identical alignment, identical embedding
+            elif clean_face is not None:
+                rec[f"{name}.oracle"] = r.embed(output, clean_face)
+        rec.update(self._utility(output))
+        return rec
+
+    def _utility(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """Utility detections on the image resized to 256x256."""
+        import cv2
+
+        frame = cv2.resize(image, (UTILITY_SIZE, UTILITY_SIZE), interpolation=cv2.INTER_LINEAR)
+        rec: dict[str, np.ndarray] = {}
+        for name, det in self.utility.items():
+            _put_face(rec, f"util.{name}", det.detect(frame).central(frame.shape))
+        return rec
+
+
+def output_of_clean(clean: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The output record of the identity method: the clean embeddings serve as auto and oracle."""
+    out = {k: v for k, v in clean.items() if k.startswith("util.")}
+    for name in RECOGNISERS:
+        if f"{name}.emb" in clean:
+            out[f"{name}.auto"] = clean[f"{name}.emb"]
+            out[f"{name}.oracle"] = clean[f"{name}.emb"]
+    return out
+
+
+def _same_face(a: Face, b: Face) -> bool:
+    """True when two faces would be aligned identically (dlib's integer landmarks often agree)."""
+    return np.array_equal(a.box, b.box) and np.array_equal(a.landmarks, b.landmarks)
+
+
+def _put_face(rec: dict[str, np.ndarray], prefix: str, face: Face | None) -> None:
+    if face is not None:
+        rec[f"{prefix}.box"] = face.box
+        rec[f"{prefix}.lm"] = face.landmarks
+
+
+def face_from(rec: dict[str, np.ndarray], prefix: str) -> Face | None:
+    """The face stored under `prefix`, or None when none was found."""
+    if f"{prefix}.box" not in rec:
+        return None
+    return Face(np.asarray(rec[f"{prefix}.box"], float), np.asarray(rec[f"{prefix}.lm"], float), 1.0)
+
+
+_WORKER: Analyzer | None = None
+
+
+def init_worker(method_name: str, cache_root: str) -> None:
+    """Pool initialiser: one thread per worker, models loaded once."""
+    global _WORKER
+    from evaluation.methods import get
+
+    os.environ["OMP_NUM_THREADS"] = "1"  # read when an optical method first imports torch
+    _WORKER = Analyzer(get(method_name), cache_root)
+
+
+def run_task(task: Task) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Pool entry point."""
+    assert _WORKER is not None, "init_worker was not called"
+    return _WORKER.run(task)

@@ -1,0 +1,114 @@
+"""The registry of methods under test: name -> function from a clean RGB image to its output.
+
+Every method maps an sRGB uint8 HxWx3 image to one of the same size. Image-space baselines work
+on the sRGB values directly; optical baselines decode sRGB to linear light, image through an
+`optics.presets` camera, and encode back to sRGB.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from obscura.errors import ObscuraError
+
+OPTICAL_SEED = 0  # the random Zernike optic is drawn once from this seed, so runs agree
+
+
+@dataclass(frozen=True)
+class Method:
+    """A named image transform and the key under which its per-image results may be cached."""
+
+    name: str
+    apply: Callable[[np.ndarray], np.ndarray]
+    cache_key: str
+    description: str
+
+    @property
+    def is_identity(self) -> bool:
+        """True for `clean`, whose outputs are the source images themselves."""
+        return self.name == "clean"
+
+
+def lowres(image: np.ndarray, n: int) -> np.ndarray:
+    """Area-downsample the whole image to n x n, then bilinear back to its size."""
+    import cv2
+
+    h, w = image.shape[:2]
+    small = cv2.resize(image, (n, n), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def gaussian_blur(image: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Gaussian blur of standard deviation `sigma_px` (kernel to +-4 sigma, edges reflected)."""
+    import cv2
+
+    k = 2 * int(np.ceil(4 * sigma_px)) + 1
+    return cv2.GaussianBlur(image, (k, k), sigmaX=sigma_px, sigmaY=sigma_px, borderType=cv2.BORDER_REFLECT_101)
+
+
+def pixelate(image: np.ndarray, block_px: int) -> np.ndarray:
+    """Mosaic: every block_px x block_px block (from the top-left) replaced by its mean colour."""
+    h, w = image.shape[:2]
+    out = np.empty_like(image)
+    for y in range(0, h, block_px):
+        for x in range(0, w, block_px):
+            block = image[y : y + block_px, x : x + block_px]
+            out[y : y + block_px, x : x + block_px] = np.round(block.reshape(-1, image.shape[2]).mean(0))
+    return out
+
+
+def optical(preset: str, seed: int = OPTICAL_SEED) -> Callable[[np.ndarray], np.ndarray]:
+    """An optics.presets camera as an image method: sRGB -> linear -> camera -> sRGB."""
+    state: dict[str, object] = {}
+
+    def apply(image: np.ndarray) -> np.ndarray:
+        import torch
+
+        from optics import color, presets
+
+        if "camera" not in state:
+            camera = presets.camera_from_spec(preset, seed=seed)
+            camera.eval()
+            state["camera"] = camera
+        x = torch.from_numpy(image.astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)
+        with torch.no_grad():
+            y = state["camera"](color.srgb_to_linear(x))
+            out = color.linear_to_srgb(y.clamp(0, 1))
+        return (out[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
+
+    return apply
+
+
+_FIXED: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str]] = {
+    "clean": (lambda im: im, "the source image unchanged"),
+    **{
+        f"lowres{n}": ((lambda im, n=n: lowres(im, n)), f"area-downsampled to {n}x{n}, bilinear back")
+        for n in (8, 16, 32)
+    },
+    **{
+        f"blur{s}": ((lambda im, s=s: gaussian_blur(im, float(s))), f"Gaussian blur, sigma {s} px")
+        for s in (2, 4, 8)
+    },
+    "pixelate16": ((lambda im: pixelate(im, 16)), "mosaic of 16x16-px blocks, each its mean colour"),
+    "defocus": (optical("defocus"), "defocused thin lens through optics.presets ('defocus')"),
+    "zernike-random": (
+        optical("zernike-random"),
+        f"random Zernike phase optic through optics.presets ('zernike-random', seed {OPTICAL_SEED})",
+    ),
+}
+
+
+def names() -> list[str]:
+    """Method names accepted by --method."""
+    return list(_FIXED)
+
+
+def get(name: str) -> Method:
+    """Look up a method by name; an unknown name is a one-line error listing the known ones."""
+    if name in _FIXED:
+        fn, description = _FIXED[name]
+        return Method(name, fn, name, description)
+    raise ObscuraError(f"--method {name!r}: unknown method (expected one of: {', '.join(names())})")
+
