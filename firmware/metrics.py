@@ -17,7 +17,8 @@ class Metrics:
         self._lock = threading.Lock()
         self._start = time.monotonic()
         self._latency: dict[str, collections.deque[float]] = {}
-        self._counts: collections.Counter[str] = collections.Counter()
+        # Frame counters are reported from the start (at 0), so /metrics has a fixed shape.
+        self._counts: collections.Counter[str] = collections.Counter({"captured": 0, "emitted": 0})
         self._emitted: collections.deque[float] = collections.deque()
         self._captured: collections.deque[float] = collections.deque()
         self._queues: dict[str, Any] = {}

@@ -165,3 +165,9 @@ def test_a_slow_sink_never_slows_the_camera_or_the_other_sinks() -> None:
     assert len(slow.images) < len(fast.images) / 3  # the slow sink got what it could take ...
     # ... and everything else was dropped at its own queue (which holds 2), not held up upstream.
     assert snap["drops"]["sink0_ListSink"] >= snap["frames"]["emitted"] - len(slow.images) - 3
+
+
+def test_metrics_report_frame_counters_before_the_first_frame() -> None:
+    from firmware.metrics import Metrics
+
+    assert Metrics("test://").snapshot()["frames"] == {"captured": 0, "emitted": 0}
