@@ -35,12 +35,9 @@ class LearnedOptic:
 
     def capture(self, image: np.ndarray) -> np.ndarray:
         """sRGB uint8 H x W x 3 -> the sensor's sRGB uint8 capture of the same size (seeded noise)."""
-        from optics.color import linear_to_srgb, srgb_to_linear
+        from optics.color import through_linear_light
 
-        x = torch.from_numpy(np.ascontiguousarray(image).astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)
-        with torch.no_grad():
-            out = linear_to_srgb(self.camera(srgb_to_linear(x)).clamp(0, 1))
-        return (out[0].permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+        return through_linear_light(self.camera, image)
 
     def landmarks(self, capture: np.ndarray) -> np.ndarray:
         """68 x 2 landmarks (x, y; image pixels) that the regressor finds in an sRGB uint8 capture."""

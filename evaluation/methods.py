@@ -7,11 +7,14 @@ on the sRGB values directly; optical baselines decode sRGB to linear light, imag
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from obscura.errors import ObscuraError
+
+if TYPE_CHECKING:
+    import torch
 
 OPTICAL_SEED = 0  # the random Zernike optic is drawn once from this seed, so runs agree
 
@@ -64,21 +67,38 @@ def optical(preset: str, seed: int = OPTICAL_SEED) -> Callable[[np.ndarray], np.
     state: dict[str, object] = {}
 
     def apply(image: np.ndarray) -> np.ndarray:
-        import torch
-
         from optics import color, presets
 
         if "camera" not in state:
-            camera = presets.camera_from_spec(preset, seed=seed)
-            camera.eval()
-            state["camera"] = camera
-        x = torch.from_numpy(image.astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)
-        with torch.no_grad():
-            y = state["camera"](color.srgb_to_linear(x))
-            out = color.linear_to_srgb(y.clamp(0, 1))
-        return (out[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
+            state["camera"] = presets.camera_from_spec(preset, seed=seed).eval()
+        return color.through_linear_light(state["camera"], image)
 
     return apply
+
+
+def psf_method(psf: "torch.Tensor", name: str, sensor_seed: int = 0) -> Method:
+    """Imaging through a given PSF (C x h x w) and the default sensor, e.g. an as-built optic's.
+
+    Evaluating it next to the design optic gives the change in the privacy and utility figures
+    that fabrication errors cause.
+    """
+    import hashlib
+
+    import torch
+
+    from optics import color
+    from optics.imaging import convolve
+    from optics.sensor import Sensor
+
+    sensor = Sensor()
+    kernel = psf.detach().float().cpu()
+
+    def capture(scene: torch.Tensor) -> torch.Tensor:
+        return sensor(convolve(scene, kernel), generator=torch.Generator().manual_seed(sensor_seed))
+
+    digest = hashlib.sha256(kernel.numpy().tobytes()).hexdigest()[:12]
+    return Method(name, lambda image: color.through_linear_light(capture, image), f"{name}-{digest}",
+                  f"imaging through the {name} PSF")
 
 
 _FIXED: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str]] = {

@@ -109,3 +109,19 @@ def test_optical_baselines_blur_through_optics(name: str) -> None:
     step = lambda a: np.abs(np.diff(a[40:56].astype(float).mean(axis=(0, 2)))).max()  # noqa: E731
     assert step(out) < 0.5 * step(img)
     assert np.array_equal(m.apply(img), out)  # seeded: the same capture every time
+
+
+def test_psf_method_images_through_an_as_built_psf() -> None:
+    import torch
+
+    from evaluation.methods import psf_method
+    from optics.fabrication.as_built import Errors, as_built_psf
+    from optics.presets import camera_from_spec
+
+    lens = camera_from_spec("lens", pupil_samples=32, psf_size=16).optic
+    with torch.no_grad():
+        method = psf_method(as_built_psf(lens, Errors(distance_error_m=1e-3)), "as-built")
+    image = (np.random.default_rng(0).random((40, 48, 3)) * 255).astype(np.uint8)
+    out = method.apply(image)
+    assert out.shape == image.shape and out.dtype == np.uint8 and out.std() < image.std()
+    assert method.cache_key.startswith("as-built-") and np.array_equal(method.apply(image), out)

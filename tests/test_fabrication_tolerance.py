@@ -106,14 +106,3 @@ def test_tolerance_command_writes_report(tmp_path):
     for name in ("tolerance.json", "tolerance.png", "psf_design_vs_fabricated.png", "config.yaml"):
         assert (tmp_path / "out" / name).is_file()
     assert "not run" in json.loads((tmp_path / "out" / "tolerance.json").read_text())["privacy_utility"]
-
-
-def test_as_built_method_is_an_evaluation_method():
-    from optics.fabrication.tolerance import as_built_method
-
-    lens = camera_from_spec("lens", pupil_samples=32, psf_size=16).optic
-    with torch.no_grad():
-        method = as_built_method(as_built_psf(lens, Errors(distance_error_m=1e-3)), "as-built")
-    image = (np.random.default_rng(0).random((40, 48, 3)) * 255).astype(np.uint8)
-    out = method.apply(image)
-    assert out.shape == image.shape and out.dtype == np.uint8 and out.std() < image.std()

@@ -11,7 +11,6 @@ and each perturbed PSF's correlation with the design too.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,7 +118,7 @@ def run_tolerance(cfg: ToleranceConfig, out: Path) -> dict:
         "fabricated_correlation_per_channel": [float(psf_correlation(d, f)) for d, f in zip(design, fabricated)],
         "fabrication_changes": level_map.changes,
         "sweeps": sweeps,
-        "privacy_utility": "not run: needs the learned optic and evaluation (see docs/fabrication.md, optics.fabrication.tolerance.as_built_method)",
+        "privacy_utility": "not run: needs the learned optic and evaluation (see docs/fabrication.md, evaluation.methods.psf_method)",
         "config": config.to_dict(cfg),
     }
     atomic.write_json(out / "tolerance.json", strict_json(report))
@@ -151,28 +150,3 @@ def _perturbed(optic: Optic, transmission: Tensor, material_name: str, error: st
     if error == "rotation_deg":
         return as_built_psf(optic, Errors(rotation_rad=math.radians(value)), transmission=transmission)
     return as_built_psf(optic, Errors(distance_error_m=value), transmission=transmission)
-
-
-def as_built_method(psf: Tensor, name: str, sensor_seed: int = 0):
-    """Hook for evaluation/: an evaluation.methods.Method imaging through a given (as-built) PSF.
-
-    Once the learned optic exists, evaluating `as_built_method(as_built_psf(...), "as-built")`
-    next to the design optic gives the change in the privacy and utility figures.
-    """
-    from evaluation.methods import Method
-    from optics import color
-    from optics.imaging import convolve
-    from optics.sensor import Sensor
-
-    sensor = Sensor()
-    kernel = psf.float()
-
-    def apply(image: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(image.astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)
-        with torch.no_grad():
-            capture = sensor(convolve(color.srgb_to_linear(x), kernel), generator=torch.Generator().manual_seed(sensor_seed))
-            out = color.linear_to_srgb(capture.clamp(0, 1))
-        return (out[0].permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
-
-    digest = hashlib.sha256(kernel.numpy().tobytes()).hexdigest()[:12]
-    return Method(name, apply, f"{name}-{digest}", f"imaging through the {name} PSF")
