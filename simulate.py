@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from obscura.errors import ObscuraError
+from obscura.cli import run_reporting_errors
 
 # Modules that expose `register(subparsers)`; each sub-command sets `func(args) -> int`.
 COMMAND_MODULES = ("optics.cli", "evaluation.cli", "optics.fabrication.cli", "anonymizer.cli")
@@ -40,11 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse, dispatch, and report user errors as `simulate.py: error: ...` with exit code 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except ObscuraError as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(parser.prog, lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def loss_curves(path: Path, history: list[dict]) -> Path:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return atomic.write_figure(path, fig)
 
 
 def examples(path: Path, models, dataset, cfg, count: int = 4) -> Path:
@@ -61,12 +61,4 @@ def examples(path: Path, models, dataset, cfg, count: int = 4) -> Path:
             ax.set_title(label, fontsize=9)
             ax.axis("off")
     fig.tight_layout()
-    return _save(fig, path)
-
-
-def _save(fig, path: Path) -> Path:
-    """Write a figure atomically and close it."""
-    with atomic.atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return path
+    return atomic.write_figure(path, fig)

@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from obscura.cli import run_reporting_errors
 from obscura.errors import ObscuraError
 
 
@@ -166,11 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse and dispatch; bad input is one line on stderr and exit code 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except ObscuraError as err:
-        print(f"calibration: error: {err}", file=sys.stderr)
-        return 2
+    return run_reporting_errors("calibration", lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from obscura.cli import run_reporting_errors
 from obscura.errors import ObscuraError
 
 
@@ -61,12 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--max-batch", type=int, default=1, help="largest batch of the dynamic-batch profile")
 
     args = parser.parse_args(argv)
-    try:
-        return {"bundle": _bundle, "verify": _verify, "flash": _flash, "rollback": _rollback,
-                "build-engine": _engine}[args.command](args)
-    except ObscuraError as err:
-        print(f"deploy: error: {err}", file=sys.stderr)
-        return 2
+    commands = {"bundle": _bundle, "verify": _verify, "flash": _flash, "rollback": _rollback, "build-engine": _engine}
+    return run_reporting_errors("deploy", lambda: commands[args.command](args))
 
 
 def _bundle(args: argparse.Namespace) -> int:

@@ -1,7 +1,6 @@
 """report.json, report.md and PNGs (example probes; privacy versus utility) of an evaluation run."""
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -95,16 +94,6 @@ def markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
-def _save_png(fig, path: Path) -> None:
-    """Render a matplotlib figure to PNG atomically."""
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    atomic.write_bytes(path, buf.getvalue())
-
-
 def _examples_png(rec: "Records", method: "Method", path: Path, count: int) -> None:
     """Clean probes (top) and their outputs (bottom), one probe from identities spread over the set."""
     import matplotlib
@@ -127,7 +116,7 @@ def _examples_png(rec: "Records", method: "Method", path: Path, count: int) -> N
         axes[0, col].set_title(Path(rec.probe_paths[idx]).parent.name[:18], fontsize=7)
     axes[0, 0].text(-0.1, 0.5, "clean", transform=axes[0, 0].transAxes, rotation=90, va="center", ha="right")
     axes[1, 0].text(-0.1, 0.5, method.name, transform=axes[1, 0].transAxes, rotation=90, va="center", ha="right")
-    _save_png(fig, path)
+    atomic.write_figure(path, fig)
 
 
 def _privacy_utility_png(result: dict, out: Path, path: Path) -> None:
@@ -159,4 +148,4 @@ def _privacy_utility_png(result: dict, out: Path, path: Path) -> None:
     ax.set_ylabel("rank-1 identification (lower = more private)")
     ax.set_title(f"privacy vs utility, {Path(result['data']).name} (>= {result['min_images']} images)")
     ax.legend(fontsize=8)
-    _save_png(fig, path)
+    atomic.write_figure(path, fig)

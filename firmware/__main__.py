@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 
+from obscura.cli import run_reporting_errors
 from obscura.errors import ObscuraError
 
 
@@ -32,11 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper() if args.command == "run" else "WARNING",
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return _run(args) if args.command == "run" else _check(args)
-    except ObscuraError as err:
-        print(f"firmware: error: {err}", file=sys.stderr)
-        return 2
+    return run_reporting_errors("firmware", lambda: _run(args) if args.command == "run" else _check(args))
 
 
 def _check(args: argparse.Namespace) -> int:

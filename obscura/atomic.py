@@ -44,6 +44,16 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
+def write_figure(path: str | os.PathLike[str], fig: Any, dpi: int = 100) -> Path:
+    """Atomically write a matplotlib figure as PNG, then close it (figures hold memory until closed)."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
 def _json_default(value: Any) -> Any:
     """Convert numpy scalars/arrays and paths, which json cannot encode itself."""
     if hasattr(value, "tolist"):

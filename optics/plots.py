@@ -40,7 +40,7 @@ def save_psf_figure(path: Path, psf: np.ndarray, pixel_pitch_m: float, title: st
         axes[1, i].set_title(f"MTF {name} (x axis)")
     fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return atomic.write_figure(path, fig)
 
 
 def save_side_by_side(path: Path, rows: list[tuple[str, list[tuple[str, np.ndarray]]]]) -> Path:
@@ -56,12 +56,4 @@ def save_side_by_side(path: Path, rows: list[tuple[str, list[tuple[str, np.ndarr
                 ax.imshow(image)
                 ax.set_title(f"{label}: {name}" if col == 0 else name, fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    """Atomically write a figure as PNG and close it."""
-    with atomic.atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return path
+    return atomic.write_figure(path, fig)

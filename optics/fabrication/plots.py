@@ -29,7 +29,7 @@ def save_height_map(path: Path, height_m: np.ndarray, pitch_m: float, title: str
     axes[1].set_title(f"centre, {zoom.shape[1]} x {zoom.shape[0]} writer pixels")
     fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return atomic.write_figure(path, fig)
 
 
 def save_psf_pair(path: Path, first: np.ndarray, second: np.ndarray, names: tuple[str, str], title: str = "") -> Path:
@@ -48,7 +48,7 @@ def save_psf_pair(path: Path, first: np.ndarray, second: np.ndarray, names: tupl
         fig.colorbar(im, ax=axes[i, 2], fraction=0.046)
     fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return atomic.write_figure(path, fig)
 
 
 def save_tolerance_curves(path: Path, sweeps: list[dict], min_correlation: float) -> Path:
@@ -63,12 +63,4 @@ def save_tolerance_curves(path: Path, sweeps: list[dict], min_correlation: float
         ax.set_ylabel("PSF correlation with fabricated")
         ax.set_title(f"tolerance {sweep['tolerance']:.3g}")
     fig.tight_layout()
-    return _save(fig, path)
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    """Atomically write a figure as PNG and close it."""
-    with atomic.atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return path
+    return atomic.write_figure(path, fig)
