@@ -3,7 +3,8 @@
 Runs in worker processes; each loads the face models once. Results are plain dicts of arrays
 (cacheable): `<recogniser>.box/.lm/.emb` for the clean image, `<recogniser>.auto` (detected and
 aligned on the output itself) and `<recogniser>.oracle` (output aligned with the clean image's
-landmarks) for the output, `util.<detector>.box/.lm` at 256x256 for utility.
+landmarks) for the output, `util.<detector>.box/.lm` at 256x256 for utility, and for capture
+methods with a regressor `regressor.lm` (its 68 landmarks on the output, image pixels).
 """
 from __future__ import annotations
 
@@ -92,6 +93,8 @@ class Analyzer:
             elif clean_face is not None:
                 rec[f"{name}.oracle"] = r.embed(output, clean_face)
         rec.update(self._utility(output))
+        if self.method.landmarks is not None:
+            rec["regressor.lm"] = np.asarray(self.method.landmarks(output), dtype=np.float64)
         return rec
 
     def _utility(self, image: np.ndarray) -> dict[str, np.ndarray]:

@@ -144,15 +144,24 @@ def privacy(rec: Records, cfg: EvaluateConfig) -> dict[str, dict]:
     return out
 
 
-def utility(rec: Records) -> dict[str, dict]:
-    """FD, BB, LM, NME per utility detector, over all probes (256x256 source versus output)."""
-    return {
+def utility(rec: Records) -> dict:
+    """FD, BB, LM, NME per utility detector, over all probes (256x256 source versus output).
+
+    For capture methods with a regressor also `landmark_nme`: its landmarks on the capture against
+    dlib's 68 landmarks on the clean image, over the inter-ocular distance.
+    """
+    result: dict = {
         name: metrics.utility(
             [face_from(clean, f"util.{name}") for clean, _ in rec.probes],
             [face_from(out, f"util.{name}") for _, out in rec.probes],
         )
         for name in UTILITY_DETECTORS
     }
+    if any("regressor.lm" in out for _, out in rec.probes):
+        nme = metrics.landmark_nme([clean.get("dlib.lm") for clean, _ in rec.probes], [out.get("regressor.lm") for _, out in rec.probes])
+        result["landmark_nme"] = nme["landmark_nme"]
+        result["landmark_nme_pairs"] = nme["n_pairs"]
+    return result
 
 
 def run(cfg: EvaluateConfig) -> dict:

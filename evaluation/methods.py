@@ -27,6 +27,8 @@ class Method:
     apply: Callable[[np.ndarray], np.ndarray]
     cache_key: str
     description: str
+    # For capture methods with a heatmap regressor: output image -> 68 x 2 landmarks (x, y), pixels.
+    landmarks: Callable[[np.ndarray], np.ndarray] | None = None
 
     @property
     def is_identity(self) -> bool:
@@ -120,6 +122,17 @@ _FIXED: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str]] = {
 }
 
 
+def learned_optic(spec: str) -> Method:
+    """`optic` (the committed stage-I optic and regressor in weights/) or `optic:PATH` (a stage-I output or optic .npz)."""
+    from anonymizer.learned_optic import load_learned_optic
+    from obscura.paths import WEIGHTS_DIR
+
+    path = spec.partition(":")[2] or str(WEIGHTS_DIR / "optic.npz")
+    learned = load_learned_optic(path)
+    return Method(spec, learned.capture, learned.key, f"the learned optic {path} (stage I), seeded sensor noise",
+                  landmarks=learned.landmarks)
+
+
 def names() -> list[str]:
     """Method names accepted by --method."""
     return list(_FIXED)
@@ -130,5 +143,7 @@ def get(name: str) -> Method:
     if name in _FIXED:
         fn, description = _FIXED[name]
         return Method(name, fn, name, description)
-    raise ObscuraError(f"--method {name!r}: unknown method (expected one of: {', '.join(names())})")
+    if name == "optic" or name.startswith("optic:"):
+        return learned_optic(name)
+    raise ObscuraError(f"--method {name!r}: unknown method (expected one of: {', '.join(names())}, optic, optic:PATH)")
 

@@ -159,3 +159,11 @@ def utility(sources: list, outputs: list) -> dict[str, float | int]:
         "n_source_faces": len(pairs),
         "n_pairs": len(both),
     }
+
+
+def landmark_nme(references: list, predictions: list) -> dict[str, float | int]:
+    """Mean landmark distance over the reference's inter-ocular distance, over images with both (68 x 2 each)."""
+    both = [(r, p) for r, p in zip(references, predictions) if r is not None and p is not None]
+    errors = [float(np.mean(np.linalg.norm(np.asarray(p, float) - np.asarray(r, float), axis=1))) / max(inter_ocular(r), 1e-9)
+              for r, p in both]
+    return {"landmark_nme": float(np.mean(errors)) if errors else float("nan"), "n_pairs": len(both)}

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from evaluation.analysis import UTILITY_DETECTORS
 from obscura import atomic
 
 if TYPE_CHECKING:
@@ -86,9 +87,13 @@ def markdown(r: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "## Utility (source versus output at 256x256)", ""]
     lines += ["| detector | FD | BB (px) | LM (px) | NME | pairs |", "|---|---|---|---|---|---|"]
-    for name, u in r["utility"].items():
+    for name in UTILITY_DETECTORS:
+        u = r["utility"][name]
         cells = [_fmt(u[k]) for k in ("fd", "bb", "lm", "nme")]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {u['n_pairs']} |")
+    if "landmark_nme" in r["utility"]:
+        lines += ["", f"Regressor landmarks on the captures versus dlib's on the clean images: NME "
+                  f"{_fmt(r['utility']['landmark_nme'])} over {r['utility']['landmark_nme_pairs']} probes."]
     lines += ["", "## Protocol", ""] + [f"- **{k}**: {v}" for k, v in r["protocol"].items()]
     lines += ["", f"Run time {r['seconds']} s with {r['workers']} worker(s); cache `{r['cache_dir']}`.", ""]
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import json
 
 import numpy as np
@@ -220,3 +221,28 @@ def test_committed_configurations_are_valid(name: str) -> None:
     r = cfg.regressor
     assert count_parameters(HeatmapRegressor(r.base_channels, r.depth, r.stride, r.max_channels)) <= 5_000_000
     assert cfg.camera.optic.mask.num_terms == 300 and cfg.camera.sensor.noise
+
+
+def test_evaluate_a_saved_result_as_method_optic_path(straight, shared_data: Path, tmp_path: Path) -> None:
+    """`evaluate --method optic:PATH` images through the learned optic and reports the regressor's landmark NME."""
+    from evaluation.evaluate import EvaluateConfig, run
+
+    data = tmp_path / "faces"
+    for name in sorted(p.name for p in (shared_data / "celeba-crops").iterdir())[:2]:
+        (data / name).mkdir(parents=True)
+        for src in sorted((shared_data / "celeba-crops" / name).iterdir())[:3]:
+            (data / name / src.name).symlink_to(src)
+    report = run(EvaluateConfig(data=str(data), method=f"optic:{straight}", out=str(tmp_path / "eval"), min_images=3,
+                                cache_dir=str(tmp_path / "cache"), workers=1, bootstrap=10, progress=False, examples=1))
+    assert report["n_probes"] == 4
+    assert report["utility"]["landmark_nme_pairs"] >= 1 and report["utility"]["landmark_nme"] > 0
+    assert "Regressor landmarks on the captures" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_method_optic_needs_the_committed_weights(monkeypatch, tmp_path: Path) -> None:
+    import obscura.paths
+    from evaluation import methods
+
+    monkeypatch.setattr(obscura.paths, "WEIGHTS_DIR", tmp_path / "weights")
+    with pytest.raises(ObscuraError, match=r"optic file .*weights/optic.npz not found"):
+        methods.get("optic")

@@ -130,3 +130,11 @@ def test_inter_ocular_68_points_uses_outer_corners() -> None:
     pts[36] = [10, 20]
     pts[45] = [70, 20]
     assert metrics.inter_ocular(pts) == 60.0
+
+
+def test_landmark_nme_over_inter_ocular_distance() -> None:
+    reference = np.zeros((68, 2))
+    reference[45] = (10.0, 0.0)  # outer eye corners 36 and 45: inter-ocular distance 10
+    shifted = reference + (3.0, 4.0)  # every point 5 px away
+    result = metrics.landmark_nme([reference, None, reference], [shifted, shifted, None])
+    assert result == {"landmark_nme": 0.5, "n_pairs": 1}
