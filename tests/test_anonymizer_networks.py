@@ -12,13 +12,7 @@ from anonymizer.regressor import HeatmapRegressor, count_parameters, load_regres
 from obscura.errors import ObscuraError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread (CI shares 2 cores between jobs); the previous setting is restored."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_regressor_fits_a_raspberry_pi_budget_and_outputs_69_maps() -> None:

@@ -15,13 +15,7 @@ from anonymizer.stage1_config import load_config
 from obscura.errors import ObscuraError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread (CI shares 2 cores between jobs); the previous setting is restored."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = {
     "data.max_identities": 3,
