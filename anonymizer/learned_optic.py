@@ -41,13 +41,18 @@ class LearnedOptic:
 
     def landmarks(self, capture: np.ndarray) -> np.ndarray:
         """68 x 2 landmarks (x, y; image pixels) that the regressor finds in an sRGB uint8 capture."""
-        from anonymizer.stage1_data import centre_crop
+        return regressor_landmarks(self.regressor, self.image_size, capture)
 
-        crop, offset = centre_crop(np.asarray(capture), self.image_size, "capture")
-        x = torch.from_numpy(np.ascontiguousarray(crop).astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)
-        with torch.no_grad():
-            found = heatmaps.landmarks(self.regressor(x), self.regressor.stride)[0].double().numpy()
-        return found + offset
+
+def regressor_landmarks(regressor: HeatmapRegressor, image_size: int, capture: np.ndarray) -> np.ndarray:
+    """68 x 2 landmarks (x, y; image pixels) a regressor finds in the central crop of its training size."""
+    from anonymizer.stage1_data import centre_crop
+
+    crop, offset = centre_crop(np.asarray(capture), image_size, "capture")
+    x = torch.from_numpy(np.ascontiguousarray(crop).astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)
+    with torch.no_grad():
+        found = heatmaps.landmarks(regressor(x), regressor.stride)[0].double().numpy()
+    return found + offset
 
 
 def _sha256(path: Path) -> str:

@@ -1,8 +1,10 @@
-"""python -m calibration: synth | measure | fit | intrinsics.
+"""python -m calibration: synth | measure | fit | finetune | intrinsics.
 
 * synth: synthetic point-source captures and dark frames from a (perturbed) simulated camera;
 * measure: captures + dark frames -> measured PSF (psf.npy, psf_sigma.npy, measure.json, psf.png);
 * fit: simulated camera fitted to a measured PSF (fit.json, fit.png);
+* finetune: the stage-I regressor fine-tuned on captures through a measured PSF (regressor.pt,
+  finetune.json with the landmark NME before and after, finetune.png);
 * intrinsics: camera matrix and distortion from checkerboard images (intrinsics.json).
 Every command writes its resolved configuration (config.yaml) next to its outputs.
 """
@@ -41,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0, help="seed of a random preset mask (default %(default)s)")
     _common(f)
     f.set_defaults(func=run_fit)
+    t = sub.add_parser("finetune", help="fine-tune the stage-I regressor on captures through a measured PSF (sim-to-real)")
+    t.add_argument("--measured", required=True, help="folder written by `measure` (psf.npy)")
+    t.add_argument("--run", help="stage-I output folder (default: the committed weights)")
+    _common(t)
+    t.set_defaults(func=run_finetune)
     i = sub.add_parser("intrinsics", help="camera matrix and distortion from checkerboard images")
     i.add_argument("images", nargs="+", help="checkerboard images or folders")
     i.add_argument("--corners", required=True, help="inner corners as COLSxROWS, e.g. 9x6")
@@ -130,6 +137,20 @@ def run_fit(args: argparse.Namespace) -> int:
                   f"chi2/pixel {result.chi2_per_pixel:.2f}, relative residual {result.relative_residual:.3f}")
     print("fit: " + ", ".join(f"{k}={v:.4g}" for k, v in result.values.items()))
     print(f"fit: chi2/pixel {result.chi2_per_pixel:.2f}, relative residual {result.relative_residual:.4f} -> {out}")
+    return 0
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    """Write regressor.pt, finetune.json, finetune.png and config.yaml."""
+    from calibration.finetune import FinetuneConfig, run
+    from obscura import config
+
+    overrides = config.parse_overrides(args.set)
+    overrides.update({k: v for k, v in (("measured", args.measured), ("run", args.run)) if v is not None})
+    result = run(config.load(FinetuneConfig, args.config, overrides), args.out)
+    nme = result["landmark_nme"]
+    print(f"finetune: landmark NME on {result['val_images']} held-out faces: design PSF {nme['design_psf']:.4f}, "
+          f"measured PSF before {nme['measured_psf_before']:.4f}, after {nme['measured_psf_after']:.4f} -> {args.out}")
     return 0
 
 

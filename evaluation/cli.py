@@ -27,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     t.add_argument("folders", nargs="+", help="run folders, or folders of run folders")
     t.add_argument("--out", help="also write the table to this file")
+    t.add_argument("--plot", metavar="PNG", help="also draw SFace oracle rank-1 against landmark NME for every report")
     t.set_defaults(func=_summary)
 
 
@@ -60,11 +61,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _summary(args: argparse.Namespace) -> int:
     """Print (and optionally write) the table of every report found."""
-    from evaluation.summary import find_reports, table
+    from evaluation.summary import find_reports, privacy_utility_png, table
     from obscura import atomic
 
-    text = table(find_reports(args.folders))
+    paths = find_reports(args.folders)
+    text = table(paths)
     print(text, end="")
     if args.out:
         atomic.write_text(args.out, text)
+    if args.plot:
+        privacy_utility_png(paths, args.plot)
     return 0

@@ -7,6 +7,7 @@ on the sRGB values directly; optical baselines decode sRGB to linear light, imag
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
@@ -133,6 +134,36 @@ def learned_optic(spec: str) -> Method:
                   landmarks=learned.landmarks)
 
 
+def psf_file(spec: str) -> Method:
+    """`psf:FILE`: imaging through a PSF saved as .npy (C x h x w), e.g. an as-built optic's from `simulate.py tolerance`.
+
+    Landmarks come from the stage-I regressor beside the file, else the committed one, so the
+    regressor's NME under fabrication errors is reported next to privacy.
+    """
+    from obscura.paths import WEIGHTS_DIR
+
+    path = Path(spec.partition(":")[2])
+    try:
+        psf = np.load(path)
+    except (OSError, ValueError) as err:
+        raise ObscuraError(f"--method {spec}: cannot read a PSF from {path} ({err}); expected a .npy array C x h x w") from None
+    if psf.ndim != 3 or psf.shape[0] != 3 or not np.all(np.isfinite(psf)) or np.any(psf.sum(axis=(1, 2)) <= 0):
+        raise ObscuraError(f"--method {spec}: PSF has shape {psf.shape}; expected a finite, non-zero 3 x h x w array")
+    import torch
+
+    method = psf_method(torch.from_numpy(psf / psf.sum(axis=(1, 2), keepdims=True)), f"psf:{path.name}")
+    regressor = next((r for r in (path.parent / "regressor.pt", WEIGHTS_DIR / "regressor.pt") if r.is_file()), None)
+    if regressor is None:
+        return method
+    from anonymizer.learned_optic import regressor_landmarks
+    from anonymizer.regressor import load_regressor
+    from evaluation.data import file_sha256
+
+    model, size = load_regressor(regressor)
+    return Method(spec, method.apply, f"{method.cache_key}-{file_sha256(regressor)[:12]}", f"{method.description}; landmarks by {regressor}",
+                  landmarks=lambda capture: regressor_landmarks(model, size, capture))
+
+
 def names() -> list[str]:
     """Method names accepted by --method."""
     return list(_FIXED)
@@ -145,5 +176,7 @@ def get(name: str) -> Method:
         return Method(name, fn, name, description)
     if name == "optic" or name.startswith("optic:"):
         return learned_optic(name)
-    raise ObscuraError(f"--method {name!r}: unknown method (expected one of: {', '.join(names())}, optic, optic:PATH)")
+    if name.startswith("psf:"):
+        return psf_file(name)
+    raise ObscuraError(f"--method {name!r}: unknown method (expected one of: {', '.join(names())}, optic, optic:PATH, psf:FILE.npy)")
 

@@ -9,7 +9,7 @@ from obscura.errors import ObscuraError
 HEADER = (
     "| data | method | ids | probes | sface rank-1 [95 % CI] | sface oracle | sface AUC | sface TAR@1e-3 "
     "| dlib rank-1 [95 % CI] | dlib oracle | dlib AUC | dlib TAR@1e-3 | chance "
-    "| MTCNN FD / BB / LM / NME | dlib FD / BB / LM / NME | time (s) |"
+    "| MTCNN FD / BB / LM / NME | dlib FD / BB / LM / NME | regressor NME | time (s) |"
 )
 
 
@@ -38,6 +38,7 @@ def row(r: dict) -> str:
     for name in ("mtcnn", "dlib"):
         u = r["utility"][name]
         cells.append(f"{_n(u['fd'])} / {_n(u['bb'], 2)} / {_n(u['lm'], 2)} / {_n(u['nme'])}")
+    cells.append(_n(r["utility"].get("landmark_nme")))
     cells.append(f"{r['seconds']:.0f}")
     return "| " + " | ".join(cells) + " |"
 
@@ -46,3 +47,41 @@ def table(paths: list[Path]) -> str:
     """Markdown table of the given reports, in the order given."""
     rows = [row(json.loads(p.read_text())) for p in paths]
     return "\n".join([HEADER, "|" + "---|" * HEADER.count(" | ") + "---|", *rows]) + "\n"
+
+
+def landmark_error(r: dict) -> tuple[float, str]:
+    """The landmark NME a report offers and whose it is: the stage-I regressor's if any, else dlib's on the outputs."""
+    u = r["utility"]
+    if "landmark_nme" in u:
+        return u["landmark_nme"], "regressor"
+    return u["dlib"]["nme"], f"dlib, FD {u['dlib']['fd']:.2f}"
+
+
+def privacy_utility_png(paths: list[Path], out: str | Path) -> Path:
+    """SFace rank1_oracle against landmark NME, one point per report, one colour per data set.
+
+    Baselines have no regressor, so their NME is dlib's 68 points found on the output (over the
+    share FD of outputs where dlib still finds a face); learned optics use their own regressor.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from obscura import atomic
+
+    reports = [json.loads(p.read_text()) for p in paths]
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for data in sorted({Path(r["data"]).name for r in reports}):
+        rows = [r for r in reports if Path(r["data"]).name == data]
+        xs = [r["privacy"]["sface"]["rank1_oracle"] for r in rows]
+        ys = [landmark_error(r)[0] for r in rows]
+        ax.scatter(xs, ys, label=f"{data} (chance {rows[0]['privacy']['sface']['chance']:.4f})")
+        for x, y, r in zip(xs, ys, rows):
+            ax.annotate(f"{r['method']} ({landmark_error(r)[1]})", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("SFace rank-1, oracle alignment (lower = more private)")
+    ax.set_ylabel("landmark NME, inter-ocular (lower = more useful)")
+    ax.set_title("privacy versus utility")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return atomic.write_figure(out, fig)

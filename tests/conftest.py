@@ -25,3 +25,25 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_stage1(shared_data: Path, tmp_path_factory) -> dict:
+    """The tiny stage-I overrides on the real celeba-crops set, with one landmark cache for the session."""
+    from stage1_helpers import TINY
+
+    cache = tmp_path_factory.mktemp("landmark-cache")
+    return {**TINY, "data.root": str(shared_data / "celeba-crops"), "data.cache_dir": str(cache)}
+
+
+@pytest.fixture(scope="session")
+def stage1_run(tiny_stage1: dict, tmp_path_factory) -> Path:
+    """A finished 3-step tiny stage-I run (optic.npz, regressor.pt, adversary.pt, splits, checkpoints)."""
+    from stage1_helpers import train_cli
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("stage1") / "straight"
+    assert train_cli(tiny_stage1, out) == 0
+    torch.set_num_threads(before)
+    return out

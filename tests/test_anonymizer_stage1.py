@@ -13,55 +13,21 @@ import yaml
 from anonymizer import checkpoint, cli
 from anonymizer.stage1_config import load_config
 from obscura.errors import ObscuraError
-
+from stage1_helpers import train_cli
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = {
-    "data.max_identities": 3,
-    "data.max_images_per_identity": 3,
-    "data.image_size": 64,
-    "data.val_images": 4,
-    "camera.optic.pupil_samples": 96,
-    "camera.optic.psf_size": 32,
-    "camera.optic.mask.num_terms": 36,  # low orders only: a 96-sample pupil resolves them
-    "camera.optic.spectrum.samples_per_channel": 1,
-    "regressor.base_channels": 8,
-    "regressor.depth": 3,
-    "regressor.max_channels": 32,
-    "adversary.width": 8,
-    "train.steps": 3,
-    "train.batch_size": 4,
-    "train.checkpoint_every": 1,
-    "train.log_every": 1,
-    "train.warmup_steps": 1,
-    "train.threads": 1,
-    "train.progress": False,
-    "train.device": "cpu",
-}
+
+@pytest.fixture(scope="module")
+def tiny(tiny_stage1: dict) -> dict:
+    """The tiny configuration's overrides (see stage1_helpers.TINY)."""
+    return tiny_stage1
 
 
 @pytest.fixture(scope="module")
-def tiny(shared_data, tmp_path_factory) -> dict:
-    """The tiny configuration's overrides on the real celeba-crops set, with a landmark cache shared by the tests."""
-    cache = tmp_path_factory.mktemp("landmark-cache")
-    return {**TINY, "data.root": str(shared_data / "celeba-crops"), "data.cache_dir": str(cache)}
-
-
-def _train(overrides: dict, out, **more) -> int:
-    """Run the train-optics handler through an argparse parser built with cli.register."""
-    parser = argparse.ArgumentParser()
-    cli.register(parser.add_subparsers())
-    sets = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in {**overrides, **more}.items()]
-    args = parser.parse_args(["train-optics", "--config", str(_empty_config(out)), "--out", str(out), *sum((["--set", s] for s in sets), [])])
-    return args.func(args)
-
-
-def _empty_config(out):
-    """A config file holding only a comment (everything comes from --set)."""
-    path = out.parent / f"{out.name}.yaml"
-    path.write_text("# tiny test configuration: all keys are set on the command line\n")
-    return path
+def straight(stage1_run: Path) -> Path:
+    """A 3-step run in one go."""
+    return stage1_run
 
 
 def _state(out, step: int) -> dict:
@@ -73,14 +39,6 @@ def _assert_same_models(a: dict, b: dict) -> None:
         for name, tensor in a[part].items():
             assert torch.equal(tensor, b[part][name]), f"{part}.{name} differs"
     assert a["history"] == b["history"]
-
-
-@pytest.fixture(scope="module")
-def straight(tiny, tmp_path_factory):
-    """A 3-step run in one go."""
-    out = tmp_path_factory.mktemp("stage1") / "straight"
-    assert _train(tiny, out) == 0
-    return out
 
 
 def test_three_step_run_writes_every_output(straight, tiny) -> None:
@@ -115,7 +73,7 @@ def test_optic_stays_frozen_during_warm_up(tiny, tmp_path) -> None:
     from optics.optic_file import read_optic
 
     out = tmp_path / "warm"
-    _train(tiny, out, **{"train.steps": 2, "train.warmup_steps": 5})
+    train_cli(tiny, out, **{"train.steps": 2, "train.warmup_steps": 5})
     initial = dict(Optic(load_config(out / "config.yaml").camera.optic).named_parameters())
     for name, value in read_optic(out / "optic.npz").params.items():
         assert np.array_equal(value, initial[name].detach().double().numpy()), name
@@ -125,20 +83,20 @@ def test_optic_stays_frozen_during_warm_up(tiny, tmp_path) -> None:
 
 def test_resuming_from_a_checkpoint_repeats_the_same_steps(straight, tiny, tmp_path) -> None:
     out = tmp_path / "resumed"
-    _train(tiny, out, **{"train.steps": 2})
-    _train(tiny, out)
+    train_cli(tiny, out, **{"train.steps": 2})
+    train_cli(tiny, out)
     assert json.loads((out / "metrics.json").read_text())["resumed_from"].endswith("ckpt-00000002.pt")
     _assert_same_models(_state(out, 3), _state(straight, 3))
 
 
 def test_corrupt_checkpoint_is_refused_and_the_previous_one_used(straight, tiny, tmp_path, capsys) -> None:
     out = tmp_path / "corrupt"
-    _train(tiny, out, **{"train.steps": 2})
+    train_cli(tiny, out, **{"train.steps": 2})
     newest = checkpoint.step_path(out / "checkpoints", 2)
     data = bytearray(newest.read_bytes())
     data[len(data) // 2] ^= 0xFF
     newest.write_bytes(bytes(data))
-    _train(tiny, out)
+    train_cli(tiny, out)
     assert "ckpt-00000002.pt is corrupt" in capsys.readouterr().err
     assert json.loads((out / "metrics.json").read_text())["resumed_from"].endswith("ckpt-00000001.pt")
     _assert_same_models(_state(out, 3), _state(straight, 3))
@@ -146,9 +104,9 @@ def test_corrupt_checkpoint_is_refused_and_the_previous_one_used(straight, tiny,
 
 def test_resuming_with_a_different_configuration_is_refused(straight, tiny, tmp_path) -> None:
     out = tmp_path / "changed"
-    _train(tiny, out, **{"train.steps": 1})
+    train_cli(tiny, out, **{"train.steps": 1})
     with pytest.raises(ObscuraError, match="train.lambda_priv"):
-        _train(tiny, out, **{"train.lambda_priv": 2.0})
+        train_cli(tiny, out, **{"train.lambda_priv": 2.0})
 
 
 def test_unknown_key_fails_before_training_naming_it(tmp_path) -> None:
@@ -240,3 +198,89 @@ def test_method_optic_needs_the_committed_weights(monkeypatch, tmp_path: Path) -
     monkeypatch.setattr(obscura.paths, "WEIGHTS_DIR", tmp_path / "weights")
     with pytest.raises(ObscuraError, match=r"optic file .*weights/optic.npz not found"):
         methods.get("optic")
+
+
+def _faces(shared_data: Path, folder: Path, identities: int, images: int, skip: int = 0) -> Path:
+    """A folder of symlinks to a few celeba-crops identities (the last ones by name: test-split-like)."""
+    names = sorted(p.name for p in (shared_data / "celeba-crops").iterdir())
+    for name in names[len(names) - skip - identities : len(names) - skip]:
+        (folder / name).mkdir(parents=True)
+        for src in sorted((shared_data / "celeba-crops" / name).iterdir())[:images]:
+            (folder / name / src.name).symlink_to(src)
+    return folder
+
+
+def _attack(run: Path, out: Path, test_data: Path, **sets) -> int:
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    pairs = {"steps": 2, "batch_size": 4, "checkpoint_every": 1, "bootstrap": 10, "progress": False, "threads": 1, **sets}
+    args = parser.parse_args(["attack-optic", "--run", str(run), "--out", str(out), "--test-data", str(test_data),
+                              *sum((["--set", f"{k}={v}"] for k, v in pairs.items()), [])])
+    return args.func(args)
+
+
+def test_adaptive_attacker_fine_tunes_the_run_adversary_and_judges_unseen_faces(straight, shared_data: Path, tmp_path: Path) -> None:
+    faces = _faces(shared_data, tmp_path / "faces", identities=3, images=3)
+    assert _attack(straight, tmp_path / "attack", faces) == 0
+    report = json.loads((tmp_path / "attack" / "report.json").read_text())
+    assert report["n_identities"] == 3 and report["n_probes"] == 6 and report["chance"] == pytest.approx(1 / 3)
+    assert report["train_identities"] == 3 and report["init"] == "adversary"
+    for protocol in ("captured_gallery", "clean_gallery", "clean_only"):
+        assert 0 <= report[protocol]["rank1"] <= 1 and 0 <= report[protocol]["auc"] <= 1
+    assert (tmp_path / "attack" / "attacker_training.png").read_bytes()[:4] == b"\x89PNG"
+    tuned = checkpoint.load(tmp_path / "attack" / "attacker.pt")["state_dict"]
+    start = checkpoint.load(straight / "adversary.pt")["state_dict"]
+    assert tuned.keys() == start.keys()  # fine-tuned from the run's adversary, same shape
+    assert any(not torch.equal(tuned[k], start[k]) for k in start if tuned[k].is_floating_point())
+    # resumption: two more steps continue from the step-2 checkpoint
+    assert _attack(straight, tmp_path / "attack", faces, steps=4) == 0
+    assert [p.name for p in checkpoint.listed(tmp_path / "attack" / "checkpoints")] == ["ckpt-00000004.pt", "ckpt-00000003.pt"]
+    assert [h["step"] for h in checkpoint.load(tmp_path / "attack" / "checkpoints" / "ckpt-00000004.pt")["history"]] == [1, 2, 3, 4]
+
+
+def test_attacker_judge_scores_a_perfect_and_a_blind_recogniser() -> None:
+    from anonymizer.attacker import AttackConfig, judge
+
+    groups = [[Path(f"id{i}/{j}.jpg") for j in range(4)] for i in range(5)]
+    perfect = torch.nn.functional.one_hot(torch.arange(5).repeat_interleave(4), 8).float()
+    blind = torch.nn.functional.normalize(torch.ones(20, 8))
+    cfg = AttackConfig(bootstrap=10)
+    seen = judge({"clean": perfect, "captured": perfect}, groups, cfg)
+    assert seen["n_probes"] == 15 and seen["captured_gallery"]["rank1"] == 1.0 and seen["clean_gallery"]["auc"] == 1.0
+    unseen = judge({"clean": perfect, "captured": blind}, groups, cfg)
+    assert unseen["captured_gallery"]["rank1"] == 0.0  # all scores tie: never a strict winner
+    assert unseen["captured_gallery"]["auc"] == pytest.approx(0.5) and unseen["clean_only"]["rank1"] == 1.0
+
+
+def test_adaptive_attacker_refuses_an_unfinished_run(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("train: {steps: 3}\n")
+    with pytest.raises(ObscuraError, match="optic.npz not found"):
+        _attack(tmp_path / "run", tmp_path / "attack", tmp_path)
+
+
+def test_publish_writes_weights_with_a_manifest_that_catches_tampering(straight, tmp_path: Path) -> None:
+    from anonymizer.publish import publish
+    from obscura import manifest
+
+    path = publish(straight, tmp_path / "weights", "python simulate.py train-optics ...", [], [])
+    checked = manifest.verify(path)
+    assert set(checked["files"]) == {"optic.npz", "regressor.pt", "adversary.pt"}
+    e = checked["files"]["optic.npz"]
+    assert e["command"].startswith("python simulate.py train-optics") and e["data"]["trained_on_split"] == "splits/train.txt"
+    assert (tmp_path / "weights" / "splits" / "train.txt").read_text() == (straight / "splits" / "train.txt").read_text()
+    assert e["metrics"]["training"]["steps"] == 3
+    with open(tmp_path / "weights" / "regressor.pt", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ObscuraError, match="regressor.pt: SHA-256 differs"):
+        manifest.verify(path)
+
+
+def test_committed_weights_match_their_manifest() -> None:
+    from obscura import manifest
+    from obscura.paths import WEIGHTS_DIR
+
+    checked = manifest.verify(WEIGHTS_DIR / manifest.NAME)
+    for name, e in checked["files"].items():
+        assert (WEIGHTS_DIR / name).stat().st_size <= 20 * 2**20, name
+        assert e["command"] and e["data"]["split_files"] and e["metrics"]["evaluation"], name

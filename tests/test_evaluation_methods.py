@@ -125,3 +125,21 @@ def test_psf_method_images_through_an_as_built_psf() -> None:
     out = method.apply(image)
     assert out.shape == image.shape and out.dtype == np.uint8 and out.std() < image.std()
     assert method.cache_key.startswith("as-built-") and np.array_equal(method.apply(image), out)
+
+
+def test_psf_file_method_reads_a_saved_psf_and_refuses_bad_ones(tmp_path, monkeypatch) -> None:
+    import obscura.paths
+    from evaluation.methods import get
+
+    monkeypatch.setattr(obscura.paths, "WEIGHTS_DIR", tmp_path / "no-weights")
+    psf = np.zeros((3, 5, 5))
+    psf[:, 2, 2] = 2.0  # a point: imaging changes nothing but noise and quantisation
+    np.save(tmp_path / "psf_point.npy", psf)
+    method = get(f"psf:{tmp_path / 'psf_point.npy'}")
+    image = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
+    assert np.abs(method.apply(image).astype(int) - image).mean() < 3 and method.landmarks is None
+    np.save(tmp_path / "flat.npy", np.zeros((5, 5)))
+    with pytest.raises(ObscuraError, match="expected a finite, non-zero 3 x h x w"):
+        get(f"psf:{tmp_path / 'flat.npy'}")
+    with pytest.raises(ObscuraError, match="cannot read a PSF"):
+        get(f"psf:{tmp_path / 'missing.npy'}")

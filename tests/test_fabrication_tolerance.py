@@ -105,4 +105,9 @@ def test_tolerance_command_writes_report(tmp_path):
         assert sweep["correlation"][0] > sweep["correlation"][1], sweep  # a larger error hurts more
     for name in ("tolerance.json", "tolerance.png", "psf_design_vs_fabricated.png", "config.yaml"):
         assert (tmp_path / "out" / name).is_file()
-    assert "not run" in json.loads((tmp_path / "out" / "tolerance.json").read_text())["privacy_utility"]
+    combined = report["within_tolerance"]
+    assert set(combined["errors"]) == {"height_error_sigma_m", "mask_shift_m", "rotation_deg", "distance_error_m"}
+    assert 0.5 < combined["correlation_with_fabricated"] < 1.0  # all errors at once: still close, never identical
+    for label in ("design", "fabricated", "within_tolerance"):
+        psf = np.load(tmp_path / "out" / f"psf_{label}.npy")
+        assert psf.shape == (3, 24, 24) and np.allclose(psf.sum(axis=(1, 2)), 1.0, atol=1e-6), label

@@ -111,6 +111,12 @@ def run_tolerance(cfg: ToleranceConfig, out: Path) -> dict:
             sweeps.append({"error": error, "values": list(values), "correlation": corr,
                            "correlation_with_design": [float(psf_correlation(design, p)) for p in psfs],
                            "tolerance": tolerance(values, corr, cfg.min_correlation)})
+        at_tolerance = {row["error"]: row["tolerance"] for row in sweeps}
+        combined = _combined(optic, transmission, name, at_tolerance, cfg)
+    psfs = {"design": design, "fabricated": fabricated, "within_tolerance": combined}
+    for label, psf in psfs.items():
+        with atomic.atomic_path(out / f"psf_{label}.npy") as tmp, open(tmp, "wb") as handle:
+            np.save(handle, psf.numpy())
     report = {
         "optic": str(optic_path),
         "min_correlation": cfg.min_correlation,
@@ -118,7 +124,10 @@ def run_tolerance(cfg: ToleranceConfig, out: Path) -> dict:
         "fabricated_correlation_per_channel": [float(psf_correlation(d, f)) for d, f in zip(design, fabricated)],
         "fabrication_changes": level_map.changes,
         "sweeps": sweeps,
-        "privacy_utility": "not run: needs the learned optic and evaluation (see docs/fabrication.md, evaluation.methods.psf_method)",
+        "within_tolerance": {"errors": at_tolerance, "correlation_with_fabricated": float(psf_correlation(fabricated, combined)),
+                             "correlation_with_design": float(psf_correlation(design, combined))},
+        "psf_files": {label: f"psf_{label}.npy" for label in psfs},
+        "privacy_utility": "evaluate each PSF file: simulate.py evaluate --method psf:OUT/psf_<label>.npy (see docs/fabrication.md)",
         "config": config.to_dict(cfg),
     }
     atomic.write_json(out / "tolerance.json", strict_json(report))
@@ -138,6 +147,15 @@ def tolerance(values: list[float], correlation: list[float], minimum: float) -> 
             break
         best = value
     return best
+
+
+def _combined(optic: Optic, transmission: Tensor, material_name: str, errors: dict[str, float], cfg: ToleranceConfig) -> Tensor:
+    """The fabricated optic's PSF with every error at once, each at its tolerance (the worst accepted part)."""
+    field_ = height_error_field(tuple(transmission.shape[-2:]), errors["height_error_sigma_m"], cfg.height_error_correlation_m,
+                                optic.pupil_pitch_m, cfg.seed)
+    assembly = Errors(distance_error_m=errors["distance_error_m"], mask_shift_m=(errors["mask_shift_m"], 0.0),
+                      rotation_rad=math.radians(errors["rotation_deg"]))
+    return as_built_psf(optic, assembly, transmission=with_height_error(transmission, optic, material_name, field_))
 
 
 def _perturbed(optic: Optic, transmission: Tensor, material_name: str, error: str, value: float, cfg: ToleranceConfig) -> Tensor:

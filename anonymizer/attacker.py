@@ -1,0 +1,245 @@
+"""The adaptive attacker of a stage-I optic: a recogniser fine-tuned on the optic's own captures.
+
+SFace and dlib are oblivious: they never saw a capture. An attacker who knows the optic can image
+faces through it and adapt. Here the stage-I adversary's IResNet (trained on the training
+identities, clean and captured) is fine-tuned with ArcFace on captures of the training
+identities through the final, frozen optic (fresh sensor noise every batch, random flips), then
+judged on identities it never saw (the run's test split, or any face folder): verification AUC,
+TAR@FAR and closed-set rank-1 with captures on both sides and with a clean gallery. Its score on
+clean faces of the same identities is reported too: an attacker that cannot recognise clean
+unseen faces would make the capture figures meaningless.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from anonymizer import checkpoint
+from anonymizer.adversary import Adversary, arcface_loss
+from anonymizer.stage1_config import Stage1Config, load_config
+from anonymizer.stage1_data import centre_crop, prepare, resolve_root
+from evaluation import metrics
+from evaluation.data import list_images, load_face_set, read_rgb, split_identities
+from obscura import atomic, config
+from obscura.errors import ObscuraError
+from optics.camera import Camera
+from optics.color import linear_to_srgb, srgb_to_linear
+
+PROTOCOLS = ("captured_gallery", "clean_gallery", "clean_only")
+
+
+@dataclass
+class AttackConfig:
+    """Everything that decides an adaptive-attacker run; written resolved next to its report."""
+
+    run: str = ""  # a stage-I output folder: config.yaml, optic.npz, adversary.pt
+    out: str = ""
+    init: str = "adversary"  # adversary: fine-tune the run's adversary; scratch: a fresh one of the same shape
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 3e-4
+    clean_fraction: float = 0.25  # share of each batch shown clean, so clean galleries stay usable
+    test_data: str = ""  # "": the run's face set, restricted to its test split; else a folder (all identities unseen)
+    test_split: str = "test"
+    test_min_images: int = 2
+    checkpoint_every: int = 200
+    seed: int = 0
+    threads: int = 0
+    bootstrap: int = 1000
+    far: float = 1e-3
+    progress: bool = True
+
+
+def check(cfg: AttackConfig) -> Stage1Config:
+    """Refuse a bad configuration before any work; returns the stage-I run's configuration."""
+    if not cfg.run or not (Path(cfg.run) / "config.yaml").is_file():
+        raise ObscuraError(f"--run {cfg.run!r}: expected a stage-I output folder with config.yaml, optic.npz and adversary.pt")
+    for name in ("optic.npz", "adversary.pt"):
+        if not (Path(cfg.run) / name).is_file():
+            raise ObscuraError(f"--run {cfg.run}: {name} not found (has the stage-I run finished?)")
+    if not cfg.out:
+        raise ObscuraError("--out is required (the folder for report.json and the attacker's checkpoints)")
+    if cfg.init not in ("adversary", "scratch"):
+        raise ObscuraError(f"config key 'init' is {cfg.init!r}; expected 'adversary' or 'scratch'")
+    for key in ("steps", "batch_size", "checkpoint_every", "test_min_images"):
+        if getattr(cfg, key) < 1:
+            raise ObscuraError(f"config key '{key}' is {getattr(cfg, key)!r}; expected >= 1")
+    if not 0 <= cfg.clean_fraction < 1:
+        raise ObscuraError(f"config key 'clean_fraction' is {cfg.clean_fraction!r}; expected a share in [0, 1)")
+    return load_config(Path(cfg.run) / "config.yaml")
+
+
+def build(stage: Stage1Config, cfg: AttackConfig, identities: list[str]) -> tuple[Camera, Adversary]:
+    """The run's frozen camera and the attacker network (the run's adversary, or a fresh one)."""
+    from optics.presets import camera_from_spec
+
+    camera = camera_from_spec(str(Path(cfg.run) / "optic.npz")).requires_grad_(False)
+    a = stage.adversary
+    torch.manual_seed(cfg.seed)
+    attacker = Adversary(len(identities), a.width, a.blocks, a.embedding_dim, a.arcface_scale, a.arcface_margin)
+    if cfg.init == "adversary":
+        state = checkpoint.load(Path(cfg.run) / "adversary.pt")
+        if state.get("identities") != identities:
+            raise ObscuraError(f"{cfg.run}/adversary.pt was trained on other identities than the run's training split")
+        attacker.load_state_dict(state["state_dict"])
+    return camera, attacker
+
+
+def capture(camera: Camera, images: Tensor, generator: torch.Generator) -> Tensor:
+    """sRGB batch in [0, 1] -> the sensor's sRGB capture (noise from `generator`)."""
+    return linear_to_srgb(camera(srgb_to_linear(images), generator=generator))
+
+
+def attacker_batch(camera: Camera, images: Tensor, step: int, cfg: AttackConfig) -> Tensor:
+    """What the attacker trains on: captures (a clean share first), randomly mirrored."""
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    with torch.no_grad():
+        seen = capture(camera, images, g)
+    n_clean = int(round(cfg.clean_fraction * images.shape[0]))
+    seen = torch.cat([images[:n_clean], seen[n_clean:]])
+    flip = torch.rand(seen.shape[0], generator=g) < 0.5
+    return torch.where(flip[:, None, None, None], seen.flip(-1), seen)
+
+
+def fine_tune(camera: Camera, attacker: Adversary, train_set, cfg: AttackConfig, out: Path) -> list[dict[str, float]]:
+    """ArcFace fine-tuning on captures of the training identities; resumes from out/checkpoints."""
+    from tqdm import tqdm
+
+    opt = torch.optim.Adam(attacker.parameters(), lr=cfg.lr)
+    folder = out / "checkpoints"
+    found = checkpoint.latest(folder)
+    start, history = 0, []
+    if found is not None:
+        _, state = found
+        attacker.load_state_dict(state["attacker"])
+        opt.load_state_dict(state["opt"])
+        start, history = int(state["step"]), list(state["history"])
+    attacker.train()
+    n = len(train_set)
+    rng = np.random.default_rng(cfg.seed)
+    orders = [rng.permutation(n) for _ in range(cfg.steps * cfg.batch_size // n + 1)]
+    order = np.concatenate(orders)
+    bar = tqdm(total=cfg.steps, initial=start, desc="adaptive attacker", unit="step", disable=not cfg.progress)
+    for step in range(start, cfg.steps):
+        torch.manual_seed(cfg.seed * 7919 + step)
+        idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+        items = [train_set[int(i)] for i in idx]
+        images = torch.stack([it[0] for it in items])
+        labels = torch.tensor([it[2] for it in items])
+        logits, margin = attacker(attacker_batch(camera, images, step, cfg), labels)
+        loss, accuracy = arcface_loss(margin, logits, labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        history.append({"step": step + 1, "loss": loss.item(), "accuracy": accuracy.item()})
+        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy.item():.2f}")
+        bar.update(1)
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            checkpoint.save(checkpoint.step_path(folder, step + 1), {"step": step + 1, "attacker": attacker.state_dict(),
+                                                                     "opt": opt.state_dict(), "history": history})
+            checkpoint.prune(folder)
+    bar.close()
+    return history
+
+
+def test_images(stage: Stage1Config, cfg: AttackConfig) -> tuple[list[list[Path]], str]:
+    """Images of the unseen identities, grouped per identity (sorted), and a description of where from."""
+    if cfg.test_data:
+        face_set = load_face_set(cfg.test_data, cfg.test_min_images, progress=cfg.progress)
+        where = f"{cfg.test_data} (identities with >= {cfg.test_min_images} images; none seen in training)"
+    else:
+        root = resolve_root(stage.data.root)
+        parts = split_identities(sorted(list_images(root)), stage.data.split_fractions, stage.data.split_seed)
+        if cfg.test_split not in parts:
+            raise ObscuraError(f"config key 'test_split' is {cfg.test_split!r}; the run's splits are {sorted(parts)}")
+        face_set = load_face_set(root, cfg.test_min_images, identities=parts[cfg.test_split], progress=cfg.progress)
+        where = f"{root}, split '{cfg.test_split}' of the stage-I run (identities with >= {cfg.test_min_images} images)"
+    return [[img.path for img in face_set.images[name]] for name in face_set.identities], where
+
+
+@torch.no_grad()
+def embed_test(camera: Camera, attacker: Adversary, groups: list[list[Path]], size: int, cfg: AttackConfig) -> dict[str, Tensor]:
+    """Unit embeddings of every test image, clean and captured (per-image seeded noise)."""
+    from tqdm import tqdm
+
+    attacker.eval()
+    clean, captured = [], []
+    paths = [p for group in groups for p in group]
+    for i in tqdm(range(0, len(paths), cfg.batch_size), desc="attacker embeddings", disable=not cfg.progress):
+        crops = [centre_crop(read_rgb(p)[0], size, str(p))[0] for p in paths[i : i + cfg.batch_size]]
+        images = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0
+        g = torch.Generator().manual_seed(cfg.seed + i)
+        clean.append(F.normalize(attacker.embedder(images)))
+        captured.append(F.normalize(attacker.embedder(capture(camera, images, g))))
+    return {"clean": torch.cat(clean), "captured": torch.cat(captured)}
+
+
+def judge(emb: dict[str, Tensor], groups: list[list[Path]], cfg: AttackConfig) -> dict[str, Any]:
+    """Rank-1 and verification of probes (all but each identity's first image) against a one-image gallery."""
+    sizes = [len(g) for g in groups]
+    first = np.cumsum([0] + sizes[:-1])
+    is_gallery = np.zeros(sum(sizes), dtype=bool)
+    is_gallery[first] = True
+    labels = np.repeat(np.arange(len(groups)), sizes)[~is_gallery]
+    pairs = {"captured_gallery": ("captured", "captured"), "clean_gallery": ("captured", "clean"), "clean_only": ("clean", "clean")}
+    result: dict[str, Any] = {"n_identities": len(groups), "n_probes": int((~is_gallery).sum()), "chance": 1.0 / len(groups)}
+    for name, (probe_kind, gallery_kind) in pairs.items():
+        scores = (emb[probe_kind][torch.from_numpy(~is_gallery)] @ emb[gallery_kind][torch.from_numpy(is_gallery)].T).double().numpy()
+        result[name] = metrics.privacy_metrics(scores, labels, cfg.far, cfg.bootstrap, cfg.seed)
+    return result
+
+
+def curve_png(path: Path, history: list[dict[str, float]]) -> Path:
+    """Fine-tuning loss and top-1 accuracy on the training identities' captures."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [h["step"] for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ax, key in zip(axes, ("loss", "accuracy")):
+        values = np.convolve([h[key] for h in history], np.ones(20) / 20, mode="valid") if len(history) >= 20 else [h[key] for h in history]
+        ax.plot(steps[len(steps) - len(values):], values, lw=1.2)
+        ax.set_title(f"adaptive attacker: ArcFace {key} (20-step mean)", fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return atomic.write_figure(path, fig)
+
+
+def run(cfg: AttackConfig) -> dict[str, Any]:
+    """Fine-tune the attacker on the run's training identities, then judge it on unseen ones; writes report.json."""
+    stage = check(cfg)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config.write_resolved(cfg, out)
+    start = time.time()
+    data = prepare(stage.data, stage.regressor, out, progress=cfg.progress, write=False)
+    camera, attacker = build(stage, cfg, data.identities)
+    history = fine_tune(camera, attacker, data.train, cfg, out)
+    groups, where = test_images(stage, cfg)
+    result = {
+        "run": str(Path(cfg.run).resolve()),
+        "init": cfg.init,
+        "train_identities": len(data.identities),
+        "train_images": len(data.train),
+        "final_train_accuracy": float(np.mean([h["accuracy"] for h in history[-50:]])),
+        "test": where,
+        **judge(embed_test(camera, attacker, groups, stage.data.image_size, cfg), groups, cfg),
+        "seconds": round(time.time() - start, 1),
+    }
+    checkpoint.save(out / "attacker.pt", {"format": "obscura-adaptive-attacker", "identities": data.identities,
+                                          "state_dict": attacker.state_dict()})
+    atomic.write_json(out / "report.json", result)
+    curve_png(out / "attacker_training.png", history)
+    return result

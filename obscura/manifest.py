@@ -1,0 +1,89 @@
+"""The manifest of committed trained artifacts (weights/manifest.json): what each file is and how it was made.
+
+Each entry holds the file's SHA-256 and size, the exact command that produced it, the data split
+it was trained on and the metrics it reached. `verify` re-hashes the files, so a stale or damaged
+artifact is refused by name before anything runs on it. `python -m obscura.manifest [FILE]`
+verifies from the command line.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from obscura import atomic
+from obscura.errors import ObscuraError
+
+FORMAT = "obscura-weights-manifest-v1"
+NAME = "manifest.json"
+
+
+def sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def entry(path: str | Path, command: str, data: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """One manifest entry for a file that exists now."""
+    path = Path(path)
+    return {"sha256": sha256(path), "bytes": path.stat().st_size, "command": command, "data": data, "metrics": metrics}
+
+
+def write(folder: str | Path, entries: dict[str, dict[str, Any]], notes: dict[str, Any] | None = None) -> Path:
+    """Write folder/manifest.json (atomically) for files named relative to the folder."""
+    return atomic.write_json(Path(folder) / NAME, {"format": FORMAT, "files": entries, **(notes or {})})
+
+
+def read(path: str | Path) -> dict[str, Any]:
+    """A manifest's contents; a missing or foreign file is a one-line error naming it."""
+    path = Path(path)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ObscuraError(f"manifest {path}: cannot read ({err})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ObscuraError(f"manifest {path}: not an Obscura weights manifest (expected format {FORMAT!r})")
+    return manifest
+
+
+def verify(path: str | Path, names: list[str] | None = None) -> dict[str, Any]:
+    """Check the listed files (default: all) against their recorded SHA-256; returns the manifest."""
+    path = Path(path)
+    manifest = read(path)
+    files = manifest["files"]
+    for name in names if names is not None else list(files):
+        if name not in files:
+            raise ObscuraError(f"manifest {path}: no entry for {name}")
+        target = path.parent / name
+        if not target.is_file():
+            raise ObscuraError(f"{target}: listed in {path} but missing")
+        if sha256(target) != files[name]["sha256"]:
+            raise ObscuraError(f"{target}: SHA-256 differs from {path} (a stale or damaged file; re-publish or restore it)")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Verify a manifest (default weights/manifest.json) and print one line per file."""
+    from obscura.cli import run_reporting_errors
+    from obscura.paths import WEIGHTS_DIR
+
+    args = sys.argv[1:] if argv is None else argv
+    path = Path(args[0]) if args else WEIGHTS_DIR / NAME
+
+    def action() -> int:
+        manifest = verify(path)
+        for name, e in manifest["files"].items():
+            print(f"ok  {name}  {e['bytes']} bytes  sha256 {e['sha256'][:16]}...")
+        return 0
+
+    return run_reporting_errors("obscura.manifest", action)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
