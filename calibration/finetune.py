@@ -45,10 +45,10 @@ class FinetuneConfig:
 
 def stage1_files(run: str) -> tuple[Stage1Config, Path, Path]:
     """(stage-I configuration, optic file, regressor file) of a run folder or of the committed weights."""
-    from obscura.paths import WEIGHTS_DIR
+    from anonymizer.stage2_config import stage1_config_file, stage1_folder
 
-    folder, config_name = (WEIGHTS_DIR, "stage1_config.yaml") if run == "weights" else (Path(run), "config.yaml")
-    files = [folder / config_name, folder / "optic.npz", folder / "regressor.pt"]
+    folder = stage1_folder(run)
+    files = [stage1_config_file(folder), folder / "optic.npz", folder / "regressor.pt"]
     for f in files:
         if not f.is_file():
             raise ObscuraError(f"config key 'run' is {run!r}: {f} not found (expected a stage-I output folder or 'weights')")

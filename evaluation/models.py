@@ -164,13 +164,20 @@ class DlibResNet:
         self._dlib = dlib
         self._rec = dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location())
 
-    def embed(self, rgb: np.ndarray, face: Face) -> np.ndarray:
-        """Unit embedding of the face given by its box and 68 landmarks (no jitter, padding 0.25)."""
+    def descriptor(self, rgb: np.ndarray, face: Face) -> np.ndarray:
+        """dlib's raw 128-d descriptor of the face given by its box and 68 landmarks (no jitter, padding 0.25).
+
+        Raw descriptors are what dlib's same-person threshold (Euclidean distance < 0.6) is defined on.
+        """
         d = self._dlib
         x, y, w, h = (int(round(v)) for v in face.box)
         rect = d.rectangle(x, y, x + w, y + h)
         shape = d.full_object_detection(rect, [d.point(int(round(px)), int(round(py))) for px, py in face.landmarks])
-        feat = np.asarray(self._rec.compute_face_descriptor(np.ascontiguousarray(rgb), shape, 0, 0.25), np.float64)
+        return np.asarray(self._rec.compute_face_descriptor(np.ascontiguousarray(rgb), shape, 0, 0.25), np.float64)
+
+    def embed(self, rgb: np.ndarray, face: Face) -> np.ndarray:
+        """Unit embedding (the normalised descriptor)."""
+        feat = self.descriptor(rgb, face)
         return feat / max(np.linalg.norm(feat), 1e-12)
 
 

@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -430,3 +431,40 @@ def test_a_run_leaves_the_stage1_files_unchanged(straight: Path, stage1_run: Pat
     _, info = load_anonymizer(straight / "generator_ema.pt")
     for name, digest in info["stage1_digest"].items():
         assert file_sha256(stage1_run / name) == digest, name
+
+
+def test_anonymizer_evaluation_reports_leakage_diversity_realism_and_utility(straight: Path, shared_data: Path, tmp_path: Path) -> None:
+    """`evaluate-anonymizer` on a few real faces: captures and lowres16 inputs, every figure present and in range."""
+    from evaluation.anonymization import AnonymizerEvalConfig, run
+
+    faces = tmp_path / "faces"
+    for name in sorted(p.name for p in (shared_data / "celeba-crops").iterdir())[-3:]:
+        (faces / name).mkdir(parents=True)
+        for src in sorted((shared_data / "celeba-crops" / name).iterdir())[:2]:
+            (faces / name / src.name).symlink_to(src)
+    for source in ("capture", "lowres16"):
+        out = tmp_path / source
+        r = run(AnonymizerEvalConfig(data=str(faces), anonymizer=str(straight / "generator_ema.pt"), out=str(out), source=source,
+                                     styles=2, max_sources=4, batch_size=4, progress=False))
+        assert r["n_sources"] == 4 and r["n_outputs"] == 8 and r["source"] == source
+        for name in ("sface", "dlib"):
+            value = r["identity_leakage"][name]
+            assert value != value or 0.0 <= value <= 1.0  # nan only when no source face was found
+        for name in ("mtcnn", "dlib"):
+            assert 0.0 <= r["utility"][name]["fd"] <= 1.0 or r["utility"][name]["n_source_faces"] == 0
+        assert r["realism"]["inception_fid"] is None and "pytorch-fid" in r["realism"]["inception_fid_note"]
+        assert (out / "examples.png").read_bytes()[:4] == b"\x89PNG" and (out / "report.md").is_file()
+
+
+def test_leakage_and_diversity_follow_the_recognisers_thresholds() -> None:
+    from evaluation.anonymization import diversity, leakage
+
+    e = np.eye(4)
+    source = {"sface": e[0], "dlib": np.zeros(4)}
+    same = {"sface": e[0], "dlib": np.full(4, 0.25)}  # dlib distance 0.5 < 0.6
+    other = {"sface": e[1], "dlib": np.full(4, 0.35)}  # cosine 0; dlib distance 0.7
+    faceless = {"sface": None, "dlib": None}
+    r = leakage([source], [[same, other, faceless, other]])
+    assert r["sface"] == 0.25 and r["dlib"] == 0.25 and r["sface_outputs_with_face"] == 3
+    assert diversity([[same, same]]) == pytest.approx(0.0) and diversity([[same, other]]) == pytest.approx(1.0)
+    assert diversity([[same, faceless]]) != diversity([[same, faceless]])  # one face: no pair, nan

@@ -1,0 +1,90 @@
+"""Inference of the whole chain on sRGB faces: capture -> heatmaps -> several anonymized faces.
+
+`Anonymizer.load(generator_file)` joins a trained stage-II file (EMA generator, mapping network,
+style encoder) with the stage-I result it was trained on (checked by the SHA-256 digests the
+file records), and `anonymize(faces, styles)` returns the captures, the heatmaps and `styles`
+outputs per face, each from a seeded random latent through the mapping network.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from anonymizer.stage2_data import Stage1Parts, capture, load_stage1, resize
+from anonymizer.stargan import Networks, load_anonymizer
+from obscura.errors import ObscuraError
+
+SOURCES = ("capture", "lowres16")
+
+
+@dataclass
+class Result:
+    """Captures (N x 3 x S x S), the images the generator read, heatmaps, and outputs (N x K x 3 x G x G), all in [0, 1]."""
+
+    captures: Tensor
+    inputs: Tensor
+    heatmaps: Tensor
+    outputs: Tensor
+
+
+@dataclass
+class Anonymizer:
+    """A stage-II generator with its stage-I camera and regressor."""
+
+    nets: Networks
+    parts: Stage1Parts
+    info: dict
+
+    @classmethod
+    def load(cls, generator_file: str | Path, stage1: str | None = None) -> "Anonymizer":
+        """Load a stage-II file and the stage-I result it names (or `stage1`), refusing a stage I it was not trained on."""
+        nets, info = load_anonymizer(generator_file)
+        parts = load_stage1(stage1 or info["stage1"], torch.device("cpu"))
+        changed = [name for name, digest in info.get("stage1_digest", {}).items() if parts.digest.get(name) != digest]
+        if changed:
+            raise ObscuraError(f"{generator_file} was trained on another stage-I result (differs in {', '.join(changed)}); "
+                               f"pass the stage-I folder it was trained with")
+        return cls(nets, parts, info)
+
+    @property
+    def crop_size(self) -> int:
+        """Side of the centre crop that stage I images (the optic's pixel scale)."""
+        return self.parts.crop_size
+
+    @torch.no_grad()
+    def anonymize(self, faces: Tensor, styles: int, seed: int = 0, source: str = "capture") -> Result:
+        """Anonymize sRGB crops N x 3 x S x S (S = crop_size) with `styles` latent styles each.
+
+        source 'capture' is the camera's path; 'lowres16' feeds the generator the face
+        area-downsampled to 16 x 16 and back instead, as the reference compares (the heatmaps
+        then come from the regressor reading that image).
+        """
+        if source not in SOURCES:
+            raise ObscuraError(f"source {source!r}: expected one of {', '.join(SOURCES)}")
+        g = torch.Generator().manual_seed(seed)
+        captured = capture(self.parts, faces, g)
+        seen = captured if source == "capture" else lowres_tensor(faces, 16)
+        heatmaps = self.parts.regressor(seen)
+        size = self.nets.generator.img_size
+        x = resize(seen, size)
+        gen, mapping = self.nets.generator, self.nets.mapping_network
+        latent = self.info["arch"]["latent_dim"]
+        domain = torch.zeros(faces.shape[0], dtype=torch.long)
+        outputs = [gen(x, mapping(torch.randn(faces.shape[0], latent, generator=g), domain), heatmaps).clamp(0, 1)
+                   for _ in range(styles)]
+        return Result(captured, seen, heatmaps, torch.stack(outputs, dim=1))
+
+
+def lowres_tensor(faces: Tensor, n: int) -> Tensor:
+    """Area-downsample to n x n and bilinear back (the lowres-N baseline on a batch)."""
+    small = torch.nn.functional.interpolate(faces, size=(n, n), mode="area")
+    return torch.nn.functional.interpolate(small, size=faces.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def to_uint8(images: Tensor) -> np.ndarray:
+    """... x 3 x H x W in [0, 1] -> ... x H x W x 3 uint8."""
+    return (images.movedim(-3, -1).clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)

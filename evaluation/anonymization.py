@@ -1,0 +1,219 @@
+"""Stage-II evaluation on test identities: utility, identity leakage, diversity and realism of anonymized faces.
+
+Every source face (centre crop of the stage-I size) goes capture -> heatmaps -> `styles`
+anonymized faces. Judged at 256 x 256 (sources and outputs resized), by models nobody here trained:
+- utility: FD, BB, LM with MTCNN and dlib between source and each output (evaluation.metrics.utility);
+- identity leakage: share of outputs that SFace (cosine >= 0.363, OpenCV zoo's threshold) or dlib
+  (raw-descriptor distance < 0.6, dlib's) verifies as the source face itself; an output where the
+  recogniser finds no face is not verified;
+- diversity: mean pairwise SFace embedding distance (1 - cosine) among the outputs of one source;
+- realism: Frechet distance between SFace embeddings of outputs and of the real source faces,
+  and Inception FID when the pytorch-fid weights file is given.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evaluation import metrics
+from evaluation.models import Face
+from evaluation.realism import frechet_distance, inception_features
+from obscura.errors import ObscuraError
+
+JUDGE_SIZE = 256
+SFACE_COSINE_THRESHOLD = 0.363  # OpenCV zoo SFace: same identity at cosine >= 0.363
+DLIB_DISTANCE_THRESHOLD = 0.6  # dlib face recognition: same identity at Euclidean distance < 0.6
+
+
+@dataclass
+class AnonymizerEvalConfig:
+    """Everything that decides a stage-II evaluation; written resolved next to its report."""
+
+    data: str = ""
+    split: str = ""  # identity names to use (the stage-I test split); "" = every identity in --data
+    min_images: int = 2  # identities with at least this many readable images (the face-set loader needs >= 2)
+    anonymizer: str = ""  # a stage-II generator_ema.pt
+    stage1: str = ""  # "" = the stage-I result recorded in the anonymizer file
+    out: str = ""
+    source: str = "capture"  # capture | lowres16
+    styles: int = 4
+    max_sources: int = 200  # taken round-robin over identities, so few sources still span many people
+    batch_size: int = 16
+    inception_weights: str = ""  # pytorch-fid's pt_inception-2015-12-05-6726825d.pth, for Inception FID
+    seed: int = 0
+    progress: bool = True
+
+
+class Judges:
+    """SFace (YuNet-aligned), dlib (HOG + 68 points, ResNet), and the utility detectors."""
+
+    def __init__(self) -> None:
+        from evaluation.models import recognitions, utility_detectors
+
+        self.rec = recognitions()
+        self.utility = utility_detectors(self.rec["dlib"].detector)
+
+    def look(self, rgb: np.ndarray) -> dict[str, Any]:
+        """Faces and identity features of one 256 x 256 image."""
+        out: dict[str, Any] = {f"util.{name}": det.detect(rgb).central(rgb.shape) for name, det in self.utility.items()}
+        sface = self.rec["sface"]
+        face = sface.detector.detect(rgb).central(rgb.shape)
+        out["sface"] = None if face is None else sface.embed(rgb, face)
+        dlib_face: Face | None = out["util.dlib"]
+        out["dlib"] = None if dlib_face is None else self.rec["dlib"].recogniser.descriptor(rgb, dlib_face)
+        return out
+
+
+def source_images(cfg: AnonymizerEvalConfig) -> list[Path]:
+    """Up to max_sources images, round-robin over the (split's) identities in name order."""
+    from evaluation.data import load_face_set, read_split
+
+    names = read_split(cfg.split) if cfg.split else None
+    face_set = load_face_set(cfg.data, cfg.min_images, names, progress=False)
+    groups = [face_set.images[n] for n in face_set.identities]
+    depth = max(len(g) for g in groups)
+    ordered = [g[j].path for j in range(depth) for g in groups if j < len(g)]
+    return ordered[: cfg.max_sources]
+
+
+def leakage(sources: list[dict], outputs: list[list[dict]]) -> dict[str, float | int]:
+    """Share of outputs each recogniser verifies as its own source face (no face: not verified)."""
+    result: dict[str, float | int] = {}
+    for name, same in (("sface", lambda a, b: float(a @ b) >= SFACE_COSINE_THRESHOLD),
+                       ("dlib", lambda a, b: float(np.linalg.norm(a - b)) < DLIB_DISTANCE_THRESHOLD)):
+        judged = [(s[name], o[name]) for s, outs in zip(sources, outputs) for o in outs if s[name] is not None]
+        verified = [o is not None and same(s, o) for s, o in judged]
+        result[name] = float(np.mean(verified)) if verified else float("nan")
+        result[f"{name}_outputs_judged"] = len(verified)
+        result[f"{name}_outputs_with_face"] = int(sum(o is not None for _, o in judged))
+    return result
+
+
+def diversity(outputs: list[list[dict]]) -> float:
+    """Mean pairwise SFace distance (1 - cosine) among the outputs of each source, over sources with >= 2 faces."""
+    per_source = []
+    for outs in outputs:
+        e = np.array([o["sface"] for o in outs if o["sface"] is not None])
+        if len(e) >= 2:
+            cos = e @ e.T
+            per_source.append(float(np.mean(1.0 - cos[np.triu_indices(len(e), 1)])))
+    return float(np.mean(per_source)) if per_source else float("nan")
+
+
+def utility(sources: list[dict], outputs: list[list[dict]]) -> dict[str, dict]:
+    """FD, BB, LM (and NME) per utility detector, over every (source, output) pair."""
+    return {name: metrics.utility([s[f"util.{name}"] for s, outs in zip(sources, outputs) for _ in outs],
+                                  [o[f"util.{name}"] for outs in outputs for o in outs])
+            for name in ("mtcnn", "dlib")}
+
+
+def realism(sources: list[dict], outputs: list[list[dict]], real: np.ndarray, fake: np.ndarray, weights: str) -> dict[str, Any]:
+    """Frechet distance of SFace embeddings (outputs vs real faces), and Inception FID with the given weights."""
+    real_e = np.array([s["sface"] for s in sources if s["sface"] is not None])
+    fake_e = np.array([o["sface"] for outs in outputs for o in outs if o["sface"] is not None])
+    enough = min(len(real_e), len(fake_e)) >= 2
+    result: dict[str, Any] = {"sface_frechet": frechet_distance(real_e, fake_e) if enough else float("nan")}
+    if weights:
+        features = inception_features(weights)
+        result["inception_fid"] = frechet_distance(features(real), features(fake))
+    else:
+        result["inception_fid"] = None
+        result["inception_fid_note"] = "not run: pass inception_weights (pytorch-fid's weights file; it cannot be downloaded here)"
+    return result
+
+
+def run(cfg: AnonymizerEvalConfig) -> dict[str, Any]:
+    """Anonymize the sources, judge them, and write report.json, report.md, examples.png and config.yaml."""
+    import cv2
+    import torch
+    from tqdm import tqdm
+
+    from anonymizer.anonymize import Anonymizer, to_uint8
+    from anonymizer.stage1_data import centre_crop
+    from evaluation.data import read_rgb
+    from obscura import atomic, config
+
+    for key in ("data", "anonymizer", "out"):
+        if not getattr(cfg, key):
+            raise ObscuraError(f"--{key} is required")
+    if cfg.styles < 2 or cfg.max_sources < 2:
+        raise ObscuraError(f"styles {cfg.styles}, max_sources {cfg.max_sources}: expected >= 2 each (diversity and Frechet need pairs)")
+    start = time.time()
+    model = Anonymizer.load(cfg.anonymizer, cfg.stage1 or None)
+    paths = source_images(cfg)
+    out = Path(cfg.out)
+    config.write_resolved(cfg, out)
+    judges = Judges()
+    big = lambda rgb: cv2.resize(rgb, (JUDGE_SIZE, JUDGE_SIZE), interpolation=cv2.INTER_LINEAR)  # noqa: E731
+    sources, outputs, real, fake, examples = [], [], [], [], []
+    for i in tqdm(range(0, len(paths), cfg.batch_size), desc=f"anonymize ({cfg.source})", disable=not cfg.progress):
+        crops = [centre_crop(read_rgb(p)[0], model.crop_size, str(p))[0] for p in paths[i : i + cfg.batch_size]]
+        faces = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0
+        result = model.anonymize(faces, cfg.styles, cfg.seed + i, cfg.source)
+        outs = to_uint8(result.outputs)
+        for crop, k_outs, seen in zip(crops, outs, to_uint8(result.inputs)):
+            real.append(big(crop))
+            fake.extend(big(o) for o in k_outs)
+            sources.append(judges.look(real[-1]))
+            outputs.append([judges.look(big(o)) for o in k_outs])
+            if len(examples) < 6:
+                examples.append((crop, seen, k_outs))
+    report = {
+        "anonymizer": str(Path(cfg.anonymizer).resolve()),
+        "stage1": model.info["stage1"] if not cfg.stage1 else cfg.stage1,
+        "source": cfg.source,
+        "data": str(Path(cfg.data).resolve()),
+        "split": cfg.split,
+        "n_sources": len(sources),
+        "styles": cfg.styles,
+        "n_outputs": len(sources) * cfg.styles,
+        "judge_size": JUDGE_SIZE,
+        "utility": utility(sources, outputs),
+        "identity_leakage": leakage(sources, outputs),
+        "diversity_sface": diversity(outputs),
+        "realism": realism(sources, outputs, np.stack(real), np.stack(fake), cfg.inception_weights),
+        "thresholds": {"sface_cosine": SFACE_COSINE_THRESHOLD, "dlib_distance": DLIB_DISTANCE_THRESHOLD},
+        "seconds": round(time.time() - start, 1),
+    }
+    atomic.write_json(out / "report.json", report)
+    atomic.write_text(out / "report.md", markdown(report))
+    examples_png(out / "examples.png", examples, cfg.source)
+    return report
+
+
+def markdown(r: dict[str, Any]) -> str:
+    """A short human-readable report."""
+    u, leak = r["utility"], r["identity_leakage"]
+    lines = [f"# Stage-II anonymizer on {r['n_sources']} sources x {r['styles']} styles ({r['source']})", "",
+             f"- identity leakage: SFace {leak['sface']:.4f}, dlib {leak['dlib']:.4f} (share of outputs verified as their source)",
+             f"- diversity (mean pairwise SFace distance among one source's outputs): {r['diversity_sface']:.3f}",
+             f"- realism: Frechet distance of SFace embeddings {r['realism']['sface_frechet']:.3f}; Inception FID "
+             f"{r['realism']['inception_fid'] if r['realism']['inception_fid'] is not None else 'not run'}",
+             *(f"- {name}: FD {v['fd']:.3f}, BB {v['bb']:.2f} px, LM {v['lm']:.2f} px at {r['judge_size']} px" for name, v in u.items()),
+             f"- time: {r['seconds']} s", ""]
+    return "\n".join(lines)
+
+
+def examples_png(path: Path, examples: list, source: str) -> Path:
+    """Source, generator input and the outputs of a few faces."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from obscura import atomic
+
+    cols = 2 + len(examples[0][2])
+    fig, axes = plt.subplots(len(examples), cols, figsize=(1.8 * cols, 1.9 * len(examples)), squeeze=False)
+    for row, (crop, seen, outs) in enumerate(examples):
+        for col, (img, title) in enumerate([(crop, "source"), (seen, source), *((o, f"style {k + 1}") for k, o in enumerate(outs))]):
+            axes[row, col].imshow(img)
+            axes[row, col].axis("off")
+            if row == 0:
+                axes[row, col].set_title(title, fontsize=8)
+    fig.tight_layout()
+    return atomic.write_figure(path, fig)
