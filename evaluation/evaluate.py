@@ -148,7 +148,9 @@ def utility(rec: Records) -> dict:
     """FD, BB, LM, NME per utility detector, over all probes (256x256 source versus output).
 
     For capture methods with a regressor also `landmark_nme`: its landmarks on the capture against
-    dlib's 68 landmarks on the clean image, over the inter-ocular distance.
+    dlib's 68 landmarks on the clean image, over the inter-ocular distance; and beside it
+    `landmark_nme_mean_shape`, the NME of answering every probe with the mean of those clean
+    landmarks: on aligned crops a regressor that has learned nothing from the capture scores about that.
     """
     result: dict = {
         name: metrics.utility(
@@ -161,6 +163,9 @@ def utility(rec: Records) -> dict:
         nme = metrics.landmark_nme([clean.get("dlib.lm") for clean, _ in rec.probes], [out.get("regressor.lm") for _, out in rec.probes])
         result["landmark_nme"] = nme["landmark_nme"]
         result["landmark_nme_pairs"] = nme["n_pairs"]
+        refs = [clean.get("dlib.lm") for clean, _ in rec.probes]
+        mean = np.mean([r for r in refs if r is not None], axis=0)
+        result["landmark_nme_mean_shape"] = metrics.landmark_nme(refs, [mean] * len(refs))["landmark_nme"]
     return result
 
 

@@ -93,7 +93,8 @@ def markdown(r: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {u['n_pairs']} |")
     if "landmark_nme" in r["utility"]:
         lines += ["", f"Regressor landmarks on the captures versus dlib's on the clean images: NME "
-                  f"{_fmt(r['utility']['landmark_nme'])} over {r['utility']['landmark_nme_pairs']} probes."]
+                  f"{_fmt(r['utility']['landmark_nme'])} over {r['utility']['landmark_nme_pairs']} probes "
+                  f"(answering every probe with the mean clean shape: {_fmt(r['utility']['landmark_nme_mean_shape'])})."]
     lines += ["", "## Protocol", ""] + [f"- **{k}**: {v}" for k, v in r["protocol"].items()]
     lines += ["", f"Run time {r['seconds']} s with {r['workers']} worker(s); cache `{r['cache_dir']}`.", ""]
     return "\n".join(lines)

@@ -38,7 +38,8 @@ def row(r: dict) -> str:
     for name in ("mtcnn", "dlib"):
         u = r["utility"][name]
         cells.append(f"{_n(u['fd'])} / {_n(u['bb'], 2)} / {_n(u['lm'], 2)} / {_n(u['nme'])}")
-    cells.append(_n(r["utility"].get("landmark_nme")))
+    u = r["utility"]
+    cells.append(_n(u.get("landmark_nme")) + (f" (mean shape {_n(u['landmark_nme_mean_shape'])})" if "landmark_nme_mean_shape" in u else ""))
     cells.append(f"{r['seconds']:.0f}")
     return "| " + " | ".join(cells) + " |"
 
@@ -57,8 +58,14 @@ def landmark_error(r: dict) -> tuple[float, str]:
     return u["dlib"]["nme"], f"dlib, FD {u['dlib']['fd']:.2f}"
 
 
+def short_name(method: str) -> str:
+    """A plot label: `optic:runs/stage1/l0.1` -> `optic:l0.1`, `psf:a/b/psf_x.npy` -> `psf:psf_x`."""
+    kind, sep, path = method.partition(":")
+    return f"{kind}:{Path(path).name.removesuffix('.npy')}" if sep and path else method
+
+
 def privacy_utility_png(paths: list[Path], out: str | Path) -> Path:
-    """SFace rank1_oracle against landmark NME, one point per report, one colour per data set.
+    """SFace rank1_oracle against landmark NME, one panel per data set; learned optics joined by a line.
 
     Baselines have no regressor, so their NME is dlib's 68 points found on the output (over the
     share FD of outputs where dlib still finds a face); learned optics use their own regressor.
@@ -71,17 +78,26 @@ def privacy_utility_png(paths: list[Path], out: str | Path) -> Path:
     from obscura import atomic
 
     reports = [json.loads(p.read_text()) for p in paths]
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    for data in sorted({Path(r["data"]).name for r in reports}):
+    sets = sorted({Path(r["data"]).name for r in reports})
+    fig, axes = plt.subplots(1, len(sets), figsize=(7 * len(sets), 5.5), squeeze=False)
+    for ax, data in zip(axes[0], sets):
         rows = [r for r in reports if Path(r["data"]).name == data]
-        xs = [r["privacy"]["sface"]["rank1_oracle"] for r in rows]
-        ys = [landmark_error(r)[0] for r in rows]
-        ax.scatter(xs, ys, label=f"{data} (chance {rows[0]['privacy']['sface']['chance']:.4f})")
-        for x, y, r in zip(xs, ys, rows):
-            ax.annotate(f"{r['method']} ({landmark_error(r)[1]})", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel("SFace rank-1, oracle alignment (lower = more private)")
-    ax.set_ylabel("landmark NME, inter-ocular (lower = more useful)")
-    ax.set_title("privacy versus utility")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+        learned = sorted((r for r in rows if "landmark_nme" in r["utility"]), key=lambda r: r["privacy"]["sface"]["rank1_oracle"])
+        if learned:
+            ax.plot([r["privacy"]["sface"]["rank1_oracle"] for r in learned], [landmark_error(r)[0] for r in learned],
+                    "o-", color="tab:red", label="learned optics (regressor NME)")
+        baselines = [r for r in rows if "landmark_nme" not in r["utility"]]
+        ax.scatter([r["privacy"]["sface"]["rank1_oracle"] for r in baselines], [landmark_error(r)[0] for r in baselines],
+                   color="tab:blue", label="baselines (dlib NME where dlib finds a face; FD in brackets)")
+        for r in rows:
+            fd = "" if "landmark_nme" in r["utility"] else f" (FD {r['utility']['dlib']['fd']:.2f})"
+            ax.annotate(short_name(r["method"]) + fd, (r["privacy"]["sface"]["rank1_oracle"], landmark_error(r)[0]),
+                        fontsize=7, xytext=(4, 3), textcoords="offset points")
+        ax.axvline(rows[0]["privacy"]["sface"]["chance"], color="grey", ls="--", lw=1, label="chance")
+        ax.set_xlabel("SFace rank-1, oracle alignment (lower = more private)")
+        ax.set_ylabel("landmark NME, inter-ocular (lower = more useful)")
+        ax.set_title(f"{data} (>= {rows[0]['min_images']} images, {rows[0]['n_identities']} identities)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
     return atomic.write_figure(out, fig)

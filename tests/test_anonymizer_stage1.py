@@ -188,6 +188,7 @@ def test_evaluate_a_saved_result_as_method_optic_path(straight, shared_data: Pat
                                 cache_dir=str(tmp_path / "cache"), workers=1, bootstrap=10, progress=False, examples=1))
     assert report["n_probes"] == 4
     assert report["utility"]["landmark_nme_pairs"] >= 1 and report["utility"]["landmark_nme"] > 0
+    assert 0 < report["utility"]["landmark_nme_mean_shape"] < 1  # the trivial predictor's NME, for comparison
     assert "Regressor landmarks on the captures" in (tmp_path / "eval" / "report.md").read_text()
 
 

@@ -70,8 +70,9 @@ def test_images_without_faces_are_counted_not_fatal(tmp_path: Path, capsys: pyte
     assert "replicated to three identical RGB channels" in (out / "report.md").read_text()
     assert "ben/3.jpg" in (out / "report.md").read_text()
     assert "blur2 on 2 identities, 4 probes" in capsys.readouterr().out
-    args = _parse(["evaluate-summary", str(tmp_path), "--out", str(tmp_path / "table.md")])
+    args = _parse(["evaluate-summary", str(tmp_path), "--out", str(tmp_path / "table.md"), "--plot", str(tmp_path / "curve.png")])
     assert args.func(args) == 0
+    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
     table = (tmp_path / "table.md").read_text().splitlines()
     assert len(table) == 3 and table[2].startswith("| faces >= 3 | `blur2` | 2 | 4 | 0.000 [0.000, 0.000]")
 
@@ -142,3 +143,11 @@ def test_simulate_reports_bad_input_with_exit_code_2(tmp_path: Path, capsys: pyt
     assert simulate.main(["evaluate", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("simulate.py: error: --data") and "no identity folders" in err[0]
+
+
+def test_plot_labels_shorten_paths() -> None:
+    from evaluation.summary import short_name
+
+    assert short_name("optic:runs/stage1/l0.1") == "optic:l0.1"
+    assert short_name("psf:runs/tol/psf_fabricated.npy") == "psf:psf_fabricated"
+    assert short_name("lowres16") == "lowres16"
