@@ -45,6 +45,7 @@ class AttackConfig:
     steps: int = 1000
     batch_size: int = 32
     lr: float = 3e-4
+    arcface_margin: float = -1.0  # < 0: the run's adversary margin; a smaller one (even 0: plain softmax) learns more easily
     clean_fraction: float = 0.25  # share of each batch shown clean, so clean galleries stay usable
     test_data: str = ""  # "": the run's face set, restricted to its test split; else a folder (all identities unseen)
     test_split: str = "test"
@@ -83,7 +84,8 @@ def build(stage: Stage1Config, cfg: AttackConfig, identities: list[str]) -> tupl
     camera = camera_from_spec(str(Path(cfg.run) / "optic.npz")).requires_grad_(False)
     a = stage.adversary
     torch.manual_seed(cfg.seed)
-    attacker = Adversary(len(identities), a.width, a.blocks, a.embedding_dim, a.arcface_scale, a.arcface_margin)
+    margin = a.arcface_margin if cfg.arcface_margin < 0 else cfg.arcface_margin
+    attacker = Adversary(len(identities), a.width, a.blocks, a.embedding_dim, a.arcface_scale, margin)
     if cfg.init == "adversary":
         state = checkpoint.load(Path(cfg.run) / "adversary.pt")
         if state.get("identities") != identities:
