@@ -144,9 +144,8 @@ def fine_tune(camera: Camera, attacker: Adversary, train_set, cfg: AttackConfig,
         bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy.item():.2f}")
         bar.update(1)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            checkpoint.save(checkpoint.step_path(folder, step + 1), {"step": step + 1, "attacker": attacker.state_dict(),
-                                                                     "opt": opt.state_dict(), "history": history})
-            checkpoint.prune(folder)
+            checkpoint.save_step(folder, step + 1, {"step": step + 1, "attacker": attacker.state_dict(), "opt": opt.state_dict(),
+                                                    "history": history})
     bar.close()
     return history
 

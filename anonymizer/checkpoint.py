@@ -54,6 +54,13 @@ def step_path(folder: str | Path, step: int) -> Path:
     return Path(folder) / f"ckpt-{step:08d}.pt"
 
 
+def save_step(folder: str | Path, step: int, state: dict[str, Any]) -> Path:
+    """Write the checkpoint of a step (atomic, checksummed) and keep only the newest KEEP."""
+    path = save(step_path(folder, step), state)
+    prune(folder)
+    return path
+
+
 def listed(folder: str | Path) -> list[Path]:
     """Checkpoint files in a folder, newest (highest step) first."""
     folder = Path(folder)

@@ -247,9 +247,7 @@ def save_checkpoint(folder: Path, step: int, models: Models, opts: dict[str, tor
         "history": history,
         "pending": pending,
     }
-    path = checkpoint.save(checkpoint.step_path(folder, step), state)
-    checkpoint.prune(folder)
-    return path
+    return checkpoint.save_step(folder, step, state)
 
 
 def summarise(pending: list[dict], step: int, camera: Camera) -> dict[str, float]:

@@ -232,9 +232,7 @@ def save_checkpoint(folder: Path, step: int, nets: Networks, ema: Networks, opts
         "history": history,
         "pending": pending,
     }
-    path = checkpoint.save(checkpoint.step_path(folder, step), state)
-    checkpoint.prune(folder)
-    return path
+    return checkpoint.save_step(folder, step, state)
 
 
 def sample_batch(parts: Stage1Parts, data: Stage2Data, cfg: Stage2Config, device: torch.device) -> Batch:

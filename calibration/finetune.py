@@ -134,9 +134,8 @@ def fine_tune(regressor: HeatmapRegressor, imaging: Imaging, train_set, stage: S
         bar.set_postfix(loss=f"{loss.item():.4f}")
         bar.update(1)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            checkpoint.save(checkpoint.step_path(folder, step + 1), {"step": step + 1, "regressor": regressor.state_dict(),
-                                                                     "opt": opt.state_dict(), "history": history})
-            checkpoint.prune(folder)
+            checkpoint.save_step(folder, step + 1, {"step": step + 1, "regressor": regressor.state_dict(), "opt": opt.state_dict(),
+                                                    "history": history})
     bar.close()
     return history
 
