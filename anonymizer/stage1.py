@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -198,7 +199,7 @@ def train_step(models: Models, wrapped: dict[str, nn.Module], opts: dict[str, to
     }
 
 
-def comparable(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+def comparable(cfg_dict: dict[str, Any], resumable: tuple[str, ...] = RESUMABLE_KEYS) -> dict[str, Any]:
     """The flattened configuration minus the keys a resumed run may change."""
     flat: dict[str, Any] = {}
 
@@ -210,7 +211,18 @@ def comparable(cfg_dict: dict[str, Any]) -> dict[str, Any]:
             flat[prefix] = node
 
     walk(cfg_dict, "")
-    return {k: v for k, v in flat.items() if k not in RESUMABLE_KEYS}
+    return {k: v for k, v in flat.items() if k not in resumable}
+
+
+def refuse_changed_config(path: Path, cfg: Any, saved: dict[str, Any], resumable: tuple[str, ...] = RESUMABLE_KEYS) -> None:
+    """One-line error naming the first setting (beyond `resumable`) in which the checkpoint's run differs from `cfg`."""
+    ours, theirs = comparable(config.to_dict(cfg), resumable), comparable(saved, resumable)
+    for key in sorted(set(ours) | set(theirs)):
+        if ours.get(key) != theirs.get(key):
+            raise ObscuraError(
+                f"{path} was written by a run with {key} = {theirs.get(key)!r}, this config has {ours.get(key)!r}; "
+                "use a new --out folder or the same configuration"
+            )
 
 
 def resume(folder: Path, models: Models, opts: dict[str, torch.optim.Optimizer], cfg: Stage1Config, rt: Runtime) -> tuple[int, list[dict], list[dict], str | None]:
@@ -219,13 +231,7 @@ def resume(folder: Path, models: Models, opts: dict[str, torch.optim.Optimizer],
     if found is None:
         return 0, [], [], None
     path, state = found
-    ours, theirs = comparable(config.to_dict(cfg)), comparable(state["config"])
-    for key in sorted(set(ours) | set(theirs)):
-        if ours.get(key) != theirs.get(key):
-            raise ObscuraError(
-                f"{path} was written by a run with {key} = {theirs.get(key)!r}, this config has {ours.get(key)!r}; "
-                "use a new --out folder or the same configuration"
-            )
+    refuse_changed_config(path, cfg, state["config"])
     models.camera.load_state_dict(state["camera"])
     models.regressor.load_state_dict(state["regressor"])
     models.adversary.load_state_dict(state["adversary"])
@@ -307,12 +313,10 @@ def write_outputs(out: Path, models: Models, cfg: Stage1Config, data: Stage1Data
     return metrics
 
 
-def train(cfg: Stage1Config, out_dir: str | Path) -> dict[str, Any]:
-    """Run (or resume) stage I into `out_dir`; returns the metrics written to metrics.json."""
-    from tqdm import tqdm
-
-    validate(cfg)
-    out = Path(out_dir)
+@contextmanager
+def training_runtime(cfg: Any, out: Path) -> Iterator[Runtime]:
+    """The process's Runtime for a trainer config with a `train` section: threads set, rank 0 writing
+    the resolved config into `out`, and the torchrun process group left on exit."""
     if out.exists() and not out.is_dir():
         raise ObscuraError(f"--out {out}: exists and is not a folder")
     if cfg.train.threads:
@@ -322,6 +326,35 @@ def train(cfg: Stage1Config, out_dir: str | Path) -> dict[str, Any]:
         if rt.rank == 0:
             out.mkdir(parents=True, exist_ok=True)
             config.write_resolved(cfg, out)
+        yield rt
+    finally:
+        if rt.distributed:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def run_summary(steps: int, start: int, seconds: float, resumed: str | None, rt: Runtime) -> dict[str, Any]:
+    """What metrics.json says about this run: steps, resumption, time per step, device."""
+    steps_run = steps - start
+    return {
+        "steps": steps,
+        "resumed_from": resumed,
+        "steps_this_run": steps_run,
+        "seconds_this_run": seconds,
+        "seconds_per_step": seconds / steps_run if steps_run else None,
+        "device": str(rt.device),
+        "world_size": rt.world,
+    }
+
+
+def train(cfg: Stage1Config, out_dir: str | Path) -> dict[str, Any]:
+    """Run (or resume) stage I into `out_dir`; returns the metrics written to metrics.json."""
+    from tqdm import tqdm
+
+    validate(cfg)
+    out = Path(out_dir)
+    with training_runtime(cfg, out) as rt:
         data = prepare(cfg.data, cfg.regressor, out, progress=cfg.train.progress and rt.rank == 0, write=rt.rank == 0)
         models = build_models(cfg, len(data.identities), rt.device)
         opts = build_optimizers(models, cfg)
@@ -345,21 +378,7 @@ def train(cfg: Stage1Config, out_dir: str | Path) -> dict[str, Any]:
         seconds = time.perf_counter() - t0
         if rt.rank != 0:
             return {}
-        steps_run = cfg.train.steps - start
-        extra: dict[str, Any] = {
-            "steps": cfg.train.steps,
-            "resumed_from": resumed,
-            "steps_this_run": steps_run,
-            "seconds_this_run": seconds,
-            "seconds_per_step": seconds / steps_run if steps_run else None,
-            "device": str(rt.device),
-            "world_size": rt.world,
-        }
+        extra = run_summary(cfg.train.steps, start, seconds, resumed, rt)
         if data.val is not None and len(data.val):
             extra["validation"] = validate_landmarks(models, data.val, cfg, rt)
         return write_outputs(out, models, cfg, data, history, extra)
-    finally:
-        if rt.distributed:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()

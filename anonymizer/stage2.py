@@ -29,7 +29,8 @@ from torch import Tensor, nn
 
 from anonymizer import checkpoint, stage2_losses as losses
 from anonymizer.regressor import count_parameters
-from anonymizer.stage1 import Runtime, batches, comparable, start_runtime, step_seed, wrap
+from anonymizer import stage1
+from anonymizer.stage1 import Runtime, batches, refuse_changed_config, run_summary, step_seed, training_runtime, wrap
 from anonymizer.stage2_config import Stage2Config, validate
 from anonymizer.stage2_data import Stage1Parts, Stage2Data, capture, load_stage1, prepare, references, resize
 from anonymizer.stargan import ARCH_KEYS, Networks, build_networks, save_anonymizer
@@ -37,7 +38,7 @@ from obscura import atomic, config
 from obscura.errors import ObscuraError
 
 # Settings that may change between a run and its resumption (they do not change what is learned).
-RESUMABLE_KEYS = ("train.sample_every",)  # beyond stage I's (steps, progress, workers, threads, device, checkpoint_every, log_every)
+RESUMABLE_KEYS = (*stage1.RESUMABLE_KEYS, "train.sample_every")
 METRICS = ("d_real", "d_fake", "d_r1", "g_adv", "g_style", "g_diversity", "g_cycle", "g_heatmap", "g_identity",
            "identity_cosine", "ds_weight")
 SAMPLE_SEED = 12345  # fixed faces, references, latents and noise of the sample grids
@@ -189,11 +190,6 @@ def train_step(nets: Networks, ema: Networks, wrapped: dict[str, nn.Module], opt
     return {k: float(np.mean([m[k] for m in (*d, *g) if k in m])) for k in METRICS}
 
 
-def _comparable(cfg_dict: dict[str, Any]) -> dict[str, Any]:
-    """The flattened configuration minus the keys a resumed run may change."""
-    return {k: v for k, v in comparable(cfg_dict).items() if k not in RESUMABLE_KEYS}
-
-
 def resume(folder: Path, nets: Networks, ema: Networks, opts: dict[str, torch.optim.Optimizer], cfg: Stage2Config,
            parts: Stage1Parts, rt: Runtime) -> tuple[int, list[dict], list[dict], str | None]:
     """Restore the newest readable checkpoint: (start step, history, unlogged metrics, its path or None)."""
@@ -201,11 +197,7 @@ def resume(folder: Path, nets: Networks, ema: Networks, opts: dict[str, torch.op
     if found is None:
         return 0, [], [], None
     path, state = found
-    ours, theirs = _comparable(config.to_dict(cfg)), _comparable(state["config"])
-    for key in sorted(set(ours) | set(theirs)):
-        if ours.get(key) != theirs.get(key):
-            raise ObscuraError(f"{path} was written by a run with {key} = {theirs.get(key)!r}, this config has {ours.get(key)!r}; "
-                               "use a new --out folder or the same configuration")
+    refuse_changed_config(path, cfg, state["config"], RESUMABLE_KEYS)
     for name, digest in state["stage1_digest"].items():
         if parts.digest.get(name) != digest:
             raise ObscuraError(f"{path} was trained on another stage-I result: {name} in {cfg.stage1!r} has changed since; "
@@ -293,15 +285,7 @@ def train(cfg: Stage2Config, out_dir: str | Path) -> dict[str, Any]:
 
     validate(cfg)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ObscuraError(f"--out {out}: exists and is not a folder")
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    rt = start_runtime(cfg.train.device)
-    try:
-        if rt.rank == 0:
-            out.mkdir(parents=True, exist_ok=True)
-            config.write_resolved(cfg, out)
+    with training_runtime(cfg, out) as rt:
         parts = load_stage1(cfg.stage1, rt.device)
         data = prepare(cfg, parts, progress=cfg.train.progress and rt.rank == 0)
         nets, ema = build(cfg, rt.device)
@@ -330,20 +314,5 @@ def train(cfg: Stage2Config, out_dir: str | Path) -> dict[str, Any]:
         seconds = time.perf_counter() - t0
         if rt.rank != 0:
             return {}
-        steps_run = cfg.train.steps - start
-        extra: dict[str, Any] = {
-            "steps": cfg.train.steps,
-            "resumed_from": resumed,
-            "steps_this_run": steps_run,
-            "seconds_this_run": seconds,
-            "seconds_per_step": seconds / steps_run if steps_run else None,
-            "device": str(rt.device),
-            "world_size": rt.world,
-            "stage1": cfg.stage1,
-        }
+        extra = {**run_summary(cfg.train.steps, start, seconds, resumed, rt), "stage1": cfg.stage1}
         return write_outputs(out, nets, ema, cfg, parts, data, history, samples, extra)
-    finally:
-        if rt.distributed:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
