@@ -17,6 +17,7 @@ import torch
 
 from anonymizer import heatmaps
 from anonymizer.regressor import HeatmapRegressor, load_regressor
+from obscura.digest import file_sha256
 from obscura.errors import ObscuraError
 from optics.camera import Camera
 
@@ -55,11 +56,6 @@ def regressor_landmarks(regressor: HeatmapRegressor, image_size: int, capture: n
     return found + offset
 
 
-def _sha256(path: Path) -> str:
-    """Hex SHA-256 of a file."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def resolve(path: str | Path, regressor: str | Path | None = None) -> tuple[Path, Path]:
     """(optic file, regressor file) of a stage-I output folder or an optic .npz; missing ones are a one-line error."""
     path = Path(path)
@@ -78,5 +74,5 @@ def load_learned_optic(path: str | Path, regressor: str | Path | None = None, se
     optic_file, reg_file = resolve(path, regressor)
     camera = camera_from_spec(str(optic_file), seed=seed).eval()
     model, image_size = load_regressor(reg_file)
-    key = hashlib.sha256((_sha256(optic_file) + _sha256(reg_file) + str(seed)).encode()).hexdigest()[:16]
+    key = hashlib.sha256((file_sha256(optic_file) + file_sha256(reg_file) + str(seed)).encode()).hexdigest()[:16]
     return LearnedOptic(camera, model, image_size, f"optic-{key}")

@@ -23,8 +23,9 @@ from anonymizer.adversary import Adversary, IResNet
 from anonymizer.regressor import HeatmapRegressor, load_regressor
 from anonymizer.stage1_data import centre_crop, resolve_root
 from anonymizer.stage2_config import Stage2Config, stage1_config_file, stage1_folder
-from evaluation.data import file_sha256, load_face_set, read_rgb, read_split
+from evaluation.data import load_face_set, read_rgb, read_split
 from obscura.errors import ObscuraError
+from obscura.digest import file_sha256
 from optics.camera import Camera
 from optics.color import linear_to_srgb, srgb_to_linear
 from optics.imaging import convolve

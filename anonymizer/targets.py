@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.cache import ResultCache, default_dir
-from evaluation.data import FaceImage, file_sha256, read_rgb
+from evaluation.data import FaceImage, read_rgb
+from obscura.digest import file_sha256
 from obscura.errors import ObscuraError
 
 CACHE_KIND = "stage1-dlib68-clean"

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.cache import ResultCache
-from evaluation.data import file_sha256, read_rgb
+from evaluation.data import read_rgb
 from evaluation.methods import Method
 from evaluation.models import Face
+from obscura.digest import file_sha256
 
 RECOGNISERS = ("sface", "dlib")
 UTILITY_DETECTORS = ("mtcnn", "dlib")

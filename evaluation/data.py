@@ -5,7 +5,6 @@ gallery image of an identity (its first image by name) is the same on every mach
 """
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,8 +163,3 @@ def write_splits(parts: dict[str, list[str]], out_dir: str | Path) -> dict[str, 
         name: atomic.write_text(Path(out_dir) / f"{name}.txt", "".join(f"{n}\n" for n in names))
         for name, names in parts.items()
     }
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes (the cache key of its clean-image results)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -157,7 +157,7 @@ def psf_file(spec: str) -> Method:
         return method
     from anonymizer.learned_optic import regressor_landmarks
     from anonymizer.regressor import load_regressor
-    from evaluation.data import file_sha256
+    from obscura.digest import file_sha256
 
     model, size = load_regressor(regressor)
     return Method(spec, method.apply, f"{method.cache_key}-{file_sha256(regressor)[:12]}", f"{method.description}; landmarks by {regressor}",

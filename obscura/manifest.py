@@ -7,32 +7,23 @@ verifies from the command line.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from obscura import atomic
+from obscura.digest import file_sha256
 from obscura.errors import ObscuraError
 
 FORMAT = "obscura-weights-manifest-v1"
 NAME = "manifest.json"
 
 
-def sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def entry(path: str | Path, command: str, data: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
     """One manifest entry for a file that exists now."""
     path = Path(path)
-    return {"sha256": sha256(path), "bytes": path.stat().st_size, "command": command, "data": data, "metrics": metrics}
+    return {"sha256": file_sha256(path), "bytes": path.stat().st_size, "command": command, "data": data, "metrics": metrics}
 
 
 def write(folder: str | Path, entries: dict[str, dict[str, Any]], notes: dict[str, Any] | None = None) -> Path:
@@ -63,7 +54,7 @@ def verify(path: str | Path, names: list[str] | None = None) -> dict[str, Any]:
         target = path.parent / name
         if not target.is_file():
             raise ObscuraError(f"{target}: listed in {path} but missing")
-        if sha256(target) != files[name]["sha256"]:
+        if file_sha256(target) != files[name]["sha256"]:
             raise ObscuraError(f"{target}: SHA-256 differs from {path} (a stale or damaged file; re-publish or restore it)")
     return manifest
 

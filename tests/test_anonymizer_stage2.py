@@ -426,7 +426,7 @@ def test_domain_file_assigns_every_training_identity(tmp_path: Path) -> None:
 def test_a_run_leaves_the_stage1_files_unchanged(straight: Path, stage1_run: Path) -> None:
     """Stage II never changes stage-I files (their digests are stored and match the files)."""
     from anonymizer.stargan import load_anonymizer
-    from evaluation.data import file_sha256
+    from obscura.digest import file_sha256
 
     _, info = load_anonymizer(straight / "generator_ema.pt")
     for name, digest in info["stage1_digest"].items():

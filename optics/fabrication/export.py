@@ -1,13 +1,13 @@
 """Fabrication export of a saved optic: level map -> TIFF / GDSII / STL + JSON sidecar + preview."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from obscura import atomic, config
+from obscura.digest import file_sha256
 from obscura.errors import ObscuraError
 from obscura.paths import WEIGHTS_DIR
 
@@ -117,7 +117,7 @@ def run_export(cfg: ExportConfig, out: Path) -> dict:
                     f"{optic_path.name}: {cfg.levels} levels, {cfg.writer_pitch_m * 1e6:g} um pitch, {fab_material}")
     sidecar = {
         "optic": str(optic_path),
-        "optic_sha256": hashlib.sha256(optic_path.read_bytes()).hexdigest(),
+        "optic_sha256": file_sha256(optic_path),
         "optic_config": config.to_dict(optic.config),
         "export_config": config.to_dict(cfg),
         "material": fab_material,
