@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from anonymizer.heatmaps import render, to_map
 from anonymizer.stage1_config import DataConfig, RegressorConfig
 from anonymizer.targets import clean_landmarks
-from evaluation.data import FaceImage, list_images, load_face_set, read_rgb, split_identities, write_splits
+from evaluation.data import FaceImage, list_images, load_face_set, read_rgb, round_robin, split_identities, write_splits
 from obscura.errors import ObscuraError
 from obscura.paths import shared_data_dir
 
@@ -95,9 +95,7 @@ def prepare(cfg: DataConfig, reg: RegressorConfig, out_dir: Path, progress: bool
     val = None
     if cfg.val_split and cfg.val_images and parts[cfg.val_split]:
         # round-robin over the held-out identities, so a small val_images still spans many faces
-        held = parts[cfg.val_split]
-        depth = max(len(listing[name]) for name in held)
-        val_images = [FaceImage(name, listing[name][j]) for j in range(depth) for name in held if j < len(listing[name])]
+        val_images = round_robin([[FaceImage(name, path) for path in listing[name]] for name in parts[cfg.val_split]])
         val, _, _ = _crops(val_images[: cfg.val_images], cfg, reg, progress, names=names)
     summary = {
         "root": str(root),

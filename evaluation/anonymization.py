@@ -68,16 +68,21 @@ class Judges:
         return out
 
 
+def judge_size(rgb: np.ndarray) -> np.ndarray:
+    """An image resized to the judges' 256 x 256 (bilinear), as the reference scales its outputs."""
+    import cv2
+
+    return cv2.resize(rgb, (JUDGE_SIZE, JUDGE_SIZE), interpolation=cv2.INTER_LINEAR)
+
+
 def source_images(cfg: AnonymizerEvalConfig) -> list[Path]:
     """Up to max_sources images, round-robin over the (split's) identities in name order."""
-    from evaluation.data import load_face_set, read_split
+    from evaluation.data import load_face_set, read_split, round_robin
 
     names = read_split(cfg.split) if cfg.split else None
     face_set = load_face_set(cfg.data, cfg.min_images, names, progress=False)
-    groups = [face_set.images[n] for n in face_set.identities]
-    depth = max(len(g) for g in groups)
-    ordered = [g[j].path for j in range(depth) for g in groups if j < len(g)]
-    return ordered[: cfg.max_sources]
+    ordered = round_robin([face_set.images[n] for n in face_set.identities])
+    return [img.path for img in ordered[: cfg.max_sources]]
 
 
 def leakage(sources: list[dict], outputs: list[list[dict]]) -> dict[str, float | int]:
@@ -128,7 +133,6 @@ def realism(sources: list[dict], outputs: list[list[dict]], real: np.ndarray, fa
 
 def run(cfg: AnonymizerEvalConfig) -> dict[str, Any]:
     """Anonymize the sources, judge them, and write report.json, report.md, examples.png and config.yaml."""
-    import cv2
     import torch
     from tqdm import tqdm
 
@@ -148,7 +152,6 @@ def run(cfg: AnonymizerEvalConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     config.write_resolved(cfg, out)
     judges = Judges()
-    big = lambda rgb: cv2.resize(rgb, (JUDGE_SIZE, JUDGE_SIZE), interpolation=cv2.INTER_LINEAR)  # noqa: E731
     sources, outputs, real, fake, examples = [], [], [], [], []
     for i in tqdm(range(0, len(paths), cfg.batch_size), desc=f"anonymize ({cfg.source})", disable=not cfg.progress):
         crops = [centre_crop(read_rgb(p)[0], model.crop_size, str(p))[0] for p in paths[i : i + cfg.batch_size]]
@@ -156,10 +159,10 @@ def run(cfg: AnonymizerEvalConfig) -> dict[str, Any]:
         result = model.anonymize(faces, cfg.styles, cfg.seed + i, cfg.source)
         outs = to_uint8(result.outputs)
         for crop, k_outs, seen in zip(crops, outs, to_uint8(result.inputs)):
-            real.append(big(crop))
-            fake.extend(big(o) for o in k_outs)
+            real.append(judge_size(crop))
+            fake.extend(judge_size(o) for o in k_outs)
             sources.append(judges.look(real[-1]))
-            outputs.append([judges.look(big(o)) for o in k_outs])
+            outputs.append([judges.look(judge_size(o)) for o in k_outs])
             if len(examples) < 6:
                 examples.append((crop, seen, k_outs))
     report = {

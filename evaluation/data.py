@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -163,3 +164,12 @@ def write_splits(parts: dict[str, list[str]], out_dir: str | Path) -> dict[str, 
         name: atomic.write_text(Path(out_dir) / f"{name}.txt", "".join(f"{n}\n" for n in names))
         for name, names in parts.items()
     }
+
+
+T = TypeVar("T")
+
+
+def round_robin(groups: list[list[T]]) -> list[T]:
+    """The first item of every group, then every second one, and so on: a short prefix spans many identities."""
+    depth = max((len(g) for g in groups), default=0)
+    return [g[j] for j in range(depth) for g in groups if j < len(g)]

@@ -51,20 +51,20 @@ def inception_features(weights: str | Path, batch_size: int = 32) -> Features:
         from pytorch_fid.inception import InceptionV3
     except ImportError:
         raise ObscuraError("Inception FID needs the pytorch-fid package: pip install 'obscura[fid]'") from None
-    import torch
 
-    hub = Path(tempfile.mkdtemp(prefix="obscura-fid-"))
-    (hub / "hub" / "checkpoints").mkdir(parents=True)
-    (hub / "hub" / "checkpoints" / FID_WEIGHTS_NAME).symlink_to(weights.resolve())
     before = os.environ.get("TORCH_HOME")
-    os.environ["TORCH_HOME"] = str(hub)
-    try:
-        model = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
-    finally:
-        if before is None:
-            os.environ.pop("TORCH_HOME", None)
-        else:
-            os.environ["TORCH_HOME"] = before
+    with tempfile.TemporaryDirectory(prefix="obscura-fid-") as hub:
+        cached = Path(hub) / "hub" / "checkpoints" / FID_WEIGHTS_NAME
+        cached.parent.mkdir(parents=True)
+        cached.symlink_to(weights.resolve())
+        os.environ["TORCH_HOME"] = hub
+        try:
+            model = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
+        finally:
+            if before is None:
+                os.environ.pop("TORCH_HOME", None)
+            else:
+                os.environ["TORCH_HOME"] = before
     return lambda images: torch_features(model, images, batch_size)
 
 
