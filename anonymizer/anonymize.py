@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from anonymizer.stage2_data import Stage1Parts, capture, load_stage1, resize
-from anonymizer.stargan import Networks, load_anonymizer
+from anonymizer.stargan import Generator, MappingNetwork, Networks, load_anonymizer
 from obscura.errors import ObscuraError
 
 SOURCES = ("capture", "lowres16")
@@ -69,14 +69,21 @@ class Anonymizer:
         captured = capture(self.parts, faces, g)
         seen = captured if source == "capture" else lowres_tensor(faces, 16)
         heatmaps = self.parts.regressor(seen)
-        size = self.nets.generator.img_size
-        x = resize(seen, size)
-        gen, mapping = self.nets.generator, self.nets.mapping_network
         latent = self.info["arch"]["latent_dim"]
-        domain = torch.zeros(faces.shape[0], dtype=torch.long)
-        outputs = [gen(x, mapping(torch.randn(faces.shape[0], latent, generator=g), domain), heatmaps).clamp(0, 1)
+        outputs = [render(self.nets.generator, self.nets.mapping_network, seen, heatmaps,
+                          torch.randn(faces.shape[0], latent, generator=g))
                    for _ in range(styles)]
         return Result(captured, seen, heatmaps, torch.stack(outputs, dim=1))
+
+
+def render(generator: Generator, mapping: MappingNetwork, seen: Tensor, heatmaps: Tensor, latent: Tensor) -> Tensor:
+    """The generator's face in [0, 1] for images `seen` (resized to its size), their heatmaps and latents N x latent_dim.
+
+    One function for the PyTorch path and the exported ONNX model (deploy.trained), so both render
+    the same face; the style comes from the mapping network's domain 0.
+    """
+    domain = torch.zeros(latent.shape[0], dtype=torch.long, device=latent.device)
+    return generator(resize(seen, generator.img_size), mapping(latent, domain), heatmaps).clamp(0, 1)
 
 
 def lowres_tensor(faces: Tensor, n: int) -> Tensor:

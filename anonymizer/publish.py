@@ -1,9 +1,13 @@
-"""Commit a finished stage-I run as the project's learned optic: weights/optic.npz + regressor.pt + manifest.
+"""Commit finished runs to weights/ with the manifest: stage I (optic, regressor) and stage II (the anonymizer).
 
 `python -m anonymizer.publish --run DIR --command "..." [--report R.json ...] [--attack A.json ...]`
-copies the two files, the run's identity splits and its resolved config beside them, and writes
-weights/manifest.json with their SHA-256, the exact training command, the split, and the
-metrics reached (training, the evaluation reports and the adaptive attacker reports given).
+copies a stage-I run's files, its identity splits and its resolved config, and records their
+SHA-256, the exact training command, the split, and the metrics reached (training, the
+evaluation reports and the adaptive attacker reports given) in weights/manifest.json.
+`python -m anonymizer.publish --anonymizer-run DIR --command "..." --report R.json ...` does the
+same for a stage-II run: its generator_ema.pt becomes weights/anonymizer.pt, stored in float16
+(half the bytes, so the CPU-size networks stay under the 20 MB a committed file may have) and
+read back as float32 by `load_anonymizer`. Each publish keeps the other stage's manifest entries.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from obscura import atomic, manifest
 from obscura.errors import ObscuraError
 
 FILES = ("optic.npz", "regressor.pt", "adversary.pt")  # the adversary: stage II's identity-dissimilarity recogniser
+ANONYMIZER_FILE = "anonymizer.pt"
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -64,19 +69,79 @@ def publish(run: Path, dest: Path, command: str, reports: list[Path], attacks: l
     return manifest.write(dest, entries, {"about": "stage-I learned optic and heatmap regressor; see docs/stage1.md"})
 
 
+def anonymizer_figures(report: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures of an evaluate-anonymizer report.json."""
+    return {k: report[k] for k in ("source", "split", "n_sources", "styles", "n_outputs", "judge_size", "utility",
+                                   "identity_leakage", "diversity_sface", "realism")} | {"data": Path(report["data"]).name}
+
+
+def half_precision(state: dict[str, Any]) -> dict[str, Any]:
+    """A saved anonymizer's network weights in float16 (other entries unchanged)."""
+    import torch
+
+    def half(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: half(v) for k, v in value.items()}
+        return value.half() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
+
+    return {k: half(v) if isinstance(v, dict) and k not in ("arch", "info") else v for k, v in state.items()}
+
+
+def publish_anonymizer(run: Path, dest: Path, command: str, reports: list[Path]) -> Path:
+    """Store a stage-II run's EMA networks as dest/anonymizer.pt (float16) and add it to the manifest."""
+    from anonymizer import checkpoint
+    from anonymizer.stage2_config import STAGE1_WEIGHTS
+    from obscura.digest import file_sha256
+    from obscura.paths import WEIGHTS_DIR
+
+    for name in ("generator_ema.pt", "metrics.json", "config.yaml"):
+        if not (run / name).is_file():
+            raise ObscuraError(f"--anonymizer-run {run}: {name} not found (expected a finished stage-II output folder)")
+    state = checkpoint.load(run / "generator_ema.pt")
+    changed = [name for name, digest in state["info"]["stage1_digest"].items()
+               if not (dest / name).is_file() or file_sha256(dest / name) != digest]
+    if changed:
+        raise ObscuraError(f"--anonymizer-run {run} was trained on another stage I than the one in {dest} (differs in "
+                           f"{', '.join(changed)}); publish that stage-I run there first")
+    state["info"]["stage1"] = STAGE1_WEIGHTS if dest.resolve() == WEIGHTS_DIR.resolve() else str(dest.resolve())
+    checkpoint.save(dest / ANONYMIZER_FILE, half_precision(state))
+    atomic.write_bytes(dest / "stage2_config.yaml", (run / "config.yaml").read_bytes())
+    trained = _read_json(run / "metrics.json")
+    data = {**trained["data"], "trained_on_split": "splits/train.txt", "split_files": ["splits/train.txt", "splits/test.txt"],
+            "resolved_config": "stage2_config.yaml", "stored_as": "float16"}
+    figures = {
+        "training": {k: trained.get(k) for k in ("steps", "seconds_per_step", "device", "final", "parameters")},
+        "evaluation": [anonymizer_figures(_read_json(p)) for p in reports],
+    }
+    entry = manifest.entry(dest / ANONYMIZER_FILE, command, data, figures)
+    return manifest.write(dest, {ANONYMIZER_FILE: entry}, {"about_anonymizer": "stage-II StarGAN-v2 anonymizer; see docs/stage2.md"})
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry: publish a run into weights/."""
     from obscura.cli import run_reporting_errors
     from obscura.paths import WEIGHTS_DIR
 
     p = argparse.ArgumentParser(prog="python -m anonymizer.publish", description=__doc__.splitlines()[0])
-    p.add_argument("--run", required=True, type=Path, help="finished stage-I output folder")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", type=Path, help="finished stage-I output folder")
+    which.add_argument("--anonymizer-run", type=Path, help="finished stage-II output folder (trained on the stage I in --dest)")
     p.add_argument("--command", required=True, help="the exact command that trained the run (recorded in the manifest)")
-    p.add_argument("--report", action="append", default=[], type=Path, help="evaluation report.json of the run (repeatable)")
+    p.add_argument("--report", action="append", default=[], type=Path,
+                   help="evaluate (stage I) or evaluate-anonymizer (stage II) report.json of the run (repeatable)")
     p.add_argument("--attack", action="append", default=[], type=Path, help="adaptive-attacker report.json of the run (repeatable)")
     p.add_argument("--dest", type=Path, default=WEIGHTS_DIR, help="destination folder (default: weights/)")
     args = p.parse_args(argv)
-    return run_reporting_errors("anonymizer.publish", lambda: print(publish(args.run, args.dest, args.command, args.report, args.attack)))
+
+    def action() -> None:
+        if args.anonymizer_run and args.attack:
+            raise ObscuraError("--attack reports belong to a stage-I --run, not to --anonymizer-run")
+        if args.anonymizer_run:
+            print(publish_anonymizer(args.anonymizer_run, args.dest, args.command, args.report))
+        else:
+            print(publish(args.run, args.dest, args.command, args.report, args.attack))
+
+    return run_reporting_errors("anonymizer.publish", action)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ import torch
 from torch import Tensor, nn
 
 from anonymizer import checkpoint, stage2_losses as losses
-from anonymizer.regressor import count_parameters
 from anonymizer import stage1
 from anonymizer.stage1 import Runtime, batches, refuse_changed_config, run_summary, step_seed, training_runtime, wrap
 from anonymizer.stage2_config import Stage2Config, validate
@@ -38,7 +37,8 @@ from obscura import atomic, config
 from obscura.errors import ObscuraError
 
 # Settings that may change between a run and its resumption (they do not change what is learned).
-RESUMABLE_KEYS = (*stage1.RESUMABLE_KEYS, "train.sample_every")
+# The EMA settings only shape the averaged copy, never the trained networks, so they may change too.
+RESUMABLE_KEYS = (*stage1.RESUMABLE_KEYS, "train.sample_every", "train.ema_warmup")
 METRICS = ("d_real", "d_fake", "d_r1", "g_adv", "g_style", "g_diversity", "g_cycle", "g_heatmap", "g_identity",
            "identity_cosine", "ds_weight")
 SAMPLE_SEED = 12345  # fixed faces, references, latents and noise of the sample grids
@@ -83,6 +83,11 @@ def build_optimizers(nets: Networks, cfg: Stage2Config) -> dict[str, torch.optim
     return {name: torch.optim.Adam(net.parameters(), lr=t.lr_mapping if name == "mapping_network" else t.lr,
                                    betas=(t.beta1, t.beta2), weight_decay=t.weight_decay)
             for name, net in nets.named().items()}
+
+
+def ema_beta_at(step: int, beta: float, warmup: float) -> float:
+    """The EMA's beta at a step: `beta`, or with a warm-up min(beta, (1 + step) / (warmup + step)) (StyleGAN's ramp)."""
+    return min(beta, (1.0 + step) / (warmup + step)) if warmup > 0 else beta
 
 
 @torch.no_grad()
@@ -185,8 +190,9 @@ def train_step(nets: Networks, ema: Networks, wrapped: dict[str, nn.Module], opt
     d = [d_step(nets, wrapped, opts["discriminator"], b, latent, cfg) for latent in (True, False)]
     nets.discriminator.requires_grad_(False)  # the generator steps use the plain discriminator, frozen
     g = [g_step(nets, wrapped, opts, b, latent, parts, step, cfg, noise) for latent in (True, False)]
+    beta = ema_beta_at(step, cfg.train.ema_beta, cfg.train.ema_warmup)
     for name, net in ema.named().items():
-        moving_average(getattr(nets, name), net, cfg.train.ema_beta)
+        moving_average(getattr(nets, name), net, beta)
     return {k: float(np.mean([m[k] for m in (*d, *g) if k in m])) for k in METRICS}
 
 
@@ -268,7 +274,8 @@ def write_outputs(out: Path, nets: Networks, ema: Networks, cfg: Stage2Config, p
     save_anonymizer(out / "generator_ema.pt", ema, arch(cfg), info)
     metrics = {
         "data": data.summary,
-        "parameters": {name: count_parameters(net) for name, net in nets.named().items()},
+        # every weight: the discriminator is left frozen (requires_grad False) after each step's generator updates
+        "parameters": {name: sum(p.numel() for p in net.parameters()) for name, net in nets.named().items()},
         "final": history[-1] if history else {},
         "history": history,
         **extra,

@@ -67,6 +67,9 @@ class TrainConfig:
     beta2: float = 0.99
     weight_decay: float = 1e-4
     ema_beta: float = 0.999
+    # > 0: the EMA's beta at step t is min(ema_beta, (1 + t) / (ema_warmup + t)), so a short run's
+    # average forgets the random initial weights (0.999^1500 still keeps 22 % of them); 0: plain ema_beta
+    ema_warmup: float = 0.0
     r1_gamma: float = 1.0
     ds_decay_steps: int = 100_000  # 0: the diversity weight stays constant
     checkpoint_every: int = 1000
@@ -146,6 +149,8 @@ def validate(cfg: Stage2Config) -> None:
                        ("train.r1_gamma", t.r1_gamma), ("train.ds_decay_steps", t.ds_decay_steps),
                        ("train.workers", t.workers), ("train.threads", t.threads)):
         _at_least(key, value, 0)
+    if t.ema_warmup < 0 or 0 < t.ema_warmup < 1:
+        raise ObscuraError(f"config key 'train.ema_warmup' is {t.ema_warmup!r}; expected 0 (off) or >= 1")
     for key, value in (("model.w_hpf", m.w_hpf), ("train.lr", t.lr), ("train.lr_mapping", t.lr_mapping)):
         if not value > 0:
             raise ObscuraError(f"config key '{key}' is {value!r}; expected > 0")

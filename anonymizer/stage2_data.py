@@ -87,10 +87,15 @@ def capture(parts: Stage1Parts, clean: Tensor, generator: torch.Generator | None
 
 
 def resize(images: Tensor, size: int) -> Tensor:
-    """Images to size x size (antialiased bilinear, differentiable); unchanged when already that size."""
+    """Images to size x size (bilinear, antialiased when shrinking; differentiable); unchanged when already that size.
+
+    Enlarging with the antialiased filter is the plain bilinear one (equal to float rounding), so it
+    is asked for only when shrinking: plain bilinear exports to ONNX, the antialiased one does not.
+    """
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    shrink = size < images.shape[-1] or size < images.shape[-2]
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
 
 
 class CleanFaces(Dataset):

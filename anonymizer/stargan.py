@@ -134,8 +134,9 @@ class HighPass(nn.Module):
         self.register_buffer("kernel", kernel, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        weight = self.kernel.to(x.dtype).expand(x.shape[1], 1, 3, 3)
-        return F.conv2d(x, weight, padding=1, groups=x.shape[1])
+        channels = int(x.shape[1])  # a plain int while the ONNX exporter traces shapes: conv needs a known kernel shape
+        weight = self.kernel.to(x.dtype).expand(channels, 1, 3, 3)
+        return F.conv2d(x, weight, padding=1, groups=channels)
 
 
 def heatmap_masks(heatmaps: Tensor) -> tuple[Tensor, Tensor]:
@@ -187,18 +188,20 @@ class Generator(nn.Module):
     def forward(self, x: Tensor, s: Tensor, heatmaps: Tensor | None = None) -> Tensor:
         masks = heatmap_masks(heatmaps) if heatmaps is not None and self.hpf is not None else None
         x = self.from_rgb(x * 2.0 - 1.0)
+        # sizes as plain ints: the ONNX exporter traces shapes as tensors, which cannot key the skip cache
+        # (only the batch axis is dynamic in an export; the sizes are fixed by img_size)
         cache: dict[int, Tensor] = {}
         for block in self.encode:
-            if masks is not None and block.downsample and x.shape[2] in self.skip_sizes:
-                cache[x.shape[2]] = x
+            if masks is not None and block.downsample and int(x.shape[2]) in self.skip_sizes:
+                cache[int(x.shape[2])] = x
             x = block(x)
         for block in self.decode:
             x = block(x, s)
-            size = x.shape[2]
+            size = int(x.shape[2])
             if masks is not None and block.upsample and size in self.skip_sizes:
                 # the coarsest skip carries the whole face, the finer ones only eyes and nose
                 mask = masks[0] if size == self.skip_sizes[0] else masks[1]
-                mask = F.interpolate(mask, size=(size, x.shape[3]), mode="bilinear", align_corners=False)
+                mask = F.interpolate(mask, size=(size, int(x.shape[3])), mode="bilinear", align_corners=False)
                 x = x + self.hpf(mask * cache[size])
         return (self.to_rgb(x) + 1.0) * 0.5
 
@@ -318,7 +321,8 @@ def load_anonymizer(path: str | Path) -> tuple[Networks, dict[str, Any]]:
 
     state = checkpoint.load(path)
     if state.get("format") != ANONYMIZER_FORMAT:
-        raise ObscuraError(f"anonymizer file {path}: format is {state.get('format')!r}; expected {ANONYMIZER_FORMAT!r}")
+        raise ObscuraError(f"anonymizer file {path}: format is {state.get('format')!r}; expected {ANONYMIZER_FORMAT!r} "
+                           "(a stage-II run's generator_ema.pt; a training checkpoint is not one)")
     nets = build_networks(state["arch"], discriminator=False)
     for name, net in nets.named().items():
         try:

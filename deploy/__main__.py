@@ -1,4 +1,4 @@
-"""python -m deploy: bundle | verify | flash | rollback | build-engine."""
+"""python -m deploy: export-trained | bundle | verify | flash | rollback | build-engine."""
 from __future__ import annotations
 
 import argparse
@@ -24,6 +24,17 @@ def main(argv: list[str] | None = None) -> int:
     """Parse and dispatch; bad input is one line on stderr and exit code 2."""
     parser = argparse.ArgumentParser(prog="python -m deploy", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    x = sub.add_parser("export-trained", help="export the trained regressor and anonymizer to ONNX, checked on real captures")
+    x.add_argument("--stage1", required=True, help="stage-I result the anonymizer was trained on ('weights' or a run folder)")
+    x.add_argument("--anonymizer", required=True, help="stage-II anonymizer file (a run's generator_ema.pt)")
+    x.add_argument("--out", required=True, help="folder for the ONNX files, latent, PSF and parity report")
+    x.add_argument("--latent-seed", type=int, default=0,
+                   help="seed of the one latent the camera renders (fixed, so the drawn person is stable across frames)")
+    x.add_argument("--faces", help="folder of face images for the parity check (default: the stage-I test split)")
+    x.add_argument("--parity-faces", type=int, default=12, help="faces in the parity check (>= 4: batches of 1, 3, rest)")
+    x.add_argument("--bundle", help="also make a bundle of the export in this new folder")
+    x.add_argument("--version", help="bundle version name (with --bundle; default: UTC time + content hash)")
 
     b = sub.add_parser("bundle", help="make a versioned bundle from ONNX models")
     b.add_argument("out", help="new bundle folder")
@@ -62,8 +73,25 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--max-batch", type=int, default=1, help="largest batch of the dynamic-batch profile")
 
     args = parser.parse_args(argv)
-    commands = {"bundle": _bundle, "verify": _verify, "flash": _flash, "rollback": _rollback, "build-engine": _engine}
+    commands = {"export-trained": _export_trained, "bundle": _bundle, "verify": _verify, "flash": _flash,
+                "rollback": _rollback, "build-engine": _engine}
     return run_reporting_errors("deploy", lambda: commands[args.command](args))
+
+
+def _export_trained(args: argparse.Namespace) -> int:
+    """Export the trained networks (and bundle them)."""
+    from deploy.trained import build_trained_bundle, export_trained
+
+    if args.bundle and Path(args.bundle).exists():
+        raise ObscuraError(f"bundle output {args.bundle} already exists; choose a new folder (bundles are immutable)")
+    report = export_trained(args.stage1, args.anonymizer, args.out, args.latent_seed, args.faces, args.parity_faces)
+    diffs = ", ".join(f"{name} {value:.2e}" for name, value in report["max_abs_diff"].items())
+    print(f"exported {args.out}: parity on {report['faces']['count']} real captures in batches {report['batch_sizes']}: "
+          f"max |ONNX - PyTorch| {diffs} (tolerance {report['tolerance']:g})")
+    if args.bundle:
+        manifest = build_trained_bundle(args.out, args.bundle, args.version)
+        print(f"bundle {args.bundle}: version {manifest['version']}, {len(manifest['files'])} files")
+    return 0
 
 
 def _bundle(args: argparse.Namespace) -> int:

@@ -5,7 +5,8 @@ anonymized faces. Judged at 256 x 256 (sources and outputs resized), by models n
 - utility: FD, BB, LM with MTCNN and dlib between source and each output (evaluation.metrics.utility);
 - identity leakage: share of outputs that SFace (cosine >= 0.363, OpenCV zoo's threshold) or dlib
   (raw-descriptor distance < 0.6, dlib's) verifies as the source face itself; an output where the
-  recogniser finds no face is not verified;
+  recogniser finds no face is not verified; beside it the same share against another test
+  person's face (the recogniser's false accepts on these outputs, the level leakage must exceed);
 - diversity: mean pairwise SFace embedding distance (1 - cosine) among the outputs of one source;
 - realism: Frechet distance between SFace embeddings of outputs and of the real source faces,
   and Inception FID when the pytorch-fid weights file is given.
@@ -85,16 +86,38 @@ def source_images(cfg: AnonymizerEvalConfig) -> list[Path]:
     return [img.path for img in ordered[: cfg.max_sources]]
 
 
-def leakage(sources: list[dict], outputs: list[list[dict]]) -> dict[str, float | int]:
-    """Share of outputs each recogniser verifies as its own source face (no face: not verified)."""
+VERIFIERS = {"sface": lambda a, b: float(a @ b) >= SFACE_COSINE_THRESHOLD,
+             "dlib": lambda a, b: float(np.linalg.norm(a - b)) < DLIB_DISTANCE_THRESHOLD}
+
+
+def verified_share(sources: list[dict], outputs: list[list[dict]], name: str) -> tuple[float, int, int]:
+    """(share of outputs recogniser `name` verifies as the paired source, outputs judged, of them with a face)."""
+    judged = [(s[name], o[name]) for s, outs in zip(sources, outputs) for o in outs if s[name] is not None]
+    verified = [o is not None and VERIFIERS[name](s, o) for s, o in judged]
+    share = float(np.mean(verified)) if verified else float("nan")
+    return share, len(verified), int(sum(o is not None for _, o in judged))
+
+
+def impostor_pairing(identities: list[str]) -> list[int] | None:
+    """For each source, the next source (cyclically) of another identity; None when all share one identity."""
+    n = len(identities)
+    pairing = [next((j % n for j in range(i + 1, i + n) if identities[j % n] != identities[i]), -1) for i in range(n)]
+    return None if -1 in pairing else pairing
+
+
+def leakage(sources: list[dict], outputs: list[list[dict]], identities: list[str] | None = None) -> dict[str, float | int]:
+    """Share of outputs each recogniser verifies as its own source face (no face: not verified).
+
+    With the sources' identities, also `<name>_impostor`: the same share against the source face of
+    another person. It is the recogniser's false-accept rate on these outputs, so leakage is only
+    evidence of identity where it exceeds it.
+    """
     result: dict[str, float | int] = {}
-    for name, same in (("sface", lambda a, b: float(a @ b) >= SFACE_COSINE_THRESHOLD),
-                       ("dlib", lambda a, b: float(np.linalg.norm(a - b)) < DLIB_DISTANCE_THRESHOLD)):
-        judged = [(s[name], o[name]) for s, outs in zip(sources, outputs) for o in outs if s[name] is not None]
-        verified = [o is not None and same(s, o) for s, o in judged]
-        result[name] = float(np.mean(verified)) if verified else float("nan")
-        result[f"{name}_outputs_judged"] = len(verified)
-        result[f"{name}_outputs_with_face"] = int(sum(o is not None for _, o in judged))
+    pairing = impostor_pairing(identities) if identities else None
+    for name in VERIFIERS:
+        result[name], result[f"{name}_outputs_judged"], result[f"{name}_outputs_with_face"] = verified_share(sources, outputs, name)
+        if pairing is not None:
+            result[f"{name}_impostor"] = verified_share([sources[j] for j in pairing], outputs, name)[0]
     return result
 
 
@@ -176,7 +199,7 @@ def run(cfg: AnonymizerEvalConfig) -> dict[str, Any]:
         "n_outputs": len(sources) * cfg.styles,
         "judge_size": JUDGE_SIZE,
         "utility": utility(sources, outputs),
-        "identity_leakage": leakage(sources, outputs),
+        "identity_leakage": leakage(sources, outputs, [p.parent.name for p in paths]),
         "diversity_sface": diversity(outputs),
         "realism": realism(sources, outputs, np.stack(real), np.stack(fake), cfg.inception_weights),
         "thresholds": {"sface_cosine": SFACE_COSINE_THRESHOLD, "dlib_distance": DLIB_DISTANCE_THRESHOLD},
@@ -192,7 +215,9 @@ def markdown(r: dict[str, Any]) -> str:
     """A short human-readable report."""
     u, leak = r["utility"], r["identity_leakage"]
     lines = [f"# Stage-II anonymizer on {r['n_sources']} sources x {r['styles']} styles ({r['source']})", "",
-             f"- identity leakage: SFace {leak['sface']:.4f}, dlib {leak['dlib']:.4f} (share of outputs verified as their source)",
+             f"- identity leakage: SFace {leak['sface']:.4f}, dlib {leak['dlib']:.4f} (share of outputs verified as their source); "
+             f"against another person's face (false accepts): SFace {leak.get('sface_impostor', float('nan')):.4f}, "
+             f"dlib {leak.get('dlib_impostor', float('nan')):.4f}",
              f"- diversity (mean pairwise SFace distance among one source's outputs): {r['diversity_sface']:.3f}",
              f"- realism: Frechet distance of SFace embeddings {r['realism']['sface_frechet']:.3f}; Inception FID "
              f"{r['realism']['inception_fid'] if r['realism']['inception_fid'] is not None else 'not run'}",

@@ -1,7 +1,11 @@
 """The offline demo: `python simulate.py [--out DIR]`.
 
-Stage 0: the astronaut face from scikit-image seen through three simulated optics ('lens',
-'defocus', 'zernike-random'): PSF figures, captures, a side-by-side figure and report.json.
+The astronaut photo from scikit-image (a face that ships with a dependency, so no data is needed):
+- seen through three simulated optics ('lens', 'defocus', 'zernike-random'): PSF figures, captures
+  and a side-by-side figure;
+- through the committed learned camera (weights/): capture -> heatmaps -> several anonymized faces,
+  judged for face detection (`anonymizer.fd`) and identity leakage (`anonymizer.identity_leakage`);
+- report.json with every figure, and report.html, one page with the images.
 """
 from __future__ import annotations
 
@@ -21,13 +25,39 @@ def astronaut_face():
     return data.astronaut()[top:bottom, left:right].astype("float32") / 255.0
 
 
+def html_page(out: Path, report: dict) -> Path:
+    """report.html: the headline figures, the optics and the anonymizer's images."""
+    from obscura import html_report
+
+    anon = report["anonymizer"]
+    leak = anon["identity_leakage_by"]
+    figures = {
+        "anonymizer.fd (MTCNN finds a face)": f"{anon['fd']:.3f} of {anon['styles']} outputs",
+        "anonymizer.identity_leakage": f"{anon['identity_leakage']:.3f} (SFace {leak['sface']:.3f}, dlib {leak['dlib']:.3f})",
+        "SFace cosine of each output to the source": ", ".join("no face" if c is None else f"{c:.3f}" for c in anon["sface_cosine_to_source"]),
+        **{f"{spec}: r80 (R, G, B)": ", ".join(f"{r:.1f} px" for r in item["encircled_energy_r80_px"])
+           for spec, item in report["optics"].items()},
+        "seconds": str(report["seconds"]),
+    }
+    rows = [
+        ("Simulated optics", [("scene and captures", out / "side_by_side.png")]
+         + [(f"PSF of {spec}", out / f"psf_{spec}.png") for spec in DEMO_OPTICS]),
+        ("Learned camera and anonymizer", [(name, out / file) for name, file in anon["images"].items()]),
+    ]
+    notes = [anon["definitions"]["fd"], anon["definitions"]["identity_leakage"],
+             f"Weights: {anon['weights']} and the stage-I files beside it (weights/manifest.json)."]
+    return html_report.write(out / "report.html", "Obscura demo", figures, rows, notes, wide=("Simulated optics",))
+
+
 def run_demo(out_dir: str) -> int:
     """Simulate PSFs and captures of the demo face through each demo optic; write figures and report.json."""
     import numpy as np
     import torch
+    from skimage import data
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
     from tqdm import tqdm
 
+    from anonymizer import demo as anonymizer_demo
     from obscura import atomic, config
     from optics import image_io
     from optics.optic_file import strict_json
@@ -64,10 +94,14 @@ def run_demo(out_dir: str) -> int:
             "config": config.to_dict(camera_config(camera)),
         }
     save_side_by_side(out / "side_by_side.png", [("astronaut", row)])
+    report["anonymizer"] = anonymizer_demo.run(data.astronaut(), out, "skimage.data.astronaut()")
     report["seconds"] = round(time.time() - start, 2)
     atomic.write_json(out / "report.json", strict_json(report))
-    print(f"demo: wrote {out}/ (scene.png, psf_*.png, capture_*.png, side_by_side.png, report.json)")
+    html_page(out, report)
+    print(f"demo: wrote {out}/ (report.html, report.json, scene.png, psf_*.png, capture_*.png, side_by_side.png, anonymized_*.png)")
     for spec, item in report["optics"].items():
         r80 = ", ".join(f"{r:.1f}" for r in item["encircled_energy_r80_px"])
         print(f"  {spec:15s} r80 (R,G,B) = {r80} px   PSNR {item['capture_psnr_db']:.1f} dB   SSIM {item['capture_ssim']:.3f}")
+    anon = report["anonymizer"]
+    print(f"  anonymizer: {anon['styles']} faces, MTCNN finds a face in {anon['fd']:.2f}, identity leakage {anon['identity_leakage']:.2f}")
     return 0

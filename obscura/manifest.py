@@ -27,8 +27,14 @@ def entry(path: str | Path, command: str, data: dict[str, Any], metrics: dict[st
 
 
 def write(folder: str | Path, entries: dict[str, dict[str, Any]], notes: dict[str, Any] | None = None) -> Path:
-    """Write folder/manifest.json (atomically) for files named relative to the folder."""
-    return atomic.write_json(Path(folder) / NAME, {"format": FORMAT, "files": entries, **(notes or {})})
+    """Write folder/manifest.json (atomically) for files named relative to the folder, keeping the other files' entries.
+
+    Stage I and stage II are published separately into one folder, so each replaces only its own
+    entries (and notes) and leaves the other's in place.
+    """
+    path = Path(folder) / NAME
+    kept = read(path) if path.is_file() else {"files": {}}
+    return atomic.write_json(path, {**kept, "format": FORMAT, "files": {**kept["files"], **entries}, **(notes or {})})
 
 
 def read(path: str | Path) -> dict[str, Any]:

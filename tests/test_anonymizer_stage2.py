@@ -278,6 +278,7 @@ def test_three_step_run_writes_every_output(straight: Path, tiny: dict) -> None:
     assert [h["ds_weight"] for h in metrics["history"]] == [1.0, 0.75, 0.5]
     assert metrics["data"]["train_identities"] == 3 and metrics["data"]["crop_size"] == 64
     assert metrics["seconds_per_step"] > 0 and set(metrics["parameters"]) == {"generator", "mapping_network", "style_encoder", "discriminator"}
+    assert all(n > 0 for n in metrics["parameters"].values())  # the discriminator is counted though left frozen
     for key in ("d_r1", "g_heatmap", "g_cycle", "identity_cosine"):
         assert all(h[key] == h[key] for h in metrics["history"]), key  # no NaN
     nets, info = load_anonymizer(straight / "generator_ema.pt")
@@ -468,3 +469,65 @@ def test_leakage_and_diversity_follow_the_recognisers_thresholds() -> None:
     assert r["sface"] == 0.25 and r["dlib"] == 0.25 and r["sface_outputs_with_face"] == 3
     assert diversity([[same, same]]) == pytest.approx(0.0) and diversity([[same, other]]) == pytest.approx(1.0)
     assert diversity([[same, faceless]]) != diversity([[same, faceless]])  # one face: no pair, nan
+
+
+def test_impostor_control_pairs_each_source_with_another_person() -> None:
+    """The false-accept control compares each source's outputs with the next source of a different identity."""
+    from evaluation.anonymization import impostor_pairing, leakage
+
+    assert impostor_pairing(["a", "a", "b", "c"]) == [2, 2, 3, 0]
+    assert impostor_pairing(["a", "a"]) is None
+    e = np.eye(4)
+    alice, bob = {"sface": e[0], "dlib": np.zeros(4)}, {"sface": e[1], "dlib": np.ones(4)}
+    generic = {"sface": e[0], "dlib": np.zeros(4)}  # looks like alice to both recognisers
+    r = leakage([alice, bob], [[generic], [generic]], ["alice", "bob"])
+    assert r["sface"] == 0.5 and r["sface_impostor"] == 0.5 and r["dlib_impostor"] == 0.5
+    assert "sface_impostor" not in leakage([alice], [[generic]])
+
+
+def test_published_anonymizer_is_half_size_and_renders_the_same_faces(straight: Path, stage1_run: Path, tmp_path: Path) -> None:
+    """Publishing beside its stage I: float16 file, both stages in one manifest, outputs within float16 rounding."""
+    from anonymizer.anonymize import Anonymizer
+    from anonymizer.publish import ANONYMIZER_FILE, publish, publish_anonymizer
+    from obscura import manifest
+
+    dest = tmp_path / "weights"
+    publish(stage1_run, dest, "python simulate.py train-optics ...", [], [])
+    publish_anonymizer(straight, dest, "python simulate.py train-anonymizer ...", [])
+    checked = manifest.verify(dest / manifest.NAME)
+    assert set(checked["files"]) == {"optic.npz", "regressor.pt", "adversary.pt", ANONYMIZER_FILE}
+    assert checked["files"][ANONYMIZER_FILE]["data"]["stored_as"] == "float16"
+    assert (dest / ANONYMIZER_FILE).stat().st_size < 0.6 * (straight / "generator_ema.pt").stat().st_size
+    faces = torch.rand(2, 3, 64, 64)
+    full = Anonymizer.load(straight / "generator_ema.pt").anonymize(faces, 2, seed=3)
+    half = Anonymizer.load(dest / ANONYMIZER_FILE).anonymize(faces, 2, seed=3)
+    assert torch.equal(full.captures, half.captures)
+    assert 0 < (full.outputs - half.outputs).abs().max() < 0.02
+
+
+def test_publishing_an_anonymizer_beside_another_stage1_is_refused(straight: Path, tmp_path: Path) -> None:
+    from anonymizer.publish import publish_anonymizer
+    from obscura.paths import WEIGHTS_DIR
+
+    with pytest.raises(ObscuraError, match=r"trained on another stage I .*\(differs in optic.npz"):
+        publish_anonymizer(straight, tmp_path, "cmd", [])
+    assert not (tmp_path / "anonymizer.pt").exists() and WEIGHTS_DIR.is_dir()
+
+
+def test_ema_warmup_forgets_the_initial_weights_of_a_short_run() -> None:
+    """With the ramp, a 1,500-step average keeps almost nothing of step 0; plain 0.999 keeps 22 %."""
+    from anonymizer.stage2 import ema_beta_at
+
+    assert ema_beta_at(5, 0.999, 0.0) == 0.999
+    assert ema_beta_at(0, 0.999, 10.0) == pytest.approx(0.1) and ema_beta_at(10**6, 0.999, 10.0) == 0.999
+    kept = {w: float(np.prod([ema_beta_at(t, 0.999, w) for t in range(1500)])) for w in (0.0, 10.0)}
+    assert kept[0.0] == pytest.approx(0.999**1500) and kept[0.0] > 0.2
+    assert kept[10.0] < 1e-12
+
+
+def test_ema_warmup_may_change_on_resume_and_bad_values_are_refused(tiny: dict, tmp_path: Path) -> None:
+    from anonymizer.stage2 import RESUMABLE_KEYS
+
+    assert "train.ema_warmup" in RESUMABLE_KEYS and "train.ema_beta" not in RESUMABLE_KEYS
+    with pytest.raises(ObscuraError, match="train.ema_warmup"):
+        validate(load_config(None, {**tiny, "train.ema_warmup": 0.5}))

@@ -120,7 +120,40 @@ def test_demo(tmp_path, capsys) -> None:
     assert r80["lens"] < r80["zernike-random"] and r80["lens"] < r80["defocus"]
     for name in ("side_by_side.png", "psf_lens.png", "capture_defocus.png", "capture_zernike-random.png"):
         assert (tmp_path / name).stat().st_size > 0
+    anon = report["anonymizer"]
+    assert 0.0 <= anon["fd"] <= 1.0 and 0.0 <= anon["identity_leakage"] <= 1.0
+    outputs = [cv2.imread(str(tmp_path / anon["images"][f"anonymized {k + 1}"])) for k in range(anon["styles"])]
+    assert anon["styles"] >= 2 and all(o.shape == outputs[0].shape for o in outputs)
+    assert np.abs(outputs[0].astype(int) - outputs[1].astype(int)).mean() > 1.0  # styles differ
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 1 + len(report["optics"]) + len(anon["images"])
+    assert "anonymizer.identity_leakage" in page and "anonymizer.fd" in page
     assert "demo: wrote" in capsys.readouterr().out
+
+
+def test_demo_puts_the_face_where_the_training_faces_sit() -> None:
+    """The astronaut's face, warped into the celeba-crops frame, has YuNet's landmarks on the frame's mean ones."""
+    from skimage import data
+
+    from anonymizer.demo import CELEBA_FRAME_POINTS, CELEBA_FRAME_SIZE, training_frame_crop
+    from evaluation.models import YuNet
+
+    crop = training_frame_crop(data.astronaut(), 128, "astronaut")
+    face = YuNet().detect(crop).central(crop.shape)
+    frame = CELEBA_FRAME_POINTS - (CELEBA_FRAME_SIZE - 128) / 2
+    assert crop.shape == (128, 128, 3)
+    # a similarity fit leaves the face's own shape: its centre and scale are what must match
+    assert np.linalg.norm(face.landmarks.mean(0) - frame.mean(0)) < 2.5  # YuNet jitter; training faces spread 3-6 px
+    eyes = np.linalg.norm(face.landmarks[1] - face.landmarks[0]) / np.linalg.norm(frame[1] - frame[0])
+    assert abs(eyes - 1.0) < 0.1
+
+
+def test_demo_refuses_a_photo_without_a_face(tmp_path) -> None:
+    from anonymizer.demo import training_frame_crop
+    from obscura.errors import ObscuraError
+
+    with pytest.raises(ObscuraError, match="wall.png: YuNet finds no face"):
+        training_frame_crop(np.full((200, 200, 3), 128, np.uint8), 128, "wall.png")
 
 
 def test_help_in_a_subprocess() -> None:
