@@ -50,7 +50,7 @@ def html_page(out: Path, report: dict) -> Path:
 
 
 def run_demo(out_dir: str) -> int:
-    """Simulate PSFs and captures of the demo face through each demo optic; write figures and report.json."""
+    """The demo face through each demo optic, then through the learned camera and anonymizer; figures, report.json and report.html."""
     import numpy as np
     import torch
     from skimage import data
