@@ -78,9 +78,7 @@ def judge(source: np.ndarray, outputs: list[np.ndarray]) -> dict[str, Any]:
 
 def run(face_rgb: np.ndarray, out: Path, source: str, styles: int = DEMO_STYLES, seed: int = 0) -> dict[str, Any]:
     """Capture, heatmaps and `styles` anonymized faces of one photo; writes PNGs and returns the report section."""
-    import torch
-
-    from anonymizer.anonymize import Anonymizer, to_uint8
+    from anonymizer.anonymize import Anonymizer, from_uint8, to_uint8
     from anonymizer.publish import ANONYMIZER_FILE
     from obscura import manifest
     from obscura.paths import WEIGHTS_DIR
@@ -90,7 +88,7 @@ def run(face_rgb: np.ndarray, out: Path, source: str, styles: int = DEMO_STYLES,
     manifest.verify(WEIGHTS_DIR / manifest.NAME, [ANONYMIZER_FILE, "optic.npz", "regressor.pt"])
     model = Anonymizer.load(weights)
     crop = training_frame_crop(face_rgb, model.crop_size, source)
-    faces = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255.0
+    faces = from_uint8(crop[None])
     result = model.anonymize(faces, styles, seed)
     capture8 = to_uint8(result.captures[0])
     outputs = list(to_uint8(result.outputs[0]))

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from anonymizer.anonymize import Anonymizer, render, to_uint8
+from anonymizer.anonymize import Anonymizer, from_uint8, render, to_uint8
 from anonymizer.stage1_data import centre_crop, resolve_root
 from anonymizer.stage2_config import STAGE1_FILES, stage1_config_file, stage1_folder
 from anonymizer.stage2_data import capture
@@ -107,8 +107,8 @@ def parity_faces(model: Anonymizer, stage1: str, faces_dir: str | Path | None, c
     for path in paths[:count]:
         rgb, _ = read_rgb(path)
         crop, _ = centre_crop(rgb, model.crop_size, str(path))
-        crops.append(torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float() / 255.0)
-    return torch.stack(crops), [str(p) for p in paths[:count]], source
+        crops.append(crop)
+    return from_uint8(np.stack(crops)), [str(p) for p in paths[:count]], source
 
 
 def batch_sizes(count: int) -> list[int]:
@@ -203,6 +203,7 @@ def write_preview(path: Path, clean: Tensor, captures: Tensor, models: dict[str,
     import cv2
 
     from firmware.models import make_session
+    from optics.image_io import write_png
 
     x = captures.numpy()
     heat = make_session(models["regressor"], ["CPUExecutionProvider"]).run(None, {"capture": x})[0]
@@ -211,10 +212,7 @@ def write_preview(path: Path, clean: Tensor, captures: Tensor, models: dict[str,
     size = x.shape[-1]
     rows = [np.hstack([to_uint8(f), to_uint8(c), cv2.resize(to_uint8(torch.from_numpy(o)), (size, size), interpolation=cv2.INTER_AREA)])
             for f, c, o in zip(clean, captures, out)]
-    ok, png = cv2.imencode(".png", cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise ObscuraError(f"cannot encode the parity preview {path}")
-    return atomic.write_bytes(path, png.tobytes())
+    return write_png(path, np.vstack(rows))
 
 
 def build_trained_bundle(export_dir: str | Path, bundle_dir: str | Path, version: str | None = None) -> dict[str, Any]:

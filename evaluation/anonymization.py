@@ -156,10 +156,9 @@ def realism(sources: list[dict], outputs: list[list[dict]], real: np.ndarray, fa
 
 def run(cfg: AnonymizerEvalConfig) -> dict[str, Any]:
     """Anonymize the sources, judge them, and write report.json, report.md, examples.png and config.yaml."""
-    import torch
     from tqdm import tqdm
 
-    from anonymizer.anonymize import Anonymizer, to_uint8
+    from anonymizer.anonymize import Anonymizer, from_uint8, to_uint8
     from anonymizer.stage1_data import centre_crop
     from evaluation.data import read_rgb
     from obscura import atomic, config
@@ -178,7 +177,7 @@ def run(cfg: AnonymizerEvalConfig) -> dict[str, Any]:
     sources, outputs, real, fake, examples = [], [], [], [], []
     for i in tqdm(range(0, len(paths), cfg.batch_size), desc=f"anonymize ({cfg.source})", disable=not cfg.progress):
         crops = [centre_crop(read_rgb(p)[0], model.crop_size, str(p))[0] for p in paths[i : i + cfg.batch_size]]
-        faces = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0
+        faces = from_uint8(np.stack(crops))
         result = model.anonymize(faces, cfg.styles, cfg.seed + i, cfg.source)
         outs = to_uint8(result.outputs)
         for crop, k_outs, seen in zip(crops, outs, to_uint8(result.inputs)):
