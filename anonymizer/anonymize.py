@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -92,11 +91,3 @@ def lowres_tensor(faces: Tensor, n: int) -> Tensor:
     return torch.nn.functional.interpolate(small, size=faces.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def from_uint8(images: np.ndarray) -> Tensor:
-    """... x H x W x 3 uint8 -> ... x 3 x H x W float in [0, 1] (the inverse of to_uint8)."""
-    return torch.from_numpy(np.ascontiguousarray(images)).movedim(-1, -3).float() / 255.0
-
-
-def to_uint8(images: Tensor) -> np.ndarray:
-    """... x 3 x H x W in [0, 1] -> ... x H x W x 3 uint8."""
-    return (images.movedim(-3, -1).clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)

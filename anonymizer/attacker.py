@@ -31,6 +31,7 @@ from obscura import atomic, config
 from obscura.errors import ObscuraError
 from optics.camera import Camera
 from optics.color import linear_to_srgb, srgb_to_linear
+from optics.image_io import from_uint8
 
 PROTOCOLS = ("captured_gallery", "clean_gallery", "clean_only")
 
@@ -175,7 +176,7 @@ def embed_test(camera: Camera, attacker: Adversary, groups: list[list[Path]], si
     paths = [p for group in groups for p in group]
     for i in tqdm(range(0, len(paths), cfg.batch_size), desc="attacker embeddings", disable=not cfg.progress):
         crops = [centre_crop(read_rgb(p)[0], size, str(p))[0] for p in paths[i : i + cfg.batch_size]]
-        images = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0
+        images = from_uint8(np.stack(crops))
         g = torch.Generator().manual_seed(cfg.seed + i)
         clean.append(F.normalize(attacker.embedder(images)))
         captured.append(F.normalize(attacker.embedder(capture(camera, images, g))))

@@ -78,7 +78,8 @@ def judge(source: np.ndarray, outputs: list[np.ndarray]) -> dict[str, Any]:
 
 def run(face_rgb: np.ndarray, out: Path, source: str, styles: int = DEMO_STYLES, seed: int = 0) -> dict[str, Any]:
     """Capture, heatmaps and `styles` anonymized faces of one photo; writes PNGs and returns the report section."""
-    from anonymizer.anonymize import Anonymizer, from_uint8, to_uint8
+    from anonymizer.anonymize import Anonymizer
+    from optics.image_io import from_uint8, to_uint8
     from anonymizer.publish import ANONYMIZER_FILE
     from obscura import manifest
     from obscura.paths import WEIGHTS_DIR

@@ -18,6 +18,7 @@ from anonymizer.targets import clean_landmarks
 from evaluation.data import FaceImage, list_images, load_face_set, read_rgb, round_robin, split_identities, write_splits
 from obscura.errors import ObscuraError
 from obscura.paths import shared_data_dir
+from optics.image_io import from_uint8
 
 
 def resolve_root(root: str) -> Path:
@@ -55,7 +56,7 @@ class FaceCrops(Dataset):
         crop, offset = centre_crop(rgb, self.size, self.paths[i])
         marks = self.landmarks[i] - offset
         target = render(to_map(marks, self.reg.stride), self.size // self.reg.stride, self.reg.heatmap_sigma_px, self.reg.boundary_sigma_px)
-        image = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float() / 255.0
+        image = from_uint8(crop)
         return image, torch.from_numpy(target), self.labels[i], torch.from_numpy(marks).float()
 
 

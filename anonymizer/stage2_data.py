@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -28,6 +27,7 @@ from obscura.errors import ObscuraError
 from obscura.digest import file_sha256
 from optics.camera import Camera
 from optics.color import linear_to_srgb, srgb_to_linear
+from optics.image_io import from_uint8
 from optics.imaging import convolve
 
 REFERENCE_TRIES = 32  # random draws for a reference face of another identity before a deterministic scan
@@ -110,7 +110,7 @@ class CleanFaces(Dataset):
     def __getitem__(self, i: int) -> tuple[Tensor, int, int, int]:
         rgb, _ = read_rgb(self.paths[i])
         crop, _ = centre_crop(rgb, self.size, self.paths[i])
-        image = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float() / 255.0
+        image = from_uint8(crop)
         return image, self.domains[i], self.identities[i], i
 
 

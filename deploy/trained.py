@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from anonymizer.anonymize import Anonymizer, from_uint8, render, to_uint8
+from anonymizer.anonymize import Anonymizer, render
 from anonymizer.stage1_data import centre_crop, resolve_root
 from anonymizer.stage2_config import STAGE1_FILES, stage1_config_file, stage1_folder
 from anonymizer.stage2_data import capture
@@ -36,6 +36,7 @@ from obscura import atomic
 from obscura.digest import file_sha256
 from obscura.errors import ObscuraError
 from obscura.paths import shared_data_dir
+from optics.image_io import from_uint8, to_uint8, write_png
 
 REGRESSOR = "regressor.onnx"
 ANONYMIZER = "anonymizer.onnx"
@@ -203,7 +204,6 @@ def write_preview(path: Path, clean: Tensor, captures: Tensor, models: dict[str,
     import cv2
 
     from firmware.models import make_session
-    from optics.image_io import write_png
 
     x = captures.numpy()
     heat = make_session(models["regressor"], ["CPUExecutionProvider"]).run(None, {"capture": x})[0]

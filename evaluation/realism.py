@@ -72,10 +72,12 @@ def torch_features(model, images: np.ndarray, batch_size: int = 32) -> np.ndarra
     """Run a torch feature network (input N x 3 x H x W in [0, 1]; output N x D or N x D x 1 x 1) over uint8 images."""
     import torch
 
+    from optics.image_io import from_uint8
+
     out = []
     with torch.no_grad():
         for i in range(0, len(images), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size])).permute(0, 3, 1, 2).float() / 255.0
+            x = from_uint8(images[i : i + batch_size])
             y = model(x)
             y = y[0] if isinstance(y, (list, tuple)) else y
             out.append(y.reshape(y.shape[0], -1).double().numpy())

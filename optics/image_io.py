@@ -62,6 +62,16 @@ def to_srgb8(linear: Tensor) -> np.ndarray:
     return (x.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
 
 
+def from_uint8(images: np.ndarray) -> Tensor:
+    """... x H x W x 3 uint8 -> ... x 3 x H x W float in [0, 1] (the inverse of to_uint8)."""
+    return torch.from_numpy(np.ascontiguousarray(images)).movedim(-1, -3).float() / 255.0
+
+
+def to_uint8(images: Tensor) -> np.ndarray:
+    """... x 3 x H x W in [0, 1] -> ... x H x W x 3 uint8."""
+    return (images.detach().cpu().movedim(-3, -1).clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
 def write_png(path: Path, rgb8: np.ndarray) -> Path:
     """Atomically write an RGB uint8 array as PNG."""
     ok, data = cv2.imencode(".png", cv2.cvtColor(rgb8, cv2.COLOR_RGB2BGR))

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from anonymizer import checkpoint
-from anonymizer.anonymize import to_uint8
+from optics.image_io import to_uint8
 from anonymizer.stargan import build_networks, save_anonymizer
 from deploy.__main__ import main
 from deploy.trained import LatentAnonymizer, export_trained, known_export_warnings, load_trained
