@@ -32,7 +32,8 @@ def engine_path(engine_dir: str | Path, model_sha256: str) -> Path:
 
 
 class TensorRtSession:
-    """Synchronous inference on one engine with one CUDA stream and device buffers sized per call."""
+    """Synchronous inference on one engine with one CUDA stream; device buffers are kept between calls
+    and grown when a call needs more (a video stream allocates once)."""
 
     def __init__(self, path: str | Path):
         try:
@@ -50,6 +51,7 @@ class TensorRtSession:
         self.stream = cuda.Stream()
         self.named = hasattr(self.engine, "num_io_tensors")  # TensorRT >= 8.5
         self._inputs, self._outputs = self._io()
+        self._buffers: dict[str, tuple[int, Any]] = {}  # tensor name -> (bytes, device allocation)
 
     def _io(self) -> tuple[list[TensorInfo], list[TensorInfo]]:
         """Inputs and outputs, in engine order."""
@@ -77,13 +79,11 @@ class TensorRtSession:
     def run(self, output_names: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Copy the inputs in, execute, copy every output back (float32 engines: the precision is internal)."""
         cuda, ctx = self._cuda, self.context
-        buffers = []
         bindings = [0] * (0 if self.named else self.engine.num_bindings)
         for info in self._inputs:
             host = np.ascontiguousarray(feeds[info.name], dtype=np.float32)
-            device = cuda.mem_alloc(host.nbytes)
+            device = self._device(info.name, host.nbytes)
             cuda.memcpy_htod_async(device, host, self.stream)
-            buffers.append(device)
             if self.named:
                 ctx.set_input_shape(info.name, host.shape)
                 ctx.set_tensor_address(info.name, int(device))
@@ -94,8 +94,7 @@ class TensorRtSession:
         for info in self._outputs:
             shape = tuple(ctx.get_tensor_shape(info.name) if self.named else ctx.get_binding_shape(self._binding(info.name)))
             host = np.empty(shape, np.float32)
-            device = cuda.mem_alloc(host.nbytes)
-            buffers.append(device)
+            device = self._device(info.name, host.nbytes)
             results.append((host, device))
             if self.named:
                 ctx.set_tensor_address(info.name, int(device))
@@ -111,6 +110,14 @@ class TensorRtSession:
             cuda.memcpy_dtoh_async(host, device, self.stream)
         self.stream.synchronize()
         return [host for host, _ in results]
+
+    def _device(self, name: str, nbytes: int) -> Any:
+        """Device memory of at least `nbytes` for a tensor, reused from earlier calls where large enough."""
+        held = self._buffers.get(name)
+        if held is None or held[0] < nbytes:
+            held = (nbytes, self._cuda.mem_alloc(nbytes))
+            self._buffers[name] = held
+        return held[1]
 
     def _binding(self, name: str) -> int:
         """Binding index of a tensor (TensorRT < 8.5)."""

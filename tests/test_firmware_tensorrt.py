@@ -20,7 +20,7 @@ from obscura.errors import ObscuraError
 
 
 def install_fakes(monkeypatch: pytest.MonkeyPatch, named: bool) -> dict[int, bytearray]:
-    """tensorrt (runtime side) and pycuda with a dict standing in for device memory."""
+    """tensorrt (runtime side) and pycuda with a dict standing in for device memory (an overrun fails)."""
     memory: dict[int, bytearray] = {}
     addresses = itertools.count(0x1000, 0x1000)
 
@@ -32,11 +32,15 @@ def install_fakes(monkeypatch: pytest.MonkeyPatch, named: bool) -> dict[int, byt
         def __int__(self) -> int:
             return self.address
 
+    def write(address: int, data: bytes) -> None:
+        assert len(data) <= len(memory[address]), "device buffer overrun"
+        memory[address][: len(data)] = data
+
     def htod(device, host, stream) -> None:
-        memory[int(device)][:] = np.ascontiguousarray(host).tobytes()
+        write(int(device), np.ascontiguousarray(host).tobytes())
 
     def dtoh(host, device, stream) -> None:
-        host[...] = np.frombuffer(bytes(memory[int(device)]), host.dtype).reshape(host.shape)
+        host[...] = np.frombuffer(bytes(memory[int(device)][: host.nbytes]), host.dtype).reshape(host.shape)
 
     driver = types.ModuleType("pycuda.driver")
     driver.mem_alloc = Allocation
@@ -61,7 +65,7 @@ def install_fakes(monkeypatch: pytest.MonkeyPatch, named: bool) -> dict[int, byt
             self.addresses: dict[str, int] = {}
 
         def _outputs(self) -> dict[str, np.ndarray]:
-            feeds = {n: np.frombuffer(bytes(memory[self.addresses[n]]), np.float32).reshape(self.shapes[n])
+            feeds = {n: np.frombuffer(bytes(memory[self.addresses[n]]), np.float32)[: int(np.prod(self.shapes[n]))].reshape(self.shapes[n])
                      for n in self.inputs}
             return dict(zip([o.name for o in self.session.get_outputs()], self.session.run(None, feeds)))
 
@@ -85,7 +89,7 @@ def install_fakes(monkeypatch: pytest.MonkeyPatch, named: bool) -> dict[int, byt
         def execute_async_v3(self, stream_handle: int) -> bool:
             assert stream_handle == 7
             for name, value in self._outputs().items():
-                memory[self.addresses[name]][:] = value.astype(np.float32).tobytes()
+                write(self.addresses[name], value.astype(np.float32).tobytes())
             return True
 
         # bindings API (TensorRT < 8.5)
@@ -185,3 +189,24 @@ def test_an_engine_tensorrt_cannot_load_is_a_clear_error(monkeypatch, tmp_path: 
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(ObscuraError, match="TensorRT and pycuda are needed"):
         load_stages(tmp_path / "bundle", engine_dir=tmp_path / "engines")
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["tensorrt10-named-tensors", "tensorrt8.2-bindings"])
+def test_device_buffers_are_kept_between_frames_and_grown_for_a_larger_batch(monkeypatch, tmp_path: Path, named: bool) -> None:
+    memory = install_fakes(monkeypatch, named)
+    build_standin_bundle(tmp_path / "bundle", 16)
+    _engines_for(tmp_path / "bundle", tmp_path / "engines")
+    regressor, _, _ = load_stages(tmp_path / "bundle", engine_dir=tmp_path / "engines")
+    session = regressor.session
+    reference = ort.InferenceSession(str(tmp_path / "bundle" / "models" / "regressor.onnx"), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    n_tensors = len(session.get_inputs()) + len(session.get_outputs())
+    rng = np.random.default_rng(3)
+    allocations = []
+    for batch in (1, 1, 2, 1):
+        x = rng.uniform(0, 1, (batch, 3, 16, 16)).astype(np.float32)
+        got = session.run(None, {name: x})
+        for ours, theirs in zip(got, reference.run(None, {name: x})):
+            np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6)
+        allocations.append(len(memory))
+    assert allocations == [n_tensors, n_tensors, 2 * n_tensors, 2 * n_tensors]
