@@ -18,6 +18,8 @@ def _add_ssh(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--ssh-option", action="append", default=[], help="extra ssh -o option (repeatable)")
     parser.add_argument("--restart-cmd", help="command that restarts the service on the device "
                                               "(default: systemctl, where systemd runs)")
+    parser.add_argument("--break-lock", action="store_true",
+                        help="take over the device's flash lock from a flash on another machine that no longer runs")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,7 +142,7 @@ def _flash(args: argparse.Namespace) -> int:
 
     ssh = ssh_from_args(args.target, args.port, args.identity, args.ssh_config, args.ssh_option)
     version = flash(args.bundle, ssh, dry_run=args.dry_run, unit_dir=args.unit_dir, python=args.python,
-                    restart_cmd=args.restart_cmd)
+                    restart_cmd=args.restart_cmd, break_lock=args.break_lock)
     print(f"{'checked' if args.dry_run else 'flashed'} version {version} {'for' if args.dry_run else 'to'} {args.target}")
     return 0
 
@@ -149,7 +151,8 @@ def _rollback(args: argparse.Namespace) -> int:
     """Roll back."""
     from deploy.flash import rollback, ssh_from_args
 
-    rollback(ssh_from_args(args.target, args.port, args.identity, args.ssh_config, args.ssh_option), args.restart_cmd)
+    ssh = ssh_from_args(args.target, args.port, args.identity, args.ssh_config, args.ssh_option)
+    rollback(ssh, args.restart_cmd, break_lock=args.break_lock)
     return 0
 
 

@@ -4,13 +4,21 @@ flash: verify the bundle here -> copy it (scp) into a staging folder on the devi
 sha256 there -> move it into releases/VERSION and switch the `current` symlink atomically (the old
 one becomes `previous`) -> install the systemd unit -> restart. A transfer that fails or is cut off
 never touches `current`, so the running version stays intact. Uses the system ssh and scp clients.
+
+A flash or rollback holds a lock on the device (ROOT/.flash-lock) from first step to last, so two
+workstations cannot interleave their steps on one device. The holder is `host:pid:start`; a lock
+left by a process of this machine that no longer runs (a flash killed mid-copy) is taken over,
+one from another machine only with `--break-lock`.
 """
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import shlex
+import socket
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -23,6 +31,7 @@ UNIT_TEMPLATE = Path(__file__).resolve().parents[1] / "firmware" / "systemd" / "
 UNIT_NAME = "obscura.service"
 SAFE_PATH = re.compile(r"^[A-Za-z0-9._/+-]+$")
 TIMEOUT_S = 600
+HELD_BY = "held by: "  # remote.sh's `lock` names the holder after this
 
 
 class FlashError(ObscuraError):
@@ -111,8 +120,51 @@ def checksum_lines(bundle: Path, manifest: dict) -> str:
     return "\n".join(lines)
 
 
+def lock_holder() -> str:
+    """This process as a lock holder: host:pid:start time (seconds since the epoch)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{int(time.time())}"
+
+
+def _gone_here(holder: str) -> bool:
+    """True when the holder is a process of this machine that no longer runs."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # it exists, under another user
+        return False
+    return False
+
+
+def take_lock(ssh: Ssh, holder: str, break_lock: bool = False, log=print) -> None:
+    """Hold the device's flash lock, taking over one whose holder is gone (or any, with break_lock)."""
+    root, what = shlex.quote(ssh.target.root), f"lock on {ssh.target.destination}"
+    try:
+        out = ssh.run_steps(f"lock {root} {shlex.quote(holder)}", what)
+    except FlashError as err:
+        held = str(err).rpartition(HELD_BY)[2] if HELD_BY in str(err) else None
+        if held is None or not (break_lock or _gone_here(held)):
+            hint = "; if it no longer runs, pass --break-lock" if held is not None else ""
+            raise FlashError(f"{err}{hint}") from None
+        out = ssh.run_steps(f"lock {root} {shlex.quote(holder)} {shlex.quote(held)}", what)
+    for line in out.strip().splitlines():
+        log(line)
+
+
+def release_lock(ssh: Ssh, holder: str) -> None:
+    """Best effort: release the lock if this holder still holds it (a later flash can take it over anyway)."""
+    try:
+        ssh.run_steps(f"unlock {shlex.quote(ssh.target.root)} {shlex.quote(holder)}", "unlock")
+    except FlashError:
+        pass
+
+
 def flash(bundle: str | Path, ssh: Ssh, dry_run: bool = False, unit_dir: str = "/etc/systemd/system",
-          python: str = "/usr/bin/python3", restart_cmd: str | None = None, log=print) -> str:
+          python: str = "/usr/bin/python3", restart_cmd: str | None = None, log=print, break_lock: bool = False) -> str:
     """Install `bundle` on the device and make it current; returns the version. See the module docstring."""
     bundle = Path(bundle)
     manifest = verify_bundle(bundle)
@@ -135,20 +187,25 @@ def flash(bundle: str | Path, ssh: Ssh, dry_run: bool = False, unit_dir: str = "
             log(f"[dry run] {name}: {text.splitlines()[0]}")
         log(f"[dry run] nothing was sent to {ssh.target.destination}")
         return version
-    for name, text in steps:
-        try:
-            if name == "copy":
-                ssh.copy_dir(bundle, staging, f"copy to {ssh.target.destination}:{staging}")
-                out = f"copied {bundle} -> {staging}"
-            else:
-                out = ssh.run_steps(text, f"{name} on {ssh.target.destination}")
-        except FlashError as err:
-            if name in ("copy", "verify"):
-                _cleanup(ssh, staging)
-                raise FlashError(f"{err}; the running version is untouched") from None
-            raise
-        for line in out.strip().splitlines():
-            log(line)
+    holder = lock_holder()
+    take_lock(ssh, holder, break_lock, log)
+    try:
+        for name, text in steps:
+            try:
+                if name == "copy":
+                    ssh.copy_dir(bundle, staging, f"copy to {ssh.target.destination}:{staging}")
+                    out = f"copied {bundle} -> {staging}"
+                else:
+                    out = ssh.run_steps(f"owns {q(root)} {q(holder)}\n{text}", f"{name} on {ssh.target.destination}")
+            except FlashError as err:
+                if name in ("copy", "verify"):
+                    _cleanup(ssh, staging)
+                    raise FlashError(f"{err}; the running version is untouched") from None
+                raise
+            for line in out.strip().splitlines():
+                log(line)
+    finally:
+        release_lock(ssh, holder)
     return version
 
 
@@ -160,11 +217,16 @@ def _cleanup(ssh: Ssh, staging: str) -> None:
         pass
 
 
-def rollback(ssh: Ssh, restart_cmd: str | None = None, log=print) -> None:
+def rollback(ssh: Ssh, restart_cmd: str | None = None, log=print, break_lock: bool = False) -> None:
     """Make the previous version current again (and the current one previous), then restart."""
     q = shlex.quote
-    out = ssh.run_steps(f"rollback {q(ssh.target.root)}\nrestart {UNIT_NAME} {q(restart_cmd or '')}",
-                        f"rollback on {ssh.target.destination}")
+    holder = lock_holder()
+    take_lock(ssh, holder, break_lock, log)
+    try:
+        out = ssh.run_steps(f"rollback {q(ssh.target.root)}\nrestart {UNIT_NAME} {q(restart_cmd or '')}",
+                            f"rollback on {ssh.target.destination}")
+    finally:
+        release_lock(ssh, holder)
     for line in out.strip().splitlines():
         log(line)
 

@@ -2,6 +2,7 @@
 # Needs only POSIX sh and GNU coreutils (sha256sum, readlink, `mv -T`). The layout under ROOT:
 #   releases/VERSION/   one folder per bundle      current -> releases/VERSION   (what runs)
 #   releases/.staging-* transfers in progress      previous -> releases/VERSION  (for rollback)
+#   .flash-lock/holder  the flash or rollback now running (mkdir(2) takes the lock atomically)
 # `current` only ever changes by rename(2) of a new symlink over it, so it is always complete.
 set -eu
 
@@ -10,6 +11,31 @@ fail() { echo "device: $*" >&2; exit 3; }
 swap_link() {  # ROOT NAME TARGET: point ROOT/NAME at TARGET atomically
     ln -sfn "$3" "$1/.$2.new"
     mv -Tf "$1/.$2.new" "$1/$2"
+}
+
+lock() {  # ROOT HOLDER [STALE]: take the lock for HOLDER; one held by STALE (shown dead by the caller) is taken over
+    mkdir -p "$1"
+    if mkdir "$1/.flash-lock" 2>/dev/null; then
+        printf '%s\n' "$2" > "$1/.flash-lock/holder"
+        echo "locked $1"
+        return
+    fi
+    held=$(cat "$1/.flash-lock/holder" 2>/dev/null || echo unknown)
+    if [ -n "${3:-}" ] && [ "$held" = "$3" ]; then
+        printf '%s\n' "$2" > "$1/.flash-lock/holder.new"
+        mv -f "$1/.flash-lock/holder.new" "$1/.flash-lock/holder"
+        echo "took over the lock of a flash that no longer runs ($held)"
+        return
+    fi
+    fail "another flash or rollback holds $1/.flash-lock, held by: $held"
+}
+
+owns() {  # ROOT HOLDER: stop unless HOLDER still holds the lock
+    [ "$(cat "$1/.flash-lock/holder" 2>/dev/null)" = "$2" ] || fail "lost the lock on $1 to another flash; stopped"
+}
+
+unlock() {  # ROOT HOLDER: release the lock if HOLDER holds it
+    if [ "$(cat "$1/.flash-lock/holder" 2>/dev/null)" = "$2" ]; then rm -rf "$1/.flash-lock"; fi
 }
 
 prepare() {  # ROOT STAGING: clear stale transfers, report the running version

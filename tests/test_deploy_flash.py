@@ -233,3 +233,34 @@ def test_tampered_or_partial_bundles_are_refused_before_anything_is_sent(bundles
     with pytest.raises(ObscuraError, match="expected \\[user@\\]host:/absolute/path"):
         Target.parse("device:relative/dir")
     assert issubclass(FlashError, ObscuraError)
+
+
+def test_a_flash_in_progress_elsewhere_holds_the_device_until_the_lock_is_broken(device: Path, bundles, tmp_path: Path) -> None:
+    v1, v2 = bundles
+    root = tmp_path / "device" / "opt" / "obscura"
+    assert _flash_cli(device, v1, root).returncode == 0
+    (root / ".flash-lock").mkdir()
+    (root / ".flash-lock" / "holder").write_text("workstation-b:4242:1700000000\n")  # another machine's flash
+    refused = _flash_cli(device, v2, root)
+    assert refused.returncode != 0
+    assert "held by: workstation-b:4242:1700000000" in refused.stderr and "--break-lock" in refused.stderr
+    assert _current(root) == "releases/v1" and not list((root / "releases").glob(".staging-*"))
+    with pytest.raises(FlashError, match="held by: workstation-b"):
+        rollback(_ssh(device, root), restart_cmd="true")
+    (root / ".flash-lock" / "holder").write_text(f"{socket.gethostname()}:{os.getpid()}:1700000000\n")  # alive here
+    assert _flash_cli(device, v2, root).returncode != 0
+    broken = _flash_cli(device, v2, root, "--break-lock")
+    assert broken.returncode == 0, broken.stderr
+    assert "took over the lock" in broken.stdout
+    assert _current(root) == "releases/v2" and not (root / ".flash-lock").exists()
+
+
+def test_a_step_that_lost_the_lock_stops_before_touching_the_device(device: Path, bundles, tmp_path: Path) -> None:
+    from deploy.flash import lock_holder, take_lock
+
+    root = tmp_path / "device" / "opt" / "obscura"
+    ssh = _ssh(device, root)
+    take_lock(ssh, "workstation-b:1:1", log=lambda line: None)
+    with pytest.raises(FlashError, match="lost the lock"):
+        ssh.run_steps(f"owns {root} {lock_holder()}\nactivate {root} v9 {root}/releases/.staging-x", "activate")
+    assert not (root / "current").exists()
