@@ -185,7 +185,7 @@ class Mtcnn:
     """MTCNN (ONNX Runtime, one thread per network): boxes and 5 landmarks.
 
     The package opens its sessions with ONNX Runtime's default thread pool, whose threads spin
-    while they wait: 80 CPU-ms per 256 px image against 21 ms on one thread, same detections
+    while they wait: about 90 CPU-ms per 256 px image against 21 ms on one thread, same detections
     (docs/baselines.md, Speed). Its `runner_cls` argument takes a runner with one thread.
     """
 
