@@ -10,7 +10,6 @@ Prints JSON and writes it to `--json FILE`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -38,7 +37,7 @@ def seed_clean_results(source: Path, dest: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run one evaluation, time it, print and write the JSON summary."""
     from evaluation.evaluate import EvaluateConfig, run
-    from obscura import atomic
+    from obscura.benchmark import emit
     from obscura.paths import shared_data_dir
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -95,10 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_1min_after": round(os.getloadavg()[0], 2),
         "machine": platform.processor() or platform.machine(),
     }
-    text = json.dumps(summary, indent=2)
-    print(text)
-    if args.json:
-        atomic.write_text(args.json, text + "\n")
+    emit(summary, args.json)
     return 0
 
 

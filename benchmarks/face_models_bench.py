@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
 import sys
 import time
@@ -36,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from evaluation import models
     from evaluation.data import list_images, read_rgb
-    from obscura import atomic
+    from obscura.benchmark import emit
     from obscura.paths import shared_data_dir
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -77,10 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(),
         "load_average_1min_after": round(os.getloadavg()[0], 2),
     }
-    text = json.dumps(summary, indent=2)
-    print(text)
-    if args.json:
-        atomic.write_text(args.json, text + "\n")
+    emit(summary, args.json)
     return 0
 
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from obscura import atomic  # noqa: E402
+from obscura.benchmark import emit  # noqa: E402
 from optics.camera import Camera  # noqa: E402
 from optics.optic import Optic  # noqa: E402
 from optics.propagation import _transfer, angular_spectrum  # noqa: E402
@@ -170,10 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.grids:
         results["grids"][str(n)] = bench_grid(n, args.repeats, dtype, torch.device(args.device))
         print(f"grid {n}: {json.dumps(results['grids'][str(n)])}", file=sys.stderr)
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.json:
-        atomic.write_text(args.json, text + "\n")
+    emit(results, args.json)
     return 0
 
 

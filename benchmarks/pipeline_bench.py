@@ -13,7 +13,6 @@ nothing about the trained networks, and the 128 px goal is judged only on traine
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from firmware.metrics import Metrics  # noqa: E402
 from firmware.models import load_stages  # noqa: E402
 from firmware.pipeline import Pipeline  # noqa: E402
 from firmware.psf import load_psf  # noqa: E402
-from obscura import atomic  # noqa: E402
+from obscura.benchmark import emit  # noqa: E402
 from obscura.cli import run_reporting_errors  # noqa: E402
 from obscura.paths import shared_data_dir  # noqa: E402
 
@@ -156,8 +155,7 @@ def main() -> int:
         "onnxruntime": ort.__version__,
         "providers": ort.get_available_providers(),
     })
-    atomic.write_json(args.json, results)
-    print(json.dumps(results, indent=2, sort_keys=True))
+    emit(results, args.json)
     return 0
 
 

@@ -11,7 +11,6 @@ Prints JSON and writes it to `--json FILE`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -29,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     from anonymizer.stage1 import batches, start_runtime
     from anonymizer.stage2_config import load_config, validate
     from anonymizer.stage2_data import load_stage1, prepare
-    from obscura import atomic, config
+    from obscura import config
+    from obscura.benchmark import emit
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="configs/stage2_cpu.yaml")
@@ -79,10 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         "parameters": {name: sum(q.numel() for q in net.parameters()) for name, net in nets.named().items()},
         "machine": platform.processor() or platform.machine(),
     }
-    text = json.dumps(summary, indent=2)
-    print(text)
-    if args.json:
-        atomic.write_text(args.json, text + "\n")
+    emit(summary, args.json)
     return 0
 
 
