@@ -58,8 +58,7 @@ def to_linear_tensor(srgb: np.ndarray) -> Tensor:
 
 def to_srgb8(linear: Tensor) -> np.ndarray:
     """1 x 3 x H x W (or 3 x H x W) linear tensor -> H x W x 3 uint8 sRGB array."""
-    x = linear_to_srgb(linear.detach().float().cpu().reshape(-1, *linear.shape[-2:]))
-    return (x.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+    return to_uint8(linear_to_srgb(linear.detach().float().cpu().reshape(-1, *linear.shape[-2:])))
 
 
 def from_uint8(images: np.ndarray) -> Tensor:
