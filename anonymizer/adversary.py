@@ -40,11 +40,14 @@ class IResNet(nn.Module):
     """sRGB image N x 3 x H x W in [0, 1] -> N x embedding_dim features (not normalised).
 
     Four stages of `blocks` IBasicBlocks, each halving the resolution; global average pooling
-    keeps it size-agnostic, so it reads 128 x 128 captures directly.
+    keeps it size-agnostic, so it reads 128 x 128 captures directly. With `input_px` > 0 it first
+    resizes every image to input_px x input_px (area-like antialiased bilinear, differentiable),
+    so a recogniser trained at 64 px reads 128 px images at the scale it learned.
     """
 
-    def __init__(self, width: int = 32, blocks: int = 1, embedding_dim: int = 128) -> None:
+    def __init__(self, width: int = 32, blocks: int = 1, embedding_dim: int = 128, input_px: int = 0) -> None:
         super().__init__()
+        self.input_px = input_px
         widths = [width, width * 2, width * 4, width * 8]
         self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.PReLU(width))
         layers: list[nn.Module] = []
@@ -57,6 +60,8 @@ class IResNet(nn.Module):
         self.neck = nn.Sequential(nn.BatchNorm2d(dim), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(dim, embedding_dim), nn.BatchNorm1d(embedding_dim))
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.input_px and x.shape[-2:] != (self.input_px, self.input_px):
+            x = F.interpolate(x, size=(self.input_px, self.input_px), mode="bilinear", antialias=True, align_corners=False)
         return self.neck(self.stages(self.stem(x * 2.0 - 1.0)))
 
 
@@ -95,9 +100,10 @@ class ArcFaceHead(nn.Module):
 class Adversary(nn.Module):
     """Embedder + ArcFace head over the training identities."""
 
-    def __init__(self, num_classes: int, width: int = 32, blocks: int = 1, embedding_dim: int = 128, scale: float = 32.0, margin: float = 0.5) -> None:
+    def __init__(self, num_classes: int, width: int = 32, blocks: int = 1, embedding_dim: int = 128, scale: float = 32.0,
+                 margin: float = 0.5, input_px: int = 0) -> None:
         super().__init__()
-        self.embedder = IResNet(width, blocks, embedding_dim)
+        self.embedder = IResNet(width, blocks, embedding_dim, input_px)
         self.head = ArcFaceHead(embedding_dim, num_classes, scale, margin)
 
     def forward(self, images: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:

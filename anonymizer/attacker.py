@@ -25,6 +25,7 @@ from anonymizer import checkpoint
 from anonymizer.adversary import Adversary, arcface_loss
 from anonymizer.stage1_config import Stage1Config, load_config
 from anonymizer.stage1_data import centre_crop, prepare, resolve_root
+from anonymizer.stage2_config import stage1_config_file, stage1_folder
 from evaluation import metrics
 from evaluation.data import list_images, load_face_set, read_rgb, split_identities
 from obscura import atomic, config
@@ -40,14 +41,17 @@ PROTOCOLS = ("captured_gallery", "clean_gallery", "clean_only")
 class AttackConfig:
     """Everything that decides an adaptive-attacker run; written resolved next to its report."""
 
-    run: str = ""  # a stage-I output folder: config.yaml, optic.npz, adversary.pt
+    run: str = ""  # a stage-I output folder (config.yaml, optic.npz, adversary.pt), or "weights": the committed one
     out: str = ""
-    init: str = "adversary"  # adversary: fine-tune the run's adversary; scratch: a fresh one of the same shape
+    # adversary: fine-tune the run's adversary; scratch: a fresh one of the same shape; or the
+    # attacker.pt of an earlier run on the same identities (e.g. a clean-face recogniser, clean_fraction 1)
+    init: str = "adversary"
     steps: int = 1000
     batch_size: int = 32
     lr: float = 3e-4
     arcface_margin: float = -1.0  # < 0: the run's adversary margin; a smaller one (even 0: plain softmax) learns more easily
-    clean_fraction: float = 0.25  # share of each batch shown clean, so clean galleries stay usable
+    input_px: int = 0  # > 0: the recogniser resizes every face to input_px x input_px first (64: about 4x cheaper)
+    clean_fraction: float = 0.25  # share of each batch shown clean, so clean galleries stay usable (1: a clean-face recogniser)
     test_data: str = ""  # "": the run's face set, restricted to its test split; else a folder (all identities unseen)
     test_split: str = "test"
     test_min_images: int = 2
@@ -61,36 +65,40 @@ class AttackConfig:
 
 def check(cfg: AttackConfig) -> Stage1Config:
     """Refuse a bad configuration before any work; returns the stage-I run's configuration."""
-    if not cfg.run or not (Path(cfg.run) / "config.yaml").is_file():
-        raise ObscuraError(f"--run {cfg.run!r}: expected a stage-I output folder with config.yaml, optic.npz and adversary.pt")
+    if not cfg.run or not stage1_config_file(stage1_folder(cfg.run)).is_file():
+        raise ObscuraError(f"--run {cfg.run!r}: expected 'weights' or a stage-I output folder with config.yaml, optic.npz and adversary.pt")
     for name in ("optic.npz", "adversary.pt"):
-        if not (Path(cfg.run) / name).is_file():
+        if not (stage1_folder(cfg.run) / name).is_file():
             raise ObscuraError(f"--run {cfg.run}: {name} not found (has the stage-I run finished?)")
     if not cfg.out:
         raise ObscuraError("--out is required (the folder for report.json and the attacker's checkpoints)")
-    if cfg.init not in ("adversary", "scratch"):
-        raise ObscuraError(f"config key 'init' is {cfg.init!r}; expected 'adversary' or 'scratch'")
+    if cfg.init not in ("adversary", "scratch") and not Path(cfg.init).is_file():
+        raise ObscuraError(f"config key 'init' is {cfg.init!r}; expected 'adversary', 'scratch' or an attacker.pt file")
     for key in ("steps", "batch_size", "checkpoint_every", "test_min_images"):
         if getattr(cfg, key) < 1:
             raise ObscuraError(f"config key '{key}' is {getattr(cfg, key)!r}; expected >= 1")
-    if not 0 <= cfg.clean_fraction < 1:
-        raise ObscuraError(f"config key 'clean_fraction' is {cfg.clean_fraction!r}; expected a share in [0, 1)")
-    return load_config(Path(cfg.run) / "config.yaml")
+    if cfg.input_px != 0 and cfg.input_px < 16:
+        raise ObscuraError(f"config key 'input_px' is {cfg.input_px!r}; expected 0 (the capture's size) or >= 16")
+    if not 0 <= cfg.clean_fraction <= 1:
+        raise ObscuraError(f"config key 'clean_fraction' is {cfg.clean_fraction!r}; expected a share in [0, 1]")
+    return load_config(stage1_config_file(stage1_folder(cfg.run)))
 
 
 def build(stage: Stage1Config, cfg: AttackConfig, identities: list[str]) -> tuple[Camera, Adversary]:
-    """The run's frozen camera and the attacker network (the run's adversary, or a fresh one)."""
+    """The run's frozen camera and the attacker network (the run's adversary, a fresh one, or an earlier attacker)."""
     from optics.presets import camera_from_spec
 
-    camera = camera_from_spec(str(Path(cfg.run) / "optic.npz")).requires_grad_(False)
+    folder = stage1_folder(cfg.run)
+    camera = camera_from_spec(str(folder / "optic.npz")).requires_grad_(False)
     a = stage.adversary
     torch.manual_seed(cfg.seed)
     margin = a.arcface_margin if cfg.arcface_margin < 0 else cfg.arcface_margin
-    attacker = Adversary(len(identities), a.width, a.blocks, a.embedding_dim, a.arcface_scale, margin)
-    if cfg.init == "adversary":
-        state = checkpoint.load(Path(cfg.run) / "adversary.pt")
+    attacker = Adversary(len(identities), a.width, a.blocks, a.embedding_dim, a.arcface_scale, margin, cfg.input_px)
+    if cfg.init != "scratch":
+        start = folder / "adversary.pt" if cfg.init == "adversary" else Path(cfg.init)
+        state = checkpoint.load(start)
         if state.get("identities") != identities:
-            raise ObscuraError(f"{cfg.run}/adversary.pt was trained on other identities than the run's training split")
+            raise ObscuraError(f"{start} was trained on other identities than the run's training split")
         attacker.load_state_dict(state["state_dict"])
     return camera, attacker
 
@@ -103,10 +111,11 @@ def capture(camera: Camera, images: Tensor, generator: torch.Generator) -> Tenso
 def attacker_batch(camera: Camera, images: Tensor, step: int, cfg: AttackConfig) -> Tensor:
     """What the attacker trains on: captures (a clean share first), randomly mirrored."""
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-    with torch.no_grad():
-        seen = capture(camera, images, g)
     n_clean = int(round(cfg.clean_fraction * images.shape[0]))
-    seen = torch.cat([images[:n_clean], seen[n_clean:]])
+    seen = images
+    if n_clean < images.shape[0]:
+        with torch.no_grad():
+            seen = torch.cat([images[:n_clean], capture(camera, images, g)[n_clean:]])
     flip = torch.rand(seen.shape[0], generator=g) < 0.5
     return torch.where(flip[:, None, None, None], seen.flip(-1), seen)
 
@@ -231,7 +240,7 @@ def run(cfg: AttackConfig) -> dict[str, Any]:
     history = fine_tune(camera, attacker, data.train, cfg, out)
     groups, where = test_images(stage, cfg)
     result = {
-        "run": str(Path(cfg.run).resolve()),
+        "run": str(stage1_folder(cfg.run).resolve()),
         "init": cfg.init,
         "train_identities": len(data.identities),
         "train_images": len(data.train),
@@ -241,7 +250,7 @@ def run(cfg: AttackConfig) -> dict[str, Any]:
         "seconds": round(time.time() - start, 1),
     }
     checkpoint.save(out / "attacker.pt", {"format": "obscura-adaptive-attacker", "identities": data.identities,
-                                          "state_dict": attacker.state_dict()})
+                                          "input_px": cfg.input_px, "state_dict": attacker.state_dict()})
     atomic.write_json(out / "report.json", result)
     curve_png(out / "attacker_training.png", history)
     return result

@@ -101,3 +101,19 @@ def test_adversary_learns_separable_identities() -> None:
         loss.backward()
         opt.step()
     assert loss.item() < 0.5 * first and accuracy.item() == 1.0
+
+
+def test_a_recogniser_with_an_input_size_reads_larger_images_at_that_scale() -> None:
+    from torch.nn import functional as F
+
+    from anonymizer.adversary import IResNet
+
+    torch.manual_seed(0)
+    net = IResNet(width=8, embedding_dim=16, input_px=32).eval()
+    large = torch.rand(2, 3, 64, 64, requires_grad=True)
+    small = F.interpolate(large.detach(), size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
+    assert torch.allclose(net(large), net(small), atol=1e-6)
+    net(large).sum().backward()
+    assert large.grad is not None and large.grad.abs().sum() > 0  # differentiable, for stage II's identity term
+    net.input_px = 0
+    assert not torch.allclose(net(large.detach()), net(small), atol=1e-3)  # without it the net sees another scale

@@ -253,6 +253,42 @@ def test_attacker_judge_scores_a_perfect_and_a_blind_recogniser() -> None:
     assert unseen["captured_gallery"]["auc"] == pytest.approx(0.5) and unseen["clean_only"]["rank1"] == 1.0
 
 
+def test_a_clean_share_of_one_never_images_through_the_camera() -> None:
+    from anonymizer.attacker import AttackConfig, attacker_batch
+
+    def camera(*args, **kwargs):
+        raise AssertionError("the camera was used for a clean-face recogniser")
+
+    images = torch.rand(6, 3, 8, 8)
+    seen = attacker_batch(camera, images, 3, AttackConfig(clean_fraction=1.0))
+    assert all(torch.equal(s, i) or torch.equal(s, i.flip(-1)) for s, i in zip(seen, images))
+
+
+def test_an_attacker_starts_from_an_earlier_recogniser_of_the_same_identities(straight, shared_data: Path, tmp_path: Path) -> None:
+    faces = _faces(shared_data, tmp_path / "faces", identities=3, images=3)
+    first = tmp_path / "clean" / "attacker.pt"
+    assert _attack(straight, first.parent, faces, clean_fraction=1.0, init="scratch") == 0
+    assert _attack(straight, tmp_path / "tuned", faces, init=str(first), lr=0.0) == 0
+    start, tuned = checkpoint.load(first)["state_dict"], checkpoint.load(tmp_path / "tuned" / "attacker.pt")["state_dict"]
+    weights = [k for k in start if "running" not in k and "num_batches" not in k]
+    assert all(torch.equal(start[k], tuned[k]) for k in weights)  # lr 0: the weights are the earlier recogniser's
+    stranger = checkpoint.load(first)
+    stranger["identities"] = stranger["identities"][:-1] + ["someone-else"]
+    checkpoint.save(tmp_path / "stranger.pt", stranger)
+    with pytest.raises(ObscuraError, match="stranger.pt was trained on other identities"):
+        _attack(straight, tmp_path / "refused", faces, init=str(tmp_path / "stranger.pt"))
+    with pytest.raises(ObscuraError, match="'init' is '/no/such.pt'"):
+        _attack(straight, tmp_path / "refused", faces, init="/no/such.pt")
+
+
+def test_adaptive_attacker_accepts_the_committed_stage1_as_weights(tmp_path: Path) -> None:
+    from anonymizer.attacker import AttackConfig, check
+    from obscura.paths import WEIGHTS_DIR
+
+    stage = check(AttackConfig(run="weights", out=str(tmp_path)))
+    assert stage == load_config(WEIGHTS_DIR / "stage1_config.yaml")
+
+
 def test_adaptive_attacker_refuses_an_unfinished_run(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.yaml").write_text("train: {steps: 3}\n")
