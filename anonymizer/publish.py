@@ -110,7 +110,7 @@ def publish_anonymizer(run: Path, dest: Path, command: str, reports: list[Path])
     data = {**trained["data"], "trained_on_split": "splits/train.txt", "split_files": ["splits/train.txt", "splits/test.txt"],
             "resolved_config": "stage2_config.yaml", "stored_as": "float16"}
     figures = {
-        "training": {k: trained.get(k) for k in ("steps", "seconds_per_step", "device", "final", "parameters")},
+        "training": {k: trained.get(k) for k in ("steps", "seconds_per_step", "device", "final", "parameters", "identity_embedder")},
         "evaluation": [anonymizer_figures(_read_json(p)) for p in reports],
     }
     entry = manifest.entry(dest / ANONYMIZER_FILE, command, data, figures)

@@ -9,7 +9,8 @@ Each step, as StarGAN-v2's solver (the reference Face-DeId keeps the same loop):
 4. generator alone, reference-guided: the same losses with styles of two reference faces;
 then the EMA copies of G, F and E move towards the trained ones.
 The capture and its heatmaps come from the frozen stage-I camera and regressor (fresh seeded
-sensor noise); the identity term uses the frozen stage-I adversary's embedder.
+sensor noise); the identity term uses the frozen stage-I adversary's embedder, or a clean-face
+recogniser trained on the same identities (`loss.identity_embedder`).
 
 Reproducible and resumable like stage I: every step re-seeds from (seed, step, rank) and draws
 its batch from a per-epoch permutation, so resuming repeats the same steps exactly. Launched by
@@ -34,11 +35,14 @@ from anonymizer.stage2_config import Stage2Config, validate
 from anonymizer.stage2_data import Stage1Parts, Stage2Data, capture, load_stage1, prepare, references, resize
 from anonymizer.stargan import ARCH_KEYS, Networks, build_networks, save_anonymizer
 from obscura import atomic, config
+from obscura.digest import file_sha256
 from obscura.errors import ObscuraError
 
 # Settings that may change between a run and its resumption (they do not change what is learned).
 # The EMA settings only shape the averaged copy, never the trained networks, so they may change too.
-RESUMABLE_KEYS = (*stage1.RESUMABLE_KEYS, "train.sample_every", "train.ema_warmup")
+# The identity term may change on resume: a trained run can be continued against a better recogniser.
+RESUMABLE_KEYS = (*stage1.RESUMABLE_KEYS, "train.sample_every", "train.ema_warmup",
+                  "loss.identity", "loss.identity_margin", "loss.identity_embedder")
 METRICS = ("d_real", "d_fake", "d_r1", "g_adv", "g_style", "g_diversity", "g_cycle", "g_heatmap", "g_identity",
            "identity_cosine", "ds_weight")
 SAMPLE_SEED = 12345  # fixed faces, references, latents and noise of the sample grids
@@ -293,7 +297,7 @@ def train(cfg: Stage2Config, out_dir: str | Path) -> dict[str, Any]:
     validate(cfg)
     out = Path(out_dir)
     with training_runtime(cfg, out) as rt:
-        parts = load_stage1(cfg.stage1, rt.device)
+        parts = load_stage1(cfg.stage1, rt.device, cfg.loss.identity_embedder)
         data = prepare(cfg, parts, progress=cfg.train.progress and rt.rank == 0)
         nets, ema = build(cfg, rt.device)
         opts = build_optimizers(nets, cfg)
@@ -321,5 +325,7 @@ def train(cfg: Stage2Config, out_dir: str | Path) -> dict[str, Any]:
         seconds = time.perf_counter() - t0
         if rt.rank != 0:
             return {}
-        extra = {**run_summary(cfg.train.steps, start, seconds, resumed, rt), "stage1": cfg.stage1}
+        embedder = cfg.loss.identity_embedder
+        extra = {**run_summary(cfg.train.steps, start, seconds, resumed, rt), "stage1": cfg.stage1,
+                 "identity_embedder": {"file": embedder, "sha256": file_sha256(Path(embedder))} if embedder else "stage-I adversary"}
         return write_outputs(out, nets, ema, cfg, parts, data, history, samples, extra)

@@ -53,6 +53,9 @@ class LossConfig:
     heatmap_through_camera: bool = True  # image the output through the stage-I camera before the regressor
     identity: float = 1.0
     identity_margin: float = 0.3  # cosine similarity to the source above this is penalised
+    # "": the stage-I adversary's embedder (trained mostly on captures); else a clean-face recogniser,
+    # the attacker.pt of `simulate.py attack-optic --set clean_fraction=1` on the stage-I training identities
+    identity_embedder: str = ""
 
 
 @dataclass
@@ -158,6 +161,9 @@ def validate(cfg: Stage2Config) -> None:
         _share(key, value)
     if not -1 <= lo.identity_margin < 1:
         raise ObscuraError(f"config key 'loss.identity_margin' is {lo.identity_margin!r}; expected a cosine in [-1, 1)")
+    if lo.identity_embedder and not Path(lo.identity_embedder).is_file():
+        raise ObscuraError(f"config key 'loss.identity_embedder' is {lo.identity_embedder!r}: no such file "
+                           "(expected an attacker.pt of `simulate.py attack-optic`, or '' for the stage-I adversary)")
     if lo.cycle_target not in CYCLE_TARGETS:
         raise ObscuraError(f"config key 'loss.cycle_target' is {lo.cycle_target!r}; expected one of {list(CYCLE_TARGETS)}")
     if t.device != "auto" and not (t.device == "cpu" or t.device.startswith("cuda")):

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from anonymizer import checkpoint
 from anonymizer.adversary import Adversary, IResNet
 from anonymizer.regressor import HeatmapRegressor, load_regressor
+from anonymizer.stage1_config import Stage1Config
 from anonymizer.stage1_data import centre_crop, resolve_root
 from anonymizer.stage2_config import Stage2Config, stage1_config_file, stage1_folder
 from evaluation.data import load_face_set, read_rgb, read_split
@@ -48,8 +49,11 @@ class Stage1Parts:
     digest: dict[str, str]  # SHA-256 of each stage-I file: a resumed run refuses changed ones
 
 
-def load_stage1(spec: str, device: torch.device) -> Stage1Parts:
-    """Load the stage-I files that `stage1` names, frozen (eval mode, no gradient to their weights)."""
+def load_stage1(spec: str, device: torch.device, embedder_file: str = "") -> Stage1Parts:
+    """Load the stage-I files that `stage1` names, frozen (eval mode, no gradient to their weights).
+
+    The identity embedder is the stage-I adversary's, or the recogniser in `embedder_file`.
+    """
     from anonymizer.stage1_config import load_config
     from optics.presets import camera_from_spec
 
@@ -59,25 +63,41 @@ def load_stage1(spec: str, device: torch.device) -> Stage1Parts:
     with torch.no_grad():
         psf = camera.psf().detach()
     regressor, crop_size = load_regressor(folder / "regressor.pt")
-    saved = checkpoint.load(folder / "adversary.pt")
-    a = stage.adversary
-    adversary = Adversary(len(saved["identities"]), a.width, a.blocks, a.embedding_dim, a.arcface_scale, a.arcface_margin)
-    try:
-        adversary.load_state_dict(saved["state_dict"])
-    except RuntimeError as err:
-        raise ObscuraError(f"{folder / 'adversary.pt'}: weights do not match the stage-I config's adversary ({str(err).splitlines()[0]})") from None
+    train_identities = read_split(folder / "splits" / "train.txt")
+    embedder = load_embedder(Path(embedder_file) if embedder_file else folder / "adversary.pt", stage, train_identities)
     files = ("optic.npz", "regressor.pt", "adversary.pt", "splits/train.txt")
     return Stage1Parts(
         camera=camera,
         psf=psf,
         regressor=regressor.to(device).eval().requires_grad_(False),
-        embedder=adversary.embedder.to(device).eval().requires_grad_(False),
+        embedder=embedder.to(device).eval().requires_grad_(False),
         crop_size=crop_size,
-        train_identities=read_split(folder / "splits" / "train.txt"),
+        train_identities=train_identities,
         root=stage.data.root,
         min_images=stage.data.min_images,
         digest={name: file_sha256(folder / name) for name in files},
     )
+
+
+def load_embedder(path: Path, stage: Stage1Config, train_identities: list[str]) -> IResNet:
+    """The IResNet of a stage-I adversary.pt or an attacker.pt, refused if it saw a non-training identity.
+
+    Both files hold an `Adversary` of the stage-I config's shape with one class per identity it
+    was trained on; a recogniser that saw a test identity would make the leakage figures unfair.
+    """
+    saved = checkpoint.load(path)
+    unseen = sorted(set(saved.get("identities", [])) - set(train_identities))
+    if "identities" not in saved or unseen:
+        raise ObscuraError(f"{path}: expected a recogniser trained on stage I's training identities only; "
+                           f"{'it names none' if 'identities' not in saved else f'it also knows {unseen[:3]}'}")
+    a = stage.adversary
+    adversary = Adversary(len(saved["identities"]), a.width, a.blocks, a.embedding_dim, a.arcface_scale, a.arcface_margin,
+                          saved.get("input_px", 0))
+    try:
+        adversary.load_state_dict(saved["state_dict"])
+    except RuntimeError as err:
+        raise ObscuraError(f"{path}: weights do not match the stage-I config's adversary ({str(err).splitlines()[0]})") from None
+    return adversary.embedder
 
 
 def capture(parts: Stage1Parts, clean: Tensor, generator: torch.Generator | None) -> Tensor:
