@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from anonymizer import checkpoint
 from anonymizer.adversary import Adversary, IResNet
 from anonymizer.regressor import HeatmapRegressor, load_regressor
-from anonymizer.stage1_config import Stage1Config
+from anonymizer.stage1_config import Stage1Config, load_config
 from anonymizer.stage1_data import centre_crop, resolve_root
 from anonymizer.stage2_config import Stage2Config, stage1_config_file, stage1_folder
 from evaluation.data import load_face_set, read_rgb, read_split
@@ -54,7 +54,6 @@ def load_stage1(spec: str, device: torch.device, embedder_file: str = "") -> Sta
 
     The identity embedder is the stage-I adversary's, or the recogniser in `embedder_file`.
     """
-    from anonymizer.stage1_config import load_config
     from optics.presets import camera_from_spec
 
     folder = stage1_folder(spec)
