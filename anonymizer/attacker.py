@@ -65,10 +65,11 @@ class AttackConfig:
 
 def check(cfg: AttackConfig) -> Stage1Config:
     """Refuse a bad configuration before any work; returns the stage-I run's configuration."""
-    if not cfg.run or not stage1_config_file(stage1_folder(cfg.run)).is_file():
+    folder = stage1_folder(cfg.run)
+    if not cfg.run or not stage1_config_file(folder).is_file():
         raise ObscuraError(f"--run {cfg.run!r}: expected 'weights' or a stage-I output folder with config.yaml, optic.npz and adversary.pt")
     for name in ("optic.npz", "adversary.pt"):
-        if not (stage1_folder(cfg.run) / name).is_file():
+        if not (folder / name).is_file():
             raise ObscuraError(f"--run {cfg.run}: {name} not found (has the stage-I run finished?)")
     if not cfg.out:
         raise ObscuraError("--out is required (the folder for report.json and the attacker's checkpoints)")
@@ -81,7 +82,7 @@ def check(cfg: AttackConfig) -> Stage1Config:
         raise ObscuraError(f"config key 'input_px' is {cfg.input_px!r}; expected 0 (the capture's size) or >= 16")
     if not 0 <= cfg.clean_fraction <= 1:
         raise ObscuraError(f"config key 'clean_fraction' is {cfg.clean_fraction!r}; expected a share in [0, 1]")
-    return load_config(stage1_config_file(stage1_folder(cfg.run)))
+    return load_config(stage1_config_file(folder))
 
 
 def build(stage: Stage1Config, cfg: AttackConfig, identities: list[str]) -> tuple[Camera, Adversary]:

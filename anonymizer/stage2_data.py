@@ -85,12 +85,13 @@ def load_embedder(path: Path, stage: Stage1Config, train_identities: list[str]) 
     was trained on; a recogniser that saw a test identity would make the leakage figures unfair.
     """
     saved = checkpoint.load(path)
-    unseen = sorted(set(saved.get("identities", [])) - set(train_identities))
-    if "identities" not in saved or unseen:
-        raise ObscuraError(f"{path}: expected a recogniser trained on stage I's training identities only; "
-                           f"{'it names none' if 'identities' not in saved else f'it also knows {unseen[:3]}'}")
+    known = saved.get("identities")
+    unseen = sorted(set(known or []) - set(train_identities))
+    if known is None or unseen:
+        why = "it names none" if known is None else f"it also knows {unseen[:3]}"
+        raise ObscuraError(f"{path}: expected a recogniser trained on stage I's training identities only; {why}")
     a = stage.adversary
-    adversary = Adversary(len(saved["identities"]), a.width, a.blocks, a.embedding_dim, a.arcface_scale, a.arcface_margin,
+    adversary = Adversary(len(known), a.width, a.blocks, a.embedding_dim, a.arcface_scale, a.arcface_margin,
                           saved.get("input_px", 0))
     try:
         adversary.load_state_dict(saved["state_dict"])
