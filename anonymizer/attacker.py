@@ -7,14 +7,16 @@ identities through the final, frozen optic (fresh sensor noise every batch, rand
 judged on identities it never saw (the run's test split, or any face folder): verification AUC,
 TAR@FAR and closed-set rank-1 with captures on both sides and with a clean gallery. Its score on
 clean faces of the same identities is reported too: an attacker that cannot recognise clean
-unseen faces would make the capture figures meaningless.
+unseen faces would make the capture figures meaningless. With `method` the same attacker sees an
+evaluation baseline (lowres8, defocus, ...) in place of the optic, so baselines and optics can be
+compared against one adaptive attacker.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -23,6 +25,7 @@ from torch.nn import functional as F
 
 from anonymizer import checkpoint
 from anonymizer.adversary import Adversary, arcface_loss
+from anonymizer.recogniser_file import build_adversary, load_weights, read_recogniser, save_recogniser
 from anonymizer.stage1_config import Stage1Config, load_config
 from anonymizer.stage1_data import centre_crop, prepare, resolve_root
 from anonymizer.stage2_config import stage1_config_file, stage1_folder
@@ -30,11 +33,11 @@ from evaluation import metrics
 from evaluation.data import list_images, load_face_set, read_rgb, split_identities
 from obscura import atomic, config
 from obscura.errors import ObscuraError
-from optics.camera import Camera
 from optics.color import linear_to_srgb, srgb_to_linear
-from optics.image_io import from_uint8
+from optics.image_io import from_uint8, to_uint8
 
 PROTOCOLS = ("captured_gallery", "clean_gallery", "clean_only")
+Imaging = Callable[[Tensor, torch.Generator], Tensor]  # sRGB batch in [0, 1] (and a noise generator) -> what the attacker sees
 
 
 @dataclass
@@ -42,6 +45,9 @@ class AttackConfig:
     """Everything that decides an adaptive-attacker run; written resolved next to its report."""
 
     run: str = ""  # a stage-I output folder (config.yaml, optic.npz, adversary.pt), or "weights": the committed one
+    # "": image faces through the run's optic; else an evaluation method (lowres8, defocus, ...) in its
+    # place, applied to the same crops: the same attacker measured on a baseline
+    method: str = ""
     out: str = ""
     # adversary: fine-tune the run's adversary; scratch: a fresh one of the same shape; or the
     # attacker.pt of an earlier run on the same identities (e.g. a clean-face recogniser, clean_fraction 1)
@@ -50,7 +56,9 @@ class AttackConfig:
     batch_size: int = 32
     lr: float = 3e-4
     arcface_margin: float = -1.0  # < 0: the run's adversary margin; a smaller one (even 0: plain softmax) learns more easily
-    input_px: int = 0  # > 0: the recogniser resizes every face to input_px x input_px first (64: about 4x cheaper)
+    # the size the recogniser resizes every face to first (64: about 4x cheaper than 128; 0: none);
+    # -1: the starting network's (the file's, or stage I's adversary.input_px from scratch)
+    input_px: int = -1
     clean_fraction: float = 0.25  # share of each batch shown clean, so clean galleries stay usable (1: a clean-face recogniser)
     test_data: str = ""  # "": the run's face set, restricted to its test split; else a folder (all identities unseen)
     test_split: str = "test"
@@ -78,50 +86,65 @@ def check(cfg: AttackConfig) -> Stage1Config:
     for key in ("steps", "batch_size", "checkpoint_every", "test_min_images"):
         if getattr(cfg, key) < 1:
             raise ObscuraError(f"config key '{key}' is {getattr(cfg, key)!r}; expected >= 1")
-    if cfg.input_px != 0 and cfg.input_px < 16:
-        raise ObscuraError(f"config key 'input_px' is {cfg.input_px!r}; expected 0 (the capture's size) or >= 16")
+    if cfg.input_px not in (-1, 0) and cfg.input_px < 16:
+        raise ObscuraError(f"config key 'input_px' is {cfg.input_px!r}; expected -1 (the starting network's), 0 (the capture's size) or >= 16")
     if not 0 <= cfg.clean_fraction <= 1:
         raise ObscuraError(f"config key 'clean_fraction' is {cfg.clean_fraction!r}; expected a share in [0, 1]")
+    if cfg.method:
+        from evaluation import methods
+
+        try:
+            methods.get(cfg.method)
+        except ObscuraError as err:
+            raise ObscuraError(f"config key 'method': {err}") from None
     return load_config(stage1_config_file(folder))
 
 
-def build(stage: Stage1Config, cfg: AttackConfig, identities: list[str]) -> tuple[Camera, Adversary]:
-    """The run's frozen camera and the attacker network (the run's adversary, a fresh one, or an earlier attacker)."""
+def build(stage: Stage1Config, cfg: AttackConfig, identities: list[str]) -> tuple[Imaging, Adversary]:
+    """What the attacker sees (the run's frozen optic, or `method`) and the attacker network
+    (the run's adversary, a fresh one, or an earlier attacker)."""
+    folder = stage1_folder(cfg.run)
+    imaging = method_imaging(cfg.method) if cfg.method else optic_imaging(folder / "optic.npz")
+    torch.manual_seed(cfg.seed)
+    margin = None if cfg.arcface_margin < 0 else cfg.arcface_margin
+    if cfg.init == "scratch":
+        return imaging, build_adversary(stage.adversary, len(identities), margin, None if cfg.input_px < 0 else cfg.input_px)
+    start = folder / "adversary.pt" if cfg.init == "adversary" else Path(cfg.init)
+    saved = read_recogniser(start)
+    attacker = build_adversary(stage.adversary, len(identities), margin, saved["input_px"] if cfg.input_px < 0 else cfg.input_px)
+    load_weights(attacker, start, saved, identities)
+    return imaging, attacker
+
+
+def optic_imaging(optic_file: Path) -> Imaging:
+    """sRGB batch in [0, 1] -> the sensor's sRGB capture through a frozen optic (noise from the generator)."""
     from optics.presets import camera_from_spec
 
-    folder = stage1_folder(cfg.run)
-    camera = camera_from_spec(str(folder / "optic.npz")).requires_grad_(False)
-    a = stage.adversary
-    torch.manual_seed(cfg.seed)
-    margin = a.arcface_margin if cfg.arcface_margin < 0 else cfg.arcface_margin
-    attacker = Adversary(len(identities), a.width, a.blocks, a.embedding_dim, a.arcface_scale, margin, cfg.input_px)
-    if cfg.init != "scratch":
-        start = folder / "adversary.pt" if cfg.init == "adversary" else Path(cfg.init)
-        state = checkpoint.load(start)
-        if state.get("identities") != identities:
-            raise ObscuraError(f"{start} was trained on other identities than the run's training split")
-        attacker.load_state_dict(state["state_dict"])
-    return camera, attacker
+    camera = camera_from_spec(str(optic_file)).requires_grad_(False)
+    return lambda images, generator: linear_to_srgb(camera(srgb_to_linear(images), generator=generator))
 
 
-def capture(camera: Camera, images: Tensor, generator: torch.Generator) -> Tensor:
-    """sRGB batch in [0, 1] -> the sensor's sRGB capture (noise from `generator`)."""
-    return linear_to_srgb(camera(srgb_to_linear(images), generator=generator))
+def method_imaging(name: str) -> Imaging:
+    """sRGB batch in [0, 1] -> an evaluation method's output, image by image (through uint8, as evaluation sees it)."""
+    from evaluation import methods
+
+    method = methods.get(name)
+    return lambda images, generator: from_uint8(np.stack([method.apply(x) for x in to_uint8(images)]))
 
 
-def attacker_batch(camera: Camera, images: Tensor, step: int, cfg: AttackConfig) -> Tensor:
+def attacker_batch(imaging: Imaging, images: Tensor, step: int, cfg: AttackConfig) -> Tensor:
     """What the attacker trains on: captures (a clean share first), randomly mirrored."""
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     n_clean = int(round(cfg.clean_fraction * images.shape[0]))
     seen = images
     if n_clean < images.shape[0]:
         with torch.no_grad():
-            seen = torch.cat([images[:n_clean], capture(camera, images, g)[n_clean:]])
+            seen = torch.cat([images[:n_clean], imaging(images, g)[n_clean:]])
     flip = torch.rand(seen.shape[0], generator=g) < 0.5
     return torch.where(flip[:, None, None, None], seen.flip(-1), seen)
 
 
-def fine_tune(camera: Camera, attacker: Adversary, train_set, cfg: AttackConfig, out: Path) -> list[dict[str, float]]:
+def fine_tune(imaging: Imaging, attacker: Adversary, train_set, cfg: AttackConfig, out: Path) -> list[dict[str, float]]:
     """ArcFace fine-tuning on captures of the training identities; resumes from out/checkpoints."""
     from tqdm import tqdm
 
@@ -146,7 +169,7 @@ def fine_tune(camera: Camera, attacker: Adversary, train_set, cfg: AttackConfig,
         items = [train_set[int(i)] for i in idx]
         images = torch.stack([it[0] for it in items])
         labels = torch.tensor([it[2] for it in items])
-        logits, margin = attacker(attacker_batch(camera, images, step, cfg), labels)
+        logits, margin = attacker(attacker_batch(imaging, images, step, cfg), labels)
         loss, accuracy = arcface_loss(margin, logits, labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -177,7 +200,7 @@ def test_images(stage: Stage1Config, cfg: AttackConfig) -> tuple[list[list[Path]
 
 
 @torch.no_grad()
-def embed_test(camera: Camera, attacker: Adversary, groups: list[list[Path]], size: int, cfg: AttackConfig) -> dict[str, Tensor]:
+def embed_test(imaging: Imaging, attacker: Adversary, groups: list[list[Path]], size: int, cfg: AttackConfig) -> dict[str, Tensor]:
     """Unit embeddings of every test image, clean and captured (per-image seeded noise)."""
     from tqdm import tqdm
 
@@ -189,7 +212,7 @@ def embed_test(camera: Camera, attacker: Adversary, groups: list[list[Path]], si
         images = from_uint8(np.stack(crops))
         g = torch.Generator().manual_seed(cfg.seed + i)
         clean.append(F.normalize(attacker.embedder(images)))
-        captured.append(F.normalize(attacker.embedder(capture(camera, images, g))))
+        captured.append(F.normalize(attacker.embedder(imaging(images, g))))
     return {"clean": torch.cat(clean), "captured": torch.cat(captured)}
 
 
@@ -237,21 +260,21 @@ def run(cfg: AttackConfig) -> dict[str, Any]:
     config.write_resolved(cfg, out)
     start = time.time()
     data = prepare(stage.data, stage.regressor, out, progress=cfg.progress, write=False)
-    camera, attacker = build(stage, cfg, data.identities)
-    history = fine_tune(camera, attacker, data.train, cfg, out)
+    imaging, attacker = build(stage, cfg, data.identities)
+    history = fine_tune(imaging, attacker, data.train.without_targets(), cfg, out)
     groups, where = test_images(stage, cfg)
     result = {
         "run": str(stage1_folder(cfg.run).resolve()),
         "init": cfg.init,
+        "imaging": f"method {cfg.method}" if cfg.method else "the run's optic.npz",
         "train_identities": len(data.identities),
         "train_images": len(data.train),
         "final_train_accuracy": float(np.mean([h["accuracy"] for h in history[-50:]])),
         "test": where,
-        **judge(embed_test(camera, attacker, groups, stage.data.image_size, cfg), groups, cfg),
+        **judge(embed_test(imaging, attacker, groups, stage.data.image_size, cfg), groups, cfg),
         "seconds": round(time.time() - start, 1),
     }
-    checkpoint.save(out / "attacker.pt", {"format": "obscura-adaptive-attacker", "identities": data.identities,
-                                          "input_px": cfg.input_px, "state_dict": attacker.state_dict()})
+    save_recogniser(out / "attacker.pt", "obscura-adaptive-attacker", attacker, data.identities)
     atomic.write_json(out / "report.json", result)
     curve_png(out / "attacker_training.png", history)
     return result

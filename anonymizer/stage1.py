@@ -30,6 +30,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from anonymizer import checkpoint, heatmaps
 from anonymizer.adversary import Adversary, arcface_loss, identity_information, information_bound
+from anonymizer.recogniser_file import build_adversary, load_weights, read_recogniser, save_recogniser
 from anonymizer.regressor import HeatmapRegressor, count_parameters, save_regressor
 from anonymizer.stage1_config import Stage1Config, validate
 from anonymizer.stage1_data import FaceCrops, Stage1Data, prepare
@@ -88,13 +89,15 @@ def start_runtime(device: str) -> Runtime:
     return Runtime(torch.device(device))
 
 
-def build_models(cfg: Stage1Config, num_classes: int, device: torch.device) -> Models:
-    """Camera (trainable optic, fresh sensor noise), regressor and adversary, seeded by train.seed."""
+def build_models(cfg: Stage1Config, identities: list[str], device: torch.device) -> Models:
+    """Camera (trainable optic, fresh sensor noise), regressor and adversary (fresh or `adversary.init`), seeded by train.seed."""
     torch.manual_seed(cfg.train.seed)
     r, a = cfg.regressor, cfg.adversary
     camera = Camera(Optic(cfg.camera.optic), Sensor(cfg.camera.sensor), noise_seed=None)
     regressor = HeatmapRegressor(r.base_channels, r.depth, r.stride, r.max_channels)
-    adversary = Adversary(num_classes, a.width, a.blocks, a.embedding_dim, a.arcface_scale, a.arcface_margin)
+    adversary = build_adversary(a, len(identities))
+    if a.init:
+        load_weights(adversary, Path(a.init), read_recogniser(Path(a.init)), identities)
     return Models(camera.to(device), regressor.to(device), adversary.to(device))
 
 
@@ -292,8 +295,7 @@ def write_outputs(out: Path, models: Models, cfg: Stage1Config, data: Stage1Data
     save_optic(out / "optic.npz", models.camera)
     arch = {k: getattr(cfg.regressor, k) for k in ("base_channels", "depth", "stride", "max_channels")}
     save_regressor(out / "regressor.pt", models.regressor, arch, cfg.data.image_size)
-    checkpoint.save(out / "adversary.pt", {"format": "obscura-stage1-adversary", "identities": data.identities,
-                                           "state_dict": models.adversary.state_dict()})
+    save_recogniser(out / "adversary.pt", "obscura-stage1-adversary", models.adversary, data.identities)
     metrics = {
         "data": data.summary,
         "parameters": {"optic": count_parameters(models.camera), "regressor": count_parameters(models.regressor),
@@ -356,7 +358,7 @@ def train(cfg: Stage1Config, out_dir: str | Path) -> dict[str, Any]:
     out = Path(out_dir)
     with training_runtime(cfg, out) as rt:
         data = prepare(cfg.data, cfg.regressor, out, progress=cfg.train.progress and rt.rank == 0, write=rt.rank == 0)
-        models = build_models(cfg, len(data.identities), rt.device)
+        models = build_models(cfg, data.identities, rt.device)
         opts = build_optimizers(models, cfg)
         folder = out / "checkpoints"
         start, history, pending, resumed = resume(folder, models, opts, cfg, rt)

@@ -64,6 +64,11 @@ class AdversaryConfig:
     lr: float = 1e-3
     steps_per_step: int = 1  # adversary updates per optic/regressor update
     clean_fraction: float = 0.25  # share of each adversary batch shown clean, so it learns faces, not only blur
+    # "": a fresh network; else a recogniser of the same training identities to start from (an
+    # attacker.pt of `simulate.py attack-optic`, e.g. a clean-face one): an opponent that already
+    # recognises people, so the optic must hide what a competent recogniser reads
+    init: str = ""
+    input_px: int = 0  # > 0: the adversary resizes every capture to input_px x input_px first (must match init's)
 
 
 @dataclass
@@ -164,6 +169,10 @@ def validate(cfg: Stage1Config) -> None:
         _at_least(key, value, 0)
     if not 0 <= a.arcface_margin < 1.5:
         raise ObscuraError(f"config key 'adversary.arcface_margin' is {a.arcface_margin!r}; expected a margin in [0, 1.5) rad")
+    if a.init and not Path(a.init).is_file():
+        raise ObscuraError(f"config key 'adversary.init' is {a.init!r}; expected '' or an attacker.pt / adversary.pt file")
+    if a.input_px != 0 and a.input_px < 16:
+        raise ObscuraError(f"config key 'adversary.input_px' is {a.input_px!r}; expected 0 (the capture's size) or >= 16")
     if not 0 <= a.clean_fraction < 1:
         raise ObscuraError(f"config key 'adversary.clean_fraction' is {a.clean_fraction!r}; expected a share in [0, 1)")
     if t.device != "auto" and not (t.device == "cpu" or t.device.startswith("cuda")):

@@ -17,8 +17,8 @@ from torch import Tensor
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from anonymizer import checkpoint
-from anonymizer.adversary import Adversary, IResNet
+from anonymizer.adversary import IResNet
+from anonymizer.recogniser_file import build_adversary, load_weights, read_recogniser
 from anonymizer.regressor import HeatmapRegressor, load_regressor
 from anonymizer.stage1_config import Stage1Config, load_config
 from anonymizer.stage1_data import centre_crop, resolve_root
@@ -84,19 +84,14 @@ def load_embedder(path: Path, stage: Stage1Config, train_identities: list[str]) 
     Both files hold an `Adversary` of the stage-I config's shape with one class per identity it
     was trained on; a recogniser that saw a test identity would make the leakage figures unfair.
     """
-    saved = checkpoint.load(path)
+    saved = read_recogniser(path)
     known = saved.get("identities")
     unseen = sorted(set(known or []) - set(train_identities))
     if known is None or unseen:
         why = "it names none" if known is None else f"it also knows {unseen[:3]}"
         raise ObscuraError(f"{path}: expected a recogniser trained on stage I's training identities only; {why}")
-    a = stage.adversary
-    adversary = Adversary(len(known), a.width, a.blocks, a.embedding_dim, a.arcface_scale, a.arcface_margin,
-                          saved.get("input_px", 0))
-    try:
-        adversary.load_state_dict(saved["state_dict"])
-    except RuntimeError as err:
-        raise ObscuraError(f"{path}: weights do not match the stage-I config's adversary ({str(err).splitlines()[0]})") from None
+    adversary = build_adversary(stage.adversary, len(known), input_px=saved["input_px"])
+    load_weights(adversary, path, saved, known)
     return adversary.embedder
 
 

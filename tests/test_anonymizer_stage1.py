@@ -264,14 +264,30 @@ def test_a_clean_share_of_one_never_images_through_the_camera() -> None:
     assert all(torch.equal(s, i) or torch.equal(s, i.flip(-1)) for s, i in zip(seen, images))
 
 
-def test_an_attacker_starts_from_an_earlier_recogniser_of_the_same_identities(straight, shared_data: Path, tmp_path: Path) -> None:
-    faces = _faces(shared_data, tmp_path / "faces", identities=3, images=3)
-    first = tmp_path / "clean" / "attacker.pt"
-    assert _attack(straight, first.parent, faces, clean_fraction=1.0, init="scratch") == 0
-    assert _attack(straight, tmp_path / "tuned", faces, init=str(first), lr=0.0) == 0
-    start, tuned = checkpoint.load(first)["state_dict"], checkpoint.load(tmp_path / "tuned" / "attacker.pt")["state_dict"]
+def _same_weights(start: dict, later: dict, atol: float = 0.0) -> bool:
+    """Equal learned weights (BatchNorm's running statistics aside, which any forward pass in training mode moves)."""
     weights = [k for k in start if "running" not in k and "num_batches" not in k]
-    assert all(torch.equal(start[k], tuned[k]) for k in weights)  # lr 0: the weights are the earlier recogniser's
+    return all(torch.allclose(start[k], later[k], rtol=0.0, atol=atol) for k in weights)
+
+
+@pytest.fixture(scope="module")
+def clean_recogniser(straight, shared_data: Path, tmp_path_factory) -> Path:
+    """A 2-step clean-face recogniser of the tiny run's training identities, resizing faces to 32 px."""
+    folder = tmp_path_factory.mktemp("clean-recogniser")
+    faces = _faces(shared_data, folder / "faces", identities=3, images=3)
+    assert _attack(straight, folder / "run", faces, clean_fraction=1.0, init="scratch", input_px=32) == 0
+    return folder / "run" / "attacker.pt"
+
+
+def test_an_attacker_starts_from_an_earlier_recogniser_of_the_same_identities(straight, clean_recogniser: Path, shared_data: Path,
+                                                                               tmp_path: Path) -> None:
+    faces = _faces(shared_data, tmp_path / "faces", identities=3, images=3)
+    first = clean_recogniser
+    assert _attack(straight, tmp_path / "tuned", faces, init=str(first), lr=0.0) == 0  # input_px: the file's (32)
+    tuned = checkpoint.load(tmp_path / "tuned" / "attacker.pt")
+    assert tuned["input_px"] == 32 and _same_weights(checkpoint.load(first)["state_dict"], tuned["state_dict"])
+    with pytest.raises(ObscuraError, match="resizes faces to input_px 32; this network uses 0"):
+        _attack(straight, tmp_path / "refused", faces, init=str(first), input_px=0)
     stranger = checkpoint.load(first)
     stranger["identities"] = stranger["identities"][:-1] + ["someone-else"]
     checkpoint.save(tmp_path / "stranger.pt", stranger)
@@ -279,6 +295,46 @@ def test_an_attacker_starts_from_an_earlier_recogniser_of_the_same_identities(st
         _attack(straight, tmp_path / "refused", faces, init=str(tmp_path / "stranger.pt"))
     with pytest.raises(ObscuraError, match="'init' is '/no/such.pt'"):
         _attack(straight, tmp_path / "refused", faces, init="/no/such.pt")
+
+
+def test_face_crops_without_targets_skip_only_the_heatmaps(tiny, tmp_path: Path) -> None:
+    from anonymizer.stage1_data import prepare
+
+    cfg = load_config(None, tiny)
+    crops = prepare(cfg.data, cfg.regressor, tmp_path, write=False).train
+    full, bare = crops[0], crops.without_targets()[0]
+    assert full[1].shape == (69, 16, 16) and bare[1].numel() == 0
+    assert torch.equal(full[0], bare[0]) and full[2] == bare[2] and torch.equal(full[3], bare[3])
+
+
+def test_the_attacker_can_be_measured_on_a_baseline_method_instead_of_the_optic(straight, shared_data: Path, tmp_path: Path) -> None:
+    from anonymizer.attacker import method_imaging
+    from evaluation.methods import lowres
+    from optics.image_io import from_uint8, to_uint8
+
+    images = torch.rand(2, 3, 32, 32)
+    seen = method_imaging("lowres8")(images, torch.Generator())
+    assert torch.equal(seen, from_uint8(np.stack([lowres(x, 8) for x in to_uint8(images)])))
+    faces = _faces(shared_data, tmp_path / "faces", identities=3, images=3)
+    assert _attack(straight, tmp_path / "attack", faces, method="lowres8") == 0
+    assert json.loads((tmp_path / "attack" / "report.json").read_text())["imaging"] == "method lowres8"
+    with pytest.raises(ObscuraError, match="config key 'method': --method 'lowres5': unknown method"):
+        _attack(straight, tmp_path / "refused", faces, method="lowres5")
+
+
+def test_stage1_can_start_its_adversary_from_a_recogniser_of_the_training_identities(tiny, clean_recogniser: Path, tmp_path: Path) -> None:
+    from anonymizer.recogniser_file import read_recogniser
+
+    start = {"adversary.init": str(clean_recogniser), "adversary.input_px": 32, "adversary.lr": 1e-12, "train.steps": 1}
+    train_cli(tiny, tmp_path / "run", **start)
+    trained = read_recogniser(tmp_path / "run" / "adversary.pt")
+    assert trained["input_px"] == 32  # recorded, so attack-optic and stage II rebuild it at its size
+    assert _same_weights(checkpoint.load(clean_recogniser)["state_dict"], trained["state_dict"], atol=1e-9)
+    with pytest.raises(ObscuraError, match="resizes faces to input_px 32; this network uses 0"):
+        train_cli(tiny, tmp_path / "other-size", **{**start, "adversary.input_px": 0})
+    with pytest.raises(ObscuraError, match="'adversary.init' is '/no/such.pt'"):
+        train_cli(tiny, tmp_path / "missing", **{**start, "adversary.init": "/no/such.pt"})
+    assert not (tmp_path / "missing").exists()
 
 
 def test_adaptive_attacker_accepts_the_committed_stage1_as_weights(tmp_path: Path) -> None:
