@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from anonymizer import checkpoint
 from anonymizer.adversary import Adversary, arcface_loss
+from anonymizer.imaging import Imaging, method_imaging, optic_imaging
 from anonymizer.recogniser_file import build_adversary, load_weights, read_recogniser, save_recogniser
 from anonymizer.stage1_config import Stage1Config, load_config
 from anonymizer.stage1_data import centre_crop, prepare, resolve_root
@@ -33,11 +34,9 @@ from evaluation import metrics
 from evaluation.data import list_images, load_face_set, read_rgb, split_identities
 from obscura import atomic, config
 from obscura.errors import ObscuraError
-from optics.color import linear_to_srgb, srgb_to_linear
-from optics.image_io import from_uint8, to_uint8
+from optics.image_io import from_uint8
 
 PROTOCOLS = ("captured_gallery", "clean_gallery", "clean_only")
-Imaging = Callable[[Tensor, torch.Generator], Tensor]  # sRGB batch in [0, 1] (and a noise generator) -> what the attacker sees
 
 
 @dataclass
@@ -114,22 +113,6 @@ def build(stage: Stage1Config, cfg: AttackConfig, identities: list[str]) -> tupl
     attacker = build_adversary(stage.adversary, len(identities), margin, saved["input_px"] if cfg.input_px < 0 else cfg.input_px)
     load_weights(attacker, start, saved, identities)
     return imaging, attacker
-
-
-def optic_imaging(optic_file: Path) -> Imaging:
-    """sRGB batch in [0, 1] -> the sensor's sRGB capture through a frozen optic (noise from the generator)."""
-    from optics.presets import camera_from_spec
-
-    camera = camera_from_spec(str(optic_file)).requires_grad_(False)
-    return lambda images, generator: linear_to_srgb(camera(srgb_to_linear(images), generator=generator))
-
-
-def method_imaging(name: str) -> Imaging:
-    """sRGB batch in [0, 1] -> an evaluation method's output, image by image (through uint8, as evaluation sees it)."""
-    from evaluation import methods
-
-    method = methods.get(name)
-    return lambda images, generator: from_uint8(np.stack([method.apply(x) for x in to_uint8(images)]))
 
 
 def attacker_batch(imaging: Imaging, images: Tensor, step: int, cfg: AttackConfig) -> Tensor:

@@ -11,20 +11,20 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from anonymizer import checkpoint, heatmaps
+from anonymizer.imaging import Imaging, optic_imaging
 from anonymizer.regressor import HeatmapRegressor, load_regressor, save_regressor
 from anonymizer.stage1_config import Stage1Config, load_config
 from obscura import atomic, config
 from obscura.errors import ObscuraError
 from optics.color import linear_to_srgb, srgb_to_linear
 
-Imaging = Callable[[Tensor, torch.Generator], Tensor]
 
 
 @dataclass
@@ -79,14 +79,6 @@ def measured_imaging(psf: Tensor, stage: Stage1Config) -> Imaging:
 
     sensor = Sensor(stage.camera.sensor)
     return lambda images, g: linear_to_srgb(sensor(convolve(srgb_to_linear(images), psf), generator=g))
-
-
-def design_imaging(optic_file: Path) -> Imaging:
-    """sRGB faces -> captures through the design optic (the run's camera)."""
-    from optics.presets import camera_from_spec
-
-    camera = camera_from_spec(str(optic_file)).eval().requires_grad_(False)
-    return lambda images, g: linear_to_srgb(camera(srgb_to_linear(images), generator=g))
 
 
 @torch.no_grad()
@@ -178,7 +170,7 @@ def run(cfg: FinetuneConfig, out_dir: str | Path) -> dict[str, Any]:
     if data.val is None or not len(data.val):
         raise ObscuraError(f"stage-I configuration of {cfg.run} has no held-out (val) identities to measure the NME on")
     regressor, _ = load_regressor(regressor_file)
-    measured, design = measured_imaging(psf, stage), design_imaging(optic_file)
+    measured, design = measured_imaging(psf, stage), optic_imaging(optic_file)
     nme = {"design_psf": landmark_nme(regressor, design, data.val, cfg.batch_size, cfg.seed),
            "measured_psf_before": landmark_nme(regressor, measured, data.val, cfg.batch_size, cfg.seed)}
     history = fine_tune(regressor, measured, data.train, stage, cfg, out)

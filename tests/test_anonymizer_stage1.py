@@ -308,7 +308,7 @@ def test_face_crops_without_targets_skip_only_the_heatmaps(tiny, tmp_path: Path)
 
 
 def test_the_attacker_can_be_measured_on_a_baseline_method_instead_of_the_optic(straight, shared_data: Path, tmp_path: Path) -> None:
-    from anonymizer.attacker import method_imaging
+    from anonymizer.imaging import method_imaging
     from evaluation.methods import lowres
     from optics.image_io import from_uint8, to_uint8
 
