@@ -45,6 +45,19 @@ def attacker_figures(report: dict[str, Any]) -> dict[str, Any]:
             **{p: {k: report[p][k] for k in ("rank1", "auc", "tar_at_far_1e-3")} for p in ("captured_gallery", "clean_gallery", "clean_only")}}
 
 
+def adversary_start(run: Path) -> dict[str, str] | None:
+    """The recogniser a stage-I run's adversary started from (`adversary.init`) and its SHA-256, or None for a fresh one."""
+    from anonymizer.stage1_config import load_config
+    from obscura.digest import file_sha256
+
+    init = load_config(run / "config.yaml").adversary.init
+    if not init:
+        return None
+    if not Path(init).is_file():
+        raise ObscuraError(f"--run {run}: its adversary started from {init}, which is gone; expected the file, so its SHA-256 can be recorded")
+    return {"file": init, "sha256": file_sha256(Path(init))}
+
+
 def publish(run: Path, dest: Path, command: str, reports: list[Path], attacks: list[Path]) -> Path:
     """Copy a stage-I run's optic and regressor into `dest` and write the manifest; returns its path."""
     for name in (*FILES, "metrics.json", "config.yaml"):
@@ -61,7 +74,8 @@ def publish(run: Path, dest: Path, command: str, reports: list[Path], attacks: l
             "split_files": [f"splits/{s.name}" for s in splits], "resolved_config": "stage1_config.yaml", **trained["data"]}
     figures = {
         "training": {"steps": trained["steps"], "seconds_per_step": trained["seconds_per_step"], "device": trained["device"],
-                     "final": trained["final"], "validation": trained.get("validation"), "parameters": trained["parameters"]},
+                     "final": trained["final"], "validation": trained.get("validation"), "parameters": trained["parameters"],
+                     "adversary_init": adversary_start(run)},
         "evaluation": [evaluation_figures(_read_json(p)) for p in reports],
         "adaptive_attacker": [attacker_figures(_read_json(p)) for p in attacks],
     }

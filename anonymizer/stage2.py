@@ -221,6 +221,20 @@ def resume(folder: Path, nets: Networks, ema: Networks, opts: dict[str, torch.op
     return int(state["step"]), list(state["history"]), list(state["pending"]), str(path)
 
 
+def start_from(path: Path, nets: Networks, ema: Networks, cfg: Stage2Config) -> None:
+    """Load the networks and EMA of another run's checkpoint (same model section) as this run's starting point."""
+    state = checkpoint.load(path)
+    theirs = state.get("config", {}).get("model", {})
+    for key, value in config.to_dict(cfg.model).items():
+        if theirs.get(key) != value:
+            raise ObscuraError(f"config key 'train.init': {path} has model.{key} = {theirs.get(key)!r}, this config {value!r}; "
+                               "expected the same model section")
+    for name, net in nets.named().items():
+        net.load_state_dict(state["nets"][name])
+    for name, net in ema.named().items():
+        net.load_state_dict(state["ema"][name])
+
+
 def save_checkpoint(folder: Path, step: int, nets: Networks, ema: Networks, opts: dict[str, torch.optim.Optimizer], cfg: Stage2Config,
                     parts: Stage1Parts, history: list[dict], pending: list[dict]) -> Path:
     """Write the state after `step` steps (atomic, checksummed) and keep only the last two."""
@@ -303,6 +317,8 @@ def train(cfg: Stage2Config, out_dir: str | Path) -> dict[str, Any]:
         opts = build_optimizers(nets, cfg)
         folder = out / "checkpoints"
         start, history, pending, resumed = resume(folder, nets, ema, opts, cfg, parts, rt)
+        if resumed is None and cfg.train.init:
+            start_from(Path(cfg.train.init), nets, ema, cfg)
         wrapped = {name: wrap(net, rt) for name, net in nets.named().items()}
         samples = sample_batch(parts, data, cfg, rt.device)
         t0 = time.perf_counter()

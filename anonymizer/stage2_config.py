@@ -84,6 +84,10 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     progress: bool = True
+    # "": random initial networks; else a checkpoint (OUT/checkpoints/ckpt-*.pt) of a run with the
+    # same model section whose networks and EMA start this one (fresh optimisers, step 0), e.g. to
+    # carry an anonymizer over to a new stage-I optic instead of training it from scratch
+    init: str = ""
 
 
 @dataclass
@@ -164,6 +168,8 @@ def validate(cfg: Stage2Config) -> None:
     if lo.identity_embedder and not Path(lo.identity_embedder).is_file():
         raise ObscuraError(f"config key 'loss.identity_embedder' is {lo.identity_embedder!r}: no such file "
                            "(expected an attacker.pt of `simulate.py attack-optic`, or '' for the stage-I adversary)")
+    if t.init and not Path(t.init).is_file():
+        raise ObscuraError(f"config key 'train.init' is {t.init!r}: no such file (expected a stage-II checkpoint, OUT/checkpoints/ckpt-*.pt)")
     if lo.cycle_target not in CYCLE_TARGETS:
         raise ObscuraError(f"config key 'loss.cycle_target' is {lo.cycle_target!r}; expected one of {list(CYCLE_TARGETS)}")
     if t.device != "auto" and not (t.device == "cpu" or t.device.startswith("cuda")):

@@ -323,13 +323,19 @@ def test_the_attacker_can_be_measured_on_a_baseline_method_instead_of_the_optic(
 
 
 def test_stage1_can_start_its_adversary_from_a_recogniser_of_the_training_identities(tiny, clean_recogniser: Path, tmp_path: Path) -> None:
+    from anonymizer.publish import publish
     from anonymizer.recogniser_file import read_recogniser
+    from obscura import manifest
+    from obscura.digest import file_sha256
 
     start = {"adversary.init": str(clean_recogniser), "adversary.input_px": 32, "adversary.lr": 1e-12, "train.steps": 1}
     train_cli(tiny, tmp_path / "run", **start)
     trained = read_recogniser(tmp_path / "run" / "adversary.pt")
     assert trained["input_px"] == 32  # recorded, so attack-optic and stage II rebuild it at its size
     assert _same_weights(checkpoint.load(clean_recogniser)["state_dict"], trained["state_dict"], atol=1e-9)
+    published = manifest.verify(publish(tmp_path / "run", tmp_path / "weights", "python simulate.py train-optics ...", [], []))
+    assert published["files"]["optic.npz"]["metrics"]["training"]["adversary_init"] == {
+        "file": str(clean_recogniser), "sha256": file_sha256(clean_recogniser)}
     with pytest.raises(ObscuraError, match="resizes faces to input_px 32; this network uses 0"):
         train_cli(tiny, tmp_path / "other-size", **{**start, "adversary.input_px": 0})
     with pytest.raises(ObscuraError, match="'adversary.init' is '/no/such.pt'"):
@@ -362,7 +368,7 @@ def test_publish_writes_weights_with_a_manifest_that_catches_tampering(straight,
     e = checked["files"]["optic.npz"]
     assert e["command"].startswith("python simulate.py train-optics") and e["data"]["trained_on_split"] == "splits/train.txt"
     assert (tmp_path / "weights" / "splits" / "train.txt").read_text() == (straight / "splits" / "train.txt").read_text()
-    assert e["metrics"]["training"]["steps"] == 3
+    assert e["metrics"]["training"]["steps"] == 3 and e["metrics"]["training"]["adversary_init"] is None
     with open(tmp_path / "weights" / "regressor.pt", "ab") as f:
         f.write(b"\0")
     with pytest.raises(ObscuraError, match="regressor.pt: SHA-256 differs"):

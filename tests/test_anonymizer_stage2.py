@@ -359,6 +359,19 @@ def test_resuming_on_changed_stage1_files_is_refused(stage1_run: Path, tiny: dic
         _train(tiny, out, **{"stage1": str(copy), "train.steps": 2})
 
 
+def test_a_run_can_start_from_another_runs_networks(straight: Path, tiny: dict, tmp_path: Path) -> None:
+    init = checkpoint.step_path(straight / "checkpoints", 3)
+    out = tmp_path / "carried"
+    _train(tiny, out, **{"train.steps": 1, "train.init": str(init), "train.lr": 1e-12, "train.lr_mapping": 1e-12})
+    start, carried = _state(straight, 3), _state(out, 1)
+    for name, weights in start["nets"].items():
+        assert all(torch.allclose(weights[k], carried["nets"][name][k], rtol=0.0, atol=1e-9) for k in weights), name
+    with pytest.raises(ObscuraError, match="'train.init': .* has model.dim_in = 8, this config 16"):
+        _train(tiny, tmp_path / "wider", **{"train.init": str(init), "model.dim_in": 16})
+    with pytest.raises(ObscuraError, match="'train.init' is '/no/such.pt'"):
+        _train(tiny, tmp_path / "missing", **{"train.init": "/no/such.pt"})
+
+
 def _recogniser(stage1_run: Path, path: Path, identities: list[str]) -> "torch.nn.Module":
     """A fresh recogniser of the stage-I adversary's shape, saved as `attack-optic` saves its attacker.pt."""
     from anonymizer.adversary import Adversary
