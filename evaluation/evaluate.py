@@ -83,7 +83,9 @@ def analyse(cfg: EvaluateConfig, face_set: FaceSet, method: Method, cache_root: 
     else:
         import multiprocessing as mp
 
-        with mp.get_context("fork").Pool(cfg.workers, init_worker, (method.name, str(cache_root))) as pool:
+        # spawn, not fork: checking the method has already run torch in this process (an optic's PSF),
+        # and a child forked while torch's thread pool holds a lock waits on it forever (seen with optic:RUN)
+        with mp.get_context("spawn").Pool(cfg.workers, init_worker, (method.name, str(cache_root))) as pool:
             results = list(tqdm(pool.imap(run_task, tasks, chunksize=4), **bar))
     n = len(ids)
     return Records(face_set, results[:n], results[n:], np.array(labels, dtype=np.int64), [t.path for t in tasks[n:]])

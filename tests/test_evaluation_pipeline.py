@@ -151,3 +151,13 @@ def test_plot_labels_shorten_paths() -> None:
     assert short_name("optic:runs/stage1/l0.1") == "optic:l0.1"
     assert short_name("psf:runs/tol/psf_fabricated.npy") == "psf:psf_fabricated"
     assert short_name("lowres16") == "lowres16"
+
+
+@pytest.mark.slow
+def test_two_worker_processes_give_the_one_process_result_for_an_optical_method(lfw_subset: Path, tmp_path: Path) -> None:
+    """Workers are spawned, not forked: checking an optical method runs torch in this process first."""
+    one = _run(lfw_subset, "defocus", tmp_path / "one")
+    two = run(EvaluateConfig(data=str(lfw_subset), method="defocus", out=str(tmp_path / "two"), min_images=5,
+                             cache_dir=str(tmp_path / "cache-two"), workers=2, bootstrap=50, progress=False, examples=2))
+    for part in ("privacy", "utility"):  # through JSON, where NaN (no face found) equals NaN
+        assert json.dumps(two[part], sort_keys=True) == json.dumps(one[part], sort_keys=True), part
