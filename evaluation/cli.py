@@ -66,8 +66,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     for name, p in result["privacy"].items():
         print(f"  {name}: rank-1 {p['rank1']:.3f} (oracle {p['rank1_oracle']:.3f}), AUC {p['auc']:.3f}, "
               f"TAR@FAR=1e-3 {p['tar_at_far_1e-3']:.3f}, chance {p['chance']:.4f}")
-    for name, u in result["utility"].items():
+    utility = result["utility"]
+    for name in ("mtcnn", "dlib"):
+        u = utility[name]
         print(f"  utility {name}: FD {u['fd']:.3f}, BB {u['bb']:.2f} px, LM {u['lm']:.2f} px, NME {u['nme']:.3f}")
+    if "landmark_nme" in utility:
+        print(f"  regressor landmarks on captures: NME {utility['landmark_nme']:.3f} over {utility['landmark_nme_pairs']} faces "
+              f"(the mean shape: {utility['landmark_nme_mean_shape']:.3f})")
     return 0
 
 

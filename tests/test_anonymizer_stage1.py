@@ -175,17 +175,23 @@ def test_committed_configurations_are_valid(name: str) -> None:
     assert cfg.camera.optic.mask.num_terms == 300 and cfg.camera.sensor.noise
 
 
-def test_evaluate_a_saved_result_as_method_optic_path(straight, shared_data: Path, tmp_path: Path) -> None:
+def test_evaluate_a_saved_result_as_method_optic_path(straight, shared_data: Path, tmp_path: Path, capsys) -> None:
     """`evaluate --method optic:PATH` images through the learned optic and reports the regressor's landmark NME."""
-    from evaluation.evaluate import EvaluateConfig, run
+    from evaluation import cli as evaluation_cli
 
     data = tmp_path / "faces"
     for name in sorted(p.name for p in (shared_data / "celeba-crops").iterdir())[:2]:
         (data / name).mkdir(parents=True)
         for src in sorted((shared_data / "celeba-crops" / name).iterdir())[:3]:
             (data / name / src.name).symlink_to(src)
-    report = run(EvaluateConfig(data=str(data), method=f"optic:{straight}", out=str(tmp_path / "eval"), min_images=3,
-                                cache_dir=str(tmp_path / "cache"), workers=1, bootstrap=10, progress=False, examples=1))
+    parser = argparse.ArgumentParser()
+    evaluation_cli.register(parser.add_subparsers())
+    args = parser.parse_args(["evaluate", "--data", str(data), "--method", f"optic:{straight}", "--out", str(tmp_path / "eval"),
+                              "--min-images", "3", "--cache", str(tmp_path / "cache"), "--workers", "1",
+                              "--set", "bootstrap=10", "--set", "progress=false", "--set", "examples=1"])
+    assert args.func(args) == 0
+    assert "regressor landmarks on captures: NME" in capsys.readouterr().out
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["n_probes"] == 4
     assert report["utility"]["landmark_nme_pairs"] >= 1 and report["utility"]["landmark_nme"] > 0
     assert 0 < report["utility"]["landmark_nme_mean_shape"] < 1  # the trivial predictor's NME, for comparison
