@@ -212,10 +212,7 @@ def resume(folder: Path, nets: Networks, ema: Networks, opts: dict[str, torch.op
         if parts.digest.get(name) != digest:
             raise ObscuraError(f"{path} was trained on another stage-I result: {name} in {cfg.stage1!r} has changed since; "
                                "use a new --out folder or the same stage-I files")
-    for name, net in nets.named().items():
-        net.load_state_dict(state["nets"][name])
-    for name, net in ema.named().items():
-        net.load_state_dict(state["ema"][name])
+    load_networks(state, nets, ema)
     for name, opt in opts.items():
         opt.load_state_dict(state[f"opt_{name}"])
     return int(state["step"]), list(state["history"]), list(state["pending"]), str(path)
@@ -229,6 +226,11 @@ def start_from(path: Path, nets: Networks, ema: Networks, cfg: Stage2Config) -> 
         if theirs.get(key) != value:
             raise ObscuraError(f"config key 'train.init': {path} has model.{key} = {theirs.get(key)!r}, this config {value!r}; "
                                "expected the same model section")
+    load_networks(state, nets, ema)
+
+
+def load_networks(state: dict[str, Any], nets: Networks, ema: Networks) -> None:
+    """The trained networks and their EMA copies of a checkpoint, loaded into `nets` and `ema`."""
     for name, net in nets.named().items():
         net.load_state_dict(state["nets"][name])
     for name, net in ema.named().items():
