@@ -26,7 +26,6 @@ from obscura.errors import ObscuraError
 from optics.color import linear_to_srgb, srgb_to_linear
 
 
-
 @dataclass
 class FinetuneConfig:
     """Everything that decides a fine-tuning run; written resolved next to its outputs."""

@@ -374,14 +374,12 @@ def test_a_run_can_start_from_another_runs_networks(straight: Path, tiny: dict, 
 
 def _recogniser(stage1_run: Path, path: Path, identities: list[str]) -> "torch.nn.Module":
     """A fresh recogniser of the stage-I adversary's shape, saved as `attack-optic` saves its attacker.pt."""
-    from anonymizer.adversary import Adversary
+    from anonymizer.recogniser_file import build_adversary, save_recogniser
     from anonymizer.stage1_config import load_config as stage1_config
 
-    a = stage1_config(stage1_run / "config.yaml").adversary
     torch.manual_seed(7)
-    net = Adversary(len(identities), a.width, a.blocks, a.embedding_dim, a.arcface_scale, a.arcface_margin, input_px=32)
-    checkpoint.save(path, {"format": "obscura-adaptive-attacker", "identities": identities, "input_px": 32,
-                           "state_dict": net.state_dict()})
+    net = build_adversary(stage1_config(stage1_run / "config.yaml").adversary, len(identities), input_px=32)
+    save_recogniser(path, "obscura-adaptive-attacker", net, identities)
     return net
 
 
