@@ -11,10 +11,10 @@ import argparse
 import importlib
 import sys
 
-from obscura.cli import run_reporting_errors
+from obscura.command_line import run_reporting_errors
 
 # Modules that expose `register(subparsers)`; each sub-command sets `func(args) -> int`.
-COMMAND_MODULES = ("optics.cli", "evaluation.cli", "optics.fabrication.cli", "anonymizer.cli")
+COMMAND_MODULES = ("optics.optics_commands", "evaluation.evaluation_commands", "optics.fabrication.fabrication_commands", "anonymizer.training_commands")
 DEFAULT_DEMO_DIR = "demo_out"
 
 
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_demo(args: argparse.Namespace) -> int:
     """The offline demo (lazy import: it loads torch and the face models)."""
-    from obscura.demo import run_demo
+    from workstation.demo import run_demo
 
     return run_demo(args.out)
 

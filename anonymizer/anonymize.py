@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from anonymizer.stage2_data import Stage1Parts, capture, load_stage1, resize
-from anonymizer.stargan import Generator, MappingNetwork, Networks, load_anonymizer
+from anonymizer.stage2.stage2_data import Stage1Parts, capture, load_stage1, resize
+from anonymizer.nets.stargan import Generator, MappingNetwork, Networks, load_anonymizer
 from obscura.errors import ObscuraError
 
 SOURCES = ("capture", "lowres16")

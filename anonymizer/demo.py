@@ -27,9 +27,9 @@ def training_frame_crop(rgb: np.ndarray, crop_size: int, source: str) -> np.ndar
     """The face of an RGB uint8 photo warped into the celeba-crops frame and centre-cropped to crop_size."""
     import cv2
 
-    from anonymizer.stage1_data import centre_crop
-    from evaluation.align import similarity
-    from evaluation.models import YuNet
+    from anonymizer.stage1.stage1_data import centre_crop
+    from faces.alignment import similarity
+    from faces.face_models import YuNet
 
     face = YuNet().detect(rgb).central(rgb.shape)
     if face is None:

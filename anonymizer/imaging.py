@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from optics.color import linear_to_srgb, srgb_to_linear
+from optics.srgb import linear_to_srgb, srgb_to_linear
 from optics.image_io import from_uint8, to_uint8
 
 Imaging = Callable[[Tensor, torch.Generator], Tensor]

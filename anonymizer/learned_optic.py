@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anonymizer import heatmaps
-from anonymizer.regressor import HeatmapRegressor, load_regressor
+from anonymizer.nets import heatmaps
+from anonymizer.nets.regressor import HeatmapRegressor, load_regressor
 from obscura.digest import file_sha256
 from obscura.errors import ObscuraError
 from optics.camera import Camera
@@ -36,7 +36,7 @@ class LearnedOptic:
 
     def capture(self, image: np.ndarray) -> np.ndarray:
         """sRGB uint8 H x W x 3 -> the sensor's sRGB uint8 capture of the same size (seeded noise)."""
-        from optics.color import through_linear_light
+        from optics.srgb import through_linear_light
 
         return through_linear_light(self.camera, image)
 
@@ -47,7 +47,7 @@ class LearnedOptic:
 
 def regressor_landmarks(regressor: HeatmapRegressor, image_size: int, capture: np.ndarray) -> np.ndarray:
     """68 x 2 landmarks (x, y; image pixels) a regressor finds in the central crop of its training size."""
-    from anonymizer.stage1_data import centre_crop
+    from anonymizer.stage1.stage1_data import centre_crop
 
     crop, offset = centre_crop(np.asarray(capture), image_size, "capture")
     x = torch.from_numpy(np.ascontiguousarray(crop).astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)

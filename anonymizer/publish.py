@@ -47,7 +47,7 @@ def attacker_figures(report: dict[str, Any]) -> dict[str, Any]:
 
 def adversary_start(run: Path) -> dict[str, str] | None:
     """The recogniser a stage-I run's adversary started from (`adversary.init`) and its SHA-256, or None for a fresh one."""
-    from anonymizer.stage1_config import load_config
+    from anonymizer.stage1.stage1_config import load_config
     from obscura.digest import file_sha256
 
     init = load_config(run / "config.yaml").adversary.init
@@ -104,7 +104,7 @@ def half_precision(state: dict[str, Any]) -> dict[str, Any]:
 def publish_anonymizer(run: Path, dest: Path, command: str, reports: list[Path]) -> Path:
     """Store a stage-II run's EMA networks as dest/anonymizer.pt (float16) and add it to the manifest."""
     from anonymizer import checkpoint
-    from anonymizer.stage2_config import STAGE1_WEIGHTS
+    from anonymizer.stage2.stage2_config import STAGE1_WEIGHTS
     from obscura.digest import file_sha256
     from obscura.paths import WEIGHTS_DIR
 
@@ -133,7 +133,7 @@ def publish_anonymizer(run: Path, dest: Path, command: str, reports: list[Path])
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry: publish a run into weights/."""
-    from obscura.cli import run_reporting_errors
+    from obscura.command_line import run_reporting_errors
     from obscura.paths import WEIGHTS_DIR
 
     p = argparse.ArgumentParser(prog="python -m anonymizer.publish", description=__doc__.splitlines()[0])

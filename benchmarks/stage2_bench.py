@@ -24,10 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     """Time a few steps of the configuration and print the JSON summary."""
     import torch
 
-    from anonymizer import stage2
-    from anonymizer.stage1 import batches, start_runtime
-    from anonymizer.stage2_config import load_config, validate
-    from anonymizer.stage2_data import load_stage1, prepare
+    from anonymizer.stage2 import stage2_train
+    from anonymizer.stage1.stage1_train import batches, start_runtime
+    from anonymizer.stage2.stage2_config import load_config, validate
+    from anonymizer.stage2.stage2_data import load_stage1, prepare
     from obscura import config
     from obscura.benchmark import emit
 
@@ -45,15 +45,15 @@ def main(argv: list[str] | None = None) -> int:
     rt = start_runtime(cfg.train.device)
     parts = load_stage1(cfg.stage1, rt.device)
     data = prepare(cfg, parts)
-    nets, ema = stage2.build(cfg, rt.device)
-    opts = stage2.build_optimizers(nets, cfg)
+    nets, ema = stage2_train.build(cfg, rt.device)
+    opts = stage2_train.build_optimizers(nets, cfg)
     wrapped = dict(nets.named())
     total = cfg.train.steps
     cfg.train.steps = args.warmup + args.steps
     times, cpu = [], []
     for step, raw in batches(data.train, cfg, rt, 0):
         start, start_cpu = time.perf_counter(), time.process_time()
-        stage2.train_step(nets, ema, wrapped, opts, parts, data, raw, step, cfg, rt)
+        stage2_train.train_step(nets, ema, wrapped, opts, parts, data, raw, step, cfg, rt)
         if rt.device.type == "cuda":
             torch.cuda.synchronize()
         if step >= args.warmup:

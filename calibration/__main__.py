@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from obscura.cli import run_reporting_errors
+from obscura.command_line import run_reporting_errors
 from obscura.errors import ObscuraError
 
 
@@ -90,10 +90,10 @@ def run_measure(args: argparse.Namespace) -> int:
     """Write psf.npy, psf_sigma.npy, measure.json, psf.png and config.yaml."""
     import numpy as np
 
-    from calibration.io import list_frames, read_stack
+    from calibration.frame_files import list_frames, read_stack
     from calibration.measure import MeasureConfig, measure_psf
     from obscura import atomic, config
-    from optics.plots import save_psf_figure
+    from optics.psf_plots import save_psf_figure
 
     cfg = config.load(MeasureConfig, args.config, config.parse_overrides(args.set))
     captures = read_stack(list_frames(args.captures, "captures"))
@@ -116,7 +116,7 @@ def run_fit(args: argparse.Namespace) -> int:
     import numpy as np
 
     from calibration.fit import FitConfig, fit_camera
-    from optics.fabrication.plots import save_psf_pair
+    from optics.fabrication.fabrication_plots import save_psf_pair
     from obscura import atomic, config
     from optics.presets import camera_from_spec
 
@@ -161,7 +161,7 @@ def run_intrinsics(args: argparse.Namespace) -> int:
     import cv2
 
     from calibration.intrinsics import calibrate
-    from calibration.io import list_frames
+    from calibration.frame_files import list_frames
     from obscura import atomic
 
     try:

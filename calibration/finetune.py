@@ -17,13 +17,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from anonymizer import checkpoint, heatmaps
+from anonymizer import checkpoint
+from anonymizer.nets import heatmaps
 from anonymizer.imaging import Imaging, optic_imaging
-from anonymizer.regressor import HeatmapRegressor, load_regressor, save_regressor
-from anonymizer.stage1_config import Stage1Config, load_config
+from anonymizer.nets.regressor import HeatmapRegressor, load_regressor, save_regressor
+from anonymizer.stage1.stage1_config import Stage1Config, load_config
 from obscura import atomic, config
 from obscura.errors import ObscuraError
-from optics.color import linear_to_srgb, srgb_to_linear
+from optics.srgb import linear_to_srgb, srgb_to_linear
 
 
 @dataclass
@@ -44,7 +45,7 @@ class FinetuneConfig:
 
 def stage1_files(run: str) -> tuple[Stage1Config, Path, Path]:
     """(stage-I configuration, optic file, regressor file) of a run folder or of the committed weights."""
-    from anonymizer.stage2_config import stage1_config_file, stage1_folder
+    from anonymizer.stage2.stage2_config import stage1_config_file, stage1_folder
 
     folder = stage1_folder(run)
     files = [stage1_config_file(folder), folder / "optic.npz", folder / "regressor.pt"]
@@ -73,7 +74,7 @@ def read_measured_psf(folder: str | Path, channels: int) -> Tensor:
 
 def measured_imaging(psf: Tensor, stage: Stage1Config) -> Imaging:
     """sRGB faces -> captures through the measured PSF and the run's sensor model."""
-    from optics.imaging import convolve
+    from optics.convolution import convolve
     from optics.sensor import Sensor
 
     sensor = Sensor(stage.camera.sensor)
@@ -150,7 +151,7 @@ def loss_png(path: Path, history: list[dict[str, float]], nme: dict[str, float])
 
 def run(cfg: FinetuneConfig, out_dir: str | Path) -> dict[str, Any]:
     """Fine-tune the regressor of `cfg.run` on measured-PSF captures; writes regressor.pt, finetune.json, PNG."""
-    from anonymizer.stage1_data import prepare
+    from anonymizer.stage1.stage1_data import prepare
 
     if not cfg.measured:
         raise ObscuraError("--measured is required (the folder written by `python -m calibration measure`)")

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from obscura.cli import run_reporting_errors
+from obscura.command_line import run_reporting_errors
 from obscura.errors import ObscuraError
 
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--constant", action="append", default=[], metavar="NAME=FILE.npy",
                    help="a constant anonymizer input (repeatable)")
     b.add_argument("--psf", help="PSF .npy (C x H x W) for simulated sources")
-    b.add_argument("--config", help="bundle config YAML (firmware.bundle.BundleConfig)")
+    b.add_argument("--config", help="bundle config YAML (firmware.bundle_reader.BundleConfig)")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     b.add_argument("--version", help="version name (default: UTC time + content hash)")
     b.add_argument("--standin", type=int, metavar="SIZE",
@@ -98,8 +98,8 @@ def _export_trained(args: argparse.Namespace) -> int:
 
 def _bundle(args: argparse.Namespace) -> int:
     """Make a bundle."""
-    from deploy.bundle import build_bundle
-    from firmware.bundle import BundleConfig
+    from deploy.bundle_builder import build_bundle
+    from firmware.bundle_reader import BundleConfig
     from obscura import config as config_io
 
     overrides = config_io.parse_overrides(args.set)
@@ -127,7 +127,7 @@ def _bundle(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     """Verify a bundle."""
-    from firmware.bundle import load_config, verify_bundle
+    from firmware.bundle_reader import load_config, verify_bundle
 
     manifest = verify_bundle(args.bundle)
     cfg = load_config(args.bundle)

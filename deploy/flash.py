@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from firmware.bundle import MANIFEST, sha256_file, verify_bundle
+from firmware.bundle_reader import MANIFEST, sha256_file, verify_bundle
 from obscura.errors import ObscuraError
 
 REMOTE_SCRIPT = Path(__file__).with_name("remote.sh")

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from firmware.models import make_session
+from firmware.inference_stages import make_session
 from obscura import atomic
 from obscura.errors import ObscuraError
 

@@ -103,8 +103,8 @@ def build_standin_bundle(out_dir: str | Path, size: int, psf: str | Path | None 
     """A complete bundle made of the stand-ins (marked `stand_in: true`); returns its manifest."""
     import tempfile
 
-    from deploy.bundle import build_bundle
-    from firmware.bundle import BundleConfig
+    from deploy.bundle_builder import build_bundle
+    from firmware.bundle_reader import BundleConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_standins(tmp, size)

@@ -27,10 +27,10 @@ import torch
 from torch import Tensor, nn
 
 from anonymizer.anonymize import Anonymizer, render
-from anonymizer.stage1_data import centre_crop, resolve_root
-from anonymizer.stage2_config import STAGE1_FILES, stage1_config_file, stage1_folder
-from anonymizer.stage2_data import capture
-from anonymizer.stargan import Generator, MappingNetwork
+from anonymizer.stage1.stage1_data import centre_crop, resolve_root
+from anonymizer.stage2.stage2_config import STAGE1_FILES, stage1_config_file, stage1_folder
+from anonymizer.stage2.stage2_data import capture
+from anonymizer.nets.stargan import Generator, MappingNetwork
 from deploy.onnx_export import MIN_OPSET, PARITY_TOLERANCE, check_parity, export_onnx
 from obscura import atomic
 from obscura.digest import file_sha256
@@ -82,7 +82,7 @@ def load_trained(stage1: str, anonymizer_file: str | Path) -> Anonymizer:
 
 def parity_faces(model: Anonymizer, stage1: str, faces_dir: str | Path | None, count: int) -> tuple[Tensor, list[str], str]:
     """`count` sRGB face crops N x 3 x S x S in [0, 1], their files, and where they come from."""
-    from evaluation.data import IMAGE_SUFFIXES, list_images, read_rgb, read_split, round_robin
+    from faces.face_sets import IMAGE_SUFFIXES, list_images, read_rgb, read_split, round_robin
 
     if count < MIN_FACES:
         raise ObscuraError(f"--parity-faces {count}: expected >= {MIN_FACES} (a batch of 1 and one of 3)")
@@ -157,7 +157,7 @@ def export_trained(stage1: str, anonymizer_file: str | Path, out: str | Path, la
         "anonymizer": str(anonymizer_file),
         "anonymizer_sha256": file_sha256(anonymizer_file),
         "faces": {"count": len(files), "source": source, "files": files},
-        "captures": f"the stage-I camera (anonymizer.stage2_data.capture), sensor noise seed {NOISE_SEED}",
+        "captures": f"the stage-I camera (anonymizer.stage2.stage2_data.capture), sensor noise seed {NOISE_SEED}",
         "batch_sizes": sizes,
         "max_abs_diff": diffs,
         "tolerance": PARITY_TOLERANCE,
@@ -203,7 +203,7 @@ def write_preview(path: Path, clean: Tensor, captures: Tensor, models: dict[str,
     """PNG rows of face | capture | ONNX output (regressor then anonymizer, as on the device)."""
     import cv2
 
-    from firmware.models import make_session
+    from firmware.inference_stages import make_session
 
     x = captures.numpy()
     heat = make_session(models["regressor"], ["CPUExecutionProvider"]).run(None, {"capture": x})[0]
@@ -219,8 +219,8 @@ def build_trained_bundle(export_dir: str | Path, bundle_dir: str | Path, version
     """A bundle of an export folder: both models, the latent as the anonymizer's constant input, the PSF; returns the manifest."""
     import json
 
-    from deploy.bundle import build_bundle
-    from firmware.bundle import BundleConfig
+    from deploy.bundle_builder import build_bundle
+    from firmware.bundle_reader import BundleConfig
 
     folder = Path(export_dir)
     try:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.cache import ResultCache
-from evaluation.data import read_rgb
+from faces.result_cache import ResultCache
+from faces.face_sets import read_rgb
 from evaluation.methods import Method
-from evaluation.models import Face
+from faces.face_models import Face
 from obscura.digest import file_sha256
 
 RECOGNISERS = ("sface", "dlib")
@@ -39,7 +39,7 @@ class Analyzer:
     def __init__(self, method: Method, cache_root: str | Path) -> None:
         import cv2
 
-        from evaluation.models import recognitions, utility_detectors
+        from faces.face_models import recognitions, utility_detectors
 
         cv2.setNumThreads(1)
         self.method = method

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from evaluation import metrics
-from evaluation.models import Face
+from faces.face_models import Face
 from evaluation.realism import frechet_distance, inception_features
 from obscura.errors import ObscuraError
 
@@ -53,7 +53,7 @@ class Judges:
     """SFace (YuNet-aligned), dlib (HOG + 68 points, ResNet), and the utility detectors."""
 
     def __init__(self) -> None:
-        from evaluation.models import recognitions, utility_detectors
+        from faces.face_models import recognitions, utility_detectors
 
         self.rec = recognitions()
         self.utility = utility_detectors(self.rec["dlib"].detector)
@@ -78,7 +78,7 @@ def judge_size(rgb: np.ndarray) -> np.ndarray:
 
 def source_images(cfg: AnonymizerEvalConfig) -> list[Path]:
     """Up to max_sources images, round-robin over the (split's) identities in name order."""
-    from evaluation.data import load_face_set, read_split, round_robin
+    from faces.face_sets import load_face_set, read_split, round_robin
 
     names = read_split(cfg.split) if cfg.split else None
     face_set = load_face_set(cfg.data, cfg.min_images, names, progress=False)
@@ -160,8 +160,8 @@ def run(cfg: AnonymizerEvalConfig) -> dict[str, Any]:
 
     from anonymizer.anonymize import Anonymizer
     from optics.image_io import from_uint8, to_uint8
-    from anonymizer.stage1_data import centre_crop
-    from evaluation.data import read_rgb
+    from anonymizer.stage1.stage1_data import centre_crop
+    from faces.face_sets import read_rgb
     from obscura import atomic, config
 
     for key in ("data", "anonymizer", "out"):

@@ -14,7 +14,7 @@ import numpy as np
 
 from evaluation import metrics
 from evaluation.analysis import RECOGNISERS, UTILITY_DETECTORS, Task, face_from, init_worker, run_task
-from evaluation.data import FaceSet, load_face_set, read_split
+from faces.face_sets import FaceSet, load_face_set, read_split
 from evaluation.methods import Method, get
 from obscura.errors import ObscuraError
 
@@ -173,7 +173,8 @@ def utility(rec: Records) -> dict:
 
 def run(cfg: EvaluateConfig) -> dict:
     """Evaluate `cfg.method` on `cfg.data` and write report.json, report.md, PNGs, config and identities."""
-    from evaluation import cache, report
+    from evaluation import report
+    from faces import result_cache
     from obscura import atomic, config
 
     method = check(cfg)
@@ -181,7 +182,7 @@ def run(cfg: EvaluateConfig) -> dict:
     out = Path(cfg.out)
     identities = read_split(cfg.split) if cfg.split else None
     face_set = load_face_set(cfg.data, cfg.min_images, identities, progress=cfg.progress)
-    cache_root = Path(cfg.cache_dir) if cfg.cache_dir else cache.default_dir()
+    cache_root = Path(cfg.cache_dir) if cfg.cache_dir else result_cache.default_dir()
     config.write_resolved(cfg, out)
     atomic.write_text(out / "identities.txt", "".join(f"{n}\n" for n in face_set.identities))
     rec = analyse(cfg, face_set, method, cache_root)

@@ -70,11 +70,11 @@ def optical(preset: str, seed: int = OPTICAL_SEED) -> Callable[[np.ndarray], np.
     state: dict[str, object] = {}
 
     def apply(image: np.ndarray) -> np.ndarray:
-        from optics import color, presets
+        from optics import presets, srgb
 
         if "camera" not in state:
             state["camera"] = presets.camera_from_spec(preset, seed=seed).eval()
-        return color.through_linear_light(state["camera"], image)
+        return srgb.through_linear_light(state["camera"], image)
 
     return apply
 
@@ -89,8 +89,8 @@ def psf_method(psf: "torch.Tensor", name: str, sensor_seed: int = 0) -> Method:
 
     import torch
 
-    from optics import color
-    from optics.imaging import convolve
+    from optics import srgb
+    from optics.convolution import convolve
     from optics.sensor import Sensor
 
     sensor = Sensor()
@@ -100,7 +100,7 @@ def psf_method(psf: "torch.Tensor", name: str, sensor_seed: int = 0) -> Method:
         return sensor(convolve(scene, kernel), generator=torch.Generator().manual_seed(sensor_seed))
 
     digest = hashlib.sha256(kernel.numpy().tobytes()).hexdigest()[:12]
-    return Method(name, lambda image: color.through_linear_light(capture, image), f"{name}-{digest}",
+    return Method(name, lambda image: srgb.through_linear_light(capture, image), f"{name}-{digest}",
                   f"imaging through the {name} PSF")
 
 
@@ -156,7 +156,7 @@ def psf_file(spec: str) -> Method:
     if regressor is None:
         return method
     from anonymizer.learned_optic import regressor_landmarks
-    from anonymizer.regressor import load_regressor
+    from anonymizer.nets.regressor import load_regressor
     from obscura.digest import file_sha256
 
     model, size = load_regressor(regressor)

@@ -107,7 +107,7 @@ def _examples_png(rec: "Records", method: "Method", path: Path, count: int) -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from evaluation.data import read_rgb
+    from faces.face_sets import read_rgb
 
     n = min(count, len(rec.probe_paths))
     if n == 0:

@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 
-from obscura.cli import run_reporting_errors
+from obscura.command_line import run_reporting_errors
 from obscura.errors import ObscuraError
 
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     """Verify a bundle and print its version."""
-    from firmware.bundle import load_config, verify_bundle
+    from firmware.bundle_reader import load_config, verify_bundle
 
     manifest = verify_bundle(args.bundle)
     load_config(args.bundle)
@@ -48,7 +48,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     """Build source, stages and sinks; run until the duration ends or SIGTERM/SIGINT."""
-    from firmware.metrics import Metrics
+    from firmware.stream_metrics import Metrics
     from firmware.pipeline import Pipeline
     from firmware.sinks import build_sink
     from firmware.sources import open_source, parse_uri
@@ -57,7 +57,7 @@ def _run(args: argparse.Namespace) -> int:
     source_uri, sink_uris = args.source, args.sink
     log = logging.getLogger("firmware")
     if args.bundle:
-        from firmware.models import load_stages
+        from firmware.inference_stages import load_stages
 
         regressor, anonymizer, cfg = load_stages(args.bundle, engine_dir=args.engine_dir)
         source_uri = _with_bundle_psf(source_uri or cfg.source, args.bundle, cfg.psf)

@@ -14,7 +14,7 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from firmware.metrics import Metrics
+from firmware.stream_metrics import Metrics
 from firmware.queues import DropOldestQueue
 
 log = logging.getLogger("firmware.pipeline")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from scipy import fft as sfft
 
-from firmware.color import linear_to_srgb, srgb_to_linear
+from firmware.srgb_numpy import linear_to_srgb, srgb_to_linear
 from obscura.errors import ObscuraError
 
 SUM_TOLERANCE = 1e-3

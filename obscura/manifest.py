@@ -67,7 +67,7 @@ def verify(path: str | Path, names: list[str] | None = None) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Verify a manifest (default weights/manifest.json) and print one line per file."""
-    from obscura.cli import run_reporting_errors
+    from obscura.command_line import run_reporting_errors
     from obscura.paths import WEIGHTS_DIR
 
     args = sys.argv[1:] if argv is None else argv

@@ -5,7 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from obscura.errors import ObscuraError
-from optics.imaging import check_images, convolve
+from optics.convolution import check_images, convolve
 from optics.optic import Optic
 from optics.sensor import Sensor
 

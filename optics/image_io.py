@@ -10,7 +10,7 @@ from torch import Tensor
 
 from obscura import atomic
 from obscura.errors import ObscuraError
-from optics.color import linear_to_srgb, srgb_to_linear
+from optics.srgb import linear_to_srgb, srgb_to_linear
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 

@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from anonymizer import cli
+from anonymizer import training_commands
 
 TINY = {
     "data.max_identities": 3,
@@ -32,9 +32,9 @@ TINY = {
 
 
 def train_cli(overrides: dict, out, **more) -> int:
-    """Run the train-optics handler through an argparse parser built with cli.register."""
+    """Run the train-optics handler through an argparse parser built with training_commands.register."""
     parser = argparse.ArgumentParser()
-    cli.register(parser.add_subparsers())
+    training_commands.register(parser.add_subparsers())
     sets = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in {**overrides, **more}.items()]
     args = parser.parse_args(["train-optics", "--config", str(empty_config(out)), "--out", str(out), *sum((["--set", s] for s in sets), [])])
     return args.func(args)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from anonymizer import heatmaps
+from anonymizer.nets import heatmaps
 
 
 def _face_like(rng: np.random.Generator, size: int) -> np.ndarray:

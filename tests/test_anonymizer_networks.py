@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from anonymizer.adversary import Adversary, ArcFaceHead, arcface_loss, identity_information, information_bound
-from anonymizer.regressor import HeatmapRegressor, count_parameters, load_regressor, save_regressor
+from anonymizer.nets.adversary import Adversary, ArcFaceHead, arcface_loss, identity_information, information_bound
+from anonymizer.nets.regressor import HeatmapRegressor, count_parameters, load_regressor, save_regressor
 from obscura.errors import ObscuraError
 
 
@@ -106,7 +106,7 @@ def test_adversary_learns_separable_identities() -> None:
 def test_a_recogniser_with_an_input_size_reads_larger_images_at_that_scale() -> None:
     from torch.nn import functional as F
 
-    from anonymizer.adversary import IResNet
+    from anonymizer.nets.adversary import IResNet
 
     torch.manual_seed(0)
     net = IResNet(width=8, embedding_dim=16, input_px=32).eval()

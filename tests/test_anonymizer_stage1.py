@@ -10,8 +10,8 @@ import pytest
 import torch
 import yaml
 
-from anonymizer import checkpoint, cli
-from anonymizer.stage1_config import load_config
+from anonymizer import checkpoint, training_commands
+from anonymizer.stage1.stage1_config import load_config
 from obscura.errors import ObscuraError
 from stage1_helpers import train_cli
 
@@ -113,7 +113,7 @@ def test_unknown_key_fails_before_training_naming_it(tmp_path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("train:\n  stepz: 3\n")
     parser = argparse.ArgumentParser()
-    cli.register(parser.add_subparsers())
+    training_commands.register(parser.add_subparsers())
     args = parser.parse_args(["train-optics", "--config", str(config), "--out", str(tmp_path / "out")])
     with pytest.raises(ObscuraError, match="'train.stepz'"):
         args.func(args)
@@ -130,7 +130,7 @@ def test_unknown_key_fails_before_training_naming_it(tmp_path) -> None:
     ],
 )
 def test_impossible_settings_fail_before_training(tmp_path, key: str, value, named: str) -> None:
-    from anonymizer.stage1 import train
+    from anonymizer.stage1.stage1_train import train
 
     with pytest.raises(ObscuraError, match=named):
         train(load_config(None, {key: value}), tmp_path / "out")
@@ -164,8 +164,8 @@ def test_partial_sections_merge_onto_the_defaults(tmp_path) -> None:
 
 @pytest.mark.parametrize("name", ["stage1_cpu.yaml", "stage1_gpu.yaml"])
 def test_committed_configurations_are_valid(name: str) -> None:
-    from anonymizer.regressor import HeatmapRegressor, count_parameters
-    from anonymizer.stage1_config import validate
+    from anonymizer.nets.regressor import HeatmapRegressor, count_parameters
+    from anonymizer.stage1.stage1_config import validate
     from obscura.paths import REPO_ROOT
 
     cfg = load_config(REPO_ROOT / "configs" / name)
@@ -177,7 +177,7 @@ def test_committed_configurations_are_valid(name: str) -> None:
 
 def test_evaluate_a_saved_result_as_method_optic_path(straight, shared_data: Path, tmp_path: Path, capsys) -> None:
     """`evaluate --method optic:PATH` images through the learned optic and reports the regressor's landmark NME."""
-    from evaluation import cli as evaluation_cli
+    from evaluation import evaluation_commands
 
     data = tmp_path / "faces"
     for name in sorted(p.name for p in (shared_data / "celeba-crops").iterdir())[:2]:
@@ -185,7 +185,7 @@ def test_evaluate_a_saved_result_as_method_optic_path(straight, shared_data: Pat
         for src in sorted((shared_data / "celeba-crops" / name).iterdir())[:3]:
             (data / name / src.name).symlink_to(src)
     parser = argparse.ArgumentParser()
-    evaluation_cli.register(parser.add_subparsers())
+    evaluation_commands.register(parser.add_subparsers())
     args = parser.parse_args(["evaluate", "--data", str(data), "--method", f"optic:{straight}", "--out", str(tmp_path / "eval"),
                               "--min-images", "3", "--cache", str(tmp_path / "cache"), "--workers", "1",
                               "--set", "bootstrap=10", "--set", "progress=false", "--set", "examples=1"])
@@ -219,7 +219,7 @@ def _faces(shared_data: Path, folder: Path, identities: int, images: int, skip: 
 
 def _attack(run: Path, out: Path, test_data: Path, **sets) -> int:
     parser = argparse.ArgumentParser()
-    cli.register(parser.add_subparsers())
+    training_commands.register(parser.add_subparsers())
     pairs = {"steps": 2, "batch_size": 4, "checkpoint_every": 1, "bootstrap": 10, "progress": False, "threads": 1, **sets}
     args = parser.parse_args(["attack-optic", "--run", str(run), "--out", str(out), "--test-data", str(test_data),
                               *sum((["--set", f"{k}={v}"] for k, v in pairs.items()), [])])
@@ -246,7 +246,7 @@ def test_adaptive_attacker_fine_tunes_the_run_adversary_and_judges_unseen_faces(
 
 
 def test_attacker_judge_scores_a_perfect_and_a_blind_recogniser() -> None:
-    from anonymizer.attacker import AttackConfig, judge
+    from evaluation.attacks.adaptive_recogniser import AttackConfig, judge
 
     groups = [[Path(f"id{i}/{j}.jpg") for j in range(4)] for i in range(5)]
     perfect = torch.nn.functional.one_hot(torch.arange(5).repeat_interleave(4), 8).float()
@@ -260,7 +260,7 @@ def test_attacker_judge_scores_a_perfect_and_a_blind_recogniser() -> None:
 
 
 def test_a_clean_share_of_one_never_images_through_the_camera() -> None:
-    from anonymizer.attacker import AttackConfig, attacker_batch
+    from evaluation.attacks.adaptive_recogniser import AttackConfig, attacker_batch
 
     def camera(*args, **kwargs):
         raise AssertionError("the camera was used for a clean-face recogniser")
@@ -304,7 +304,7 @@ def test_an_attacker_starts_from_an_earlier_recogniser_of_the_same_identities(st
 
 
 def test_face_crops_without_targets_skip_only_the_heatmaps(tiny, tmp_path: Path) -> None:
-    from anonymizer.stage1_data import prepare
+    from anonymizer.stage1.stage1_data import prepare
 
     cfg = load_config(None, tiny)
     crops = prepare(cfg.data, cfg.regressor, tmp_path, write=False).train
@@ -330,7 +330,7 @@ def test_the_attacker_can_be_measured_on_a_baseline_method_instead_of_the_optic(
 
 def test_stage1_can_start_its_adversary_from_a_recogniser_of_the_training_identities(tiny, clean_recogniser: Path, tmp_path: Path) -> None:
     from anonymizer.publish import publish
-    from anonymizer.recogniser_file import read_recogniser
+    from anonymizer.runs import read_recogniser
     from obscura import manifest
     from obscura.digest import file_sha256
 
@@ -350,7 +350,7 @@ def test_stage1_can_start_its_adversary_from_a_recogniser_of_the_training_identi
 
 
 def test_adaptive_attacker_accepts_the_committed_stage1_as_weights(tmp_path: Path) -> None:
-    from anonymizer.attacker import AttackConfig, check
+    from evaluation.attacks.adaptive_recogniser import AttackConfig, check
     from obscura.paths import WEIGHTS_DIR
 
     stage = check(AttackConfig(run="weights", out=str(tmp_path)))

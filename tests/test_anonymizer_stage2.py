@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from anonymizer import checkpoint, cli
-from anonymizer import stage2_losses as losses
-from anonymizer.heatmaps import N_CHANNELS
-from anonymizer.regressor import count_parameters
-from anonymizer.stage2_config import load_config, validate
-from anonymizer.stargan import Discriminator, Generator, MappingNetwork, StyleEncoder, build_networks, heatmap_masks
+from anonymizer import checkpoint, training_commands
+from anonymizer.stage2 import stage2_losses as losses
+from anonymizer.nets.heatmaps import N_CHANNELS
+from anonymizer.nets.regressor import count_parameters
+from anonymizer.stage2.stage2_config import load_config, validate
+from anonymizer.nets.stargan import Discriminator, Generator, MappingNetwork, StyleEncoder, build_networks, heatmap_masks
 from obscura.errors import ObscuraError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -48,9 +48,9 @@ def _sets(overrides: dict) -> list[str]:
 
 
 def _run(command: str, config: Path, out: Path, overrides: dict) -> int:
-    """A sub-command of anonymizer.cli, through an argparse parser built with cli.register."""
+    """A sub-command of anonymizer.training_commands, through an argparse parser built with training_commands.register."""
     parser = argparse.ArgumentParser()
-    cli.register(parser.add_subparsers())
+    training_commands.register(parser.add_subparsers())
     args = parser.parse_args([command, "--config", str(config), "--out", str(out), *_sets(overrides)])
     return args.func(args)
 
@@ -106,7 +106,7 @@ def test_reference_sized_networks_have_stargan_v2_parameter_counts() -> None:
 
 @pytest.mark.parametrize("name", ["stage2_cpu.yaml", "stage2_gpu.yaml"])
 def test_committed_configurations_build_networks_of_the_right_shapes(name: str, stage1_run: Path) -> None:
-    from anonymizer.stage2 import arch
+    from anonymizer.stage2.stage2_train import arch
     from obscura.paths import REPO_ROOT
 
     cfg = load_config(REPO_ROOT / "configs" / name, {"stage1": str(stage1_run)})
@@ -217,7 +217,7 @@ def test_style_and_cycle_losses_are_l1() -> None:
 
 def test_heatmap_consistency_gradient_reaches_the_generator(stage1_run: Path) -> None:
     """The thing the reference got wrong: its heatmap L1 is computed under no_grad, so it trains nothing."""
-    from anonymizer.stage2_data import capture, load_stage1
+    from anonymizer.stage2.stage2_data import capture, load_stage1
 
     parts = load_stage1(str(stage1_run), torch.device("cpu"))
     torch.manual_seed(0)
@@ -242,8 +242,8 @@ def test_heatmap_consistency_gradient_reaches_the_generator(stage1_run: Path) ->
 
 
 def test_identity_loss_is_lower_for_a_different_face_than_for_the_same_face(stage1_run: Path, shared_data: Path) -> None:
-    from anonymizer.stage2_data import load_stage1
-    from evaluation.data import list_images, read_rgb
+    from anonymizer.stage2.stage2_data import load_stage1
+    from faces.face_sets import list_images, read_rgb
 
     parts = load_stage1(str(stage1_run), torch.device("cpu"))
     listing = list_images(shared_data / "celeba-crops")
@@ -265,7 +265,7 @@ def test_identity_loss_is_lower_for_a_different_face_than_for_the_same_face(stag
 def test_three_step_run_writes_every_output(straight: Path, tiny: dict) -> None:
     import yaml
 
-    from anonymizer.stargan import load_anonymizer
+    from anonymizer.nets.stargan import load_anonymizer
 
     for name in ("config.yaml", "metrics.json", "generator_ema.pt"):
         assert (straight / name).is_file(), name
@@ -290,7 +290,7 @@ def test_three_step_run_writes_every_output(straight: Path, tiny: dict) -> None:
 
 
 def test_training_moves_the_networks_and_their_ema(straight: Path, tiny: dict) -> None:
-    from anonymizer.stage2 import build
+    from anonymizer.stage2.stage2_train import build
 
     fresh, _ = build(load_config(None, tiny), torch.device("cpu"))
     state = _state(straight, 3)
@@ -305,7 +305,7 @@ def test_training_moves_the_networks_and_their_ema(straight: Path, tiny: dict) -
 
 
 def test_identities_come_from_the_stage1_training_split(straight: Path, stage1_run: Path) -> None:
-    from anonymizer.stargan import load_anonymizer
+    from anonymizer.nets.stargan import load_anonymizer
 
     _, info = load_anonymizer(straight / "generator_ema.pt")
     train_ids = set((stage1_run / "splits" / "train.txt").read_text().split())
@@ -345,7 +345,7 @@ def test_resuming_with_a_different_configuration_is_refused(tiny: dict, tmp_path
 def test_resuming_on_changed_stage1_files_is_refused(stage1_run: Path, tiny: dict, tmp_path: Path) -> None:
     import shutil
 
-    from anonymizer.regressor import load_regressor, save_regressor
+    from anonymizer.nets.regressor import load_regressor, save_regressor
 
     copy = tmp_path / "stage1"
     shutil.copytree(stage1_run, copy)
@@ -374,8 +374,8 @@ def test_a_run_can_start_from_another_runs_networks(straight: Path, tiny: dict, 
 
 def _recogniser(stage1_run: Path, path: Path, identities: list[str]) -> "torch.nn.Module":
     """A fresh recogniser of the stage-I adversary's shape, saved as `attack-optic` saves its attacker.pt."""
-    from anonymizer.recogniser_file import build_adversary, save_recogniser
-    from anonymizer.stage1_config import load_config as stage1_config
+    from anonymizer.runs import build_adversary, save_recogniser
+    from anonymizer.stage1.stage1_config import load_config as stage1_config
 
     torch.manual_seed(7)
     net = build_adversary(stage1_config(stage1_run / "config.yaml").adversary, len(identities), input_px=32)
@@ -385,8 +385,8 @@ def _recogniser(stage1_run: Path, path: Path, identities: list[str]) -> "torch.n
 
 def test_a_run_continues_against_a_clean_face_recogniser_of_the_training_identities(stage1_run: Path, tiny: dict,
                                                                                     tmp_path: Path) -> None:
-    from anonymizer.stage2_data import load_stage1
-    from evaluation.data import read_split
+    from anonymizer.stage2.stage2_data import load_stage1
+    from faces.face_sets import read_split
     from obscura.digest import file_sha256
 
     train_ids = read_split(stage1_run / "splits" / "train.txt")
@@ -433,7 +433,7 @@ def test_unknown_key_fails_before_training_naming_it(tmp_path: Path) -> None:
     ],
 )
 def test_impossible_settings_fail_before_training(tiny: dict, tmp_path: Path, key: str, value, named: str) -> None:
-    from anonymizer.stage2 import train
+    from anonymizer.stage2.stage2_train import train
 
     with pytest.raises(ObscuraError, match=named):
         train(load_config(None, {**tiny, key: value}), tmp_path / "out")
@@ -459,7 +459,7 @@ def test_stage1_weights_needs_the_adversary(monkeypatch, stage1_run: Path, tmp_p
 
 
 def test_domain_file_assigns_every_training_identity(tmp_path: Path) -> None:
-    from anonymizer.stage2_data import read_domains
+    from anonymizer.stage2.stage2_data import read_domains
 
     path = tmp_path / "domains.txt"
     path.write_text("# identity domain\na 0\nb 1  # comment\nc 1\n")
@@ -473,7 +473,7 @@ def test_domain_file_assigns_every_training_identity(tmp_path: Path) -> None:
 
 def test_a_run_leaves_the_stage1_files_unchanged(straight: Path, stage1_run: Path) -> None:
     """Stage II never changes stage-I files (their digests are stored and match the files)."""
-    from anonymizer.stargan import load_anonymizer
+    from anonymizer.nets.stargan import load_anonymizer
     from obscura.digest import file_sha256
 
     _, info = load_anonymizer(straight / "generator_ema.pt")
@@ -563,7 +563,7 @@ def test_publishing_an_anonymizer_beside_another_stage1_is_refused(straight: Pat
 
 def test_ema_warmup_forgets_the_initial_weights_of_a_short_run() -> None:
     """With the ramp, a 1,500-step average keeps almost nothing of step 0; plain 0.999 keeps 22 %."""
-    from anonymizer.stage2 import ema_beta_at
+    from anonymizer.stage2.stage2_train import ema_beta_at
 
     assert ema_beta_at(5, 0.999, 0.0) == 0.999
     assert ema_beta_at(0, 0.999, 10.0) == pytest.approx(0.1) and ema_beta_at(10**6, 0.999, 10.0) == 0.999
@@ -573,7 +573,7 @@ def test_ema_warmup_forgets_the_initial_weights_of_a_short_run() -> None:
 
 
 def test_ema_warmup_may_change_on_resume_and_bad_values_are_refused(tiny: dict, tmp_path: Path) -> None:
-    from anonymizer.stage2 import RESUMABLE_KEYS
+    from anonymizer.stage2.stage2_train import RESUMABLE_KEYS
 
     assert "train.ema_warmup" in RESUMABLE_KEYS and "train.ema_beta" not in RESUMABLE_KEYS
     with pytest.raises(ObscuraError, match="train.ema_warmup"):

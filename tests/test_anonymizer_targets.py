@@ -7,15 +7,15 @@ import cv2
 import numpy as np
 import pytest
 
-from anonymizer import targets
-from evaluation.data import FaceImage, list_images
+from faces import landmark_targets
+from faces.face_sets import FaceImage, list_images
 
 
 def test_faceless_image_is_reported_by_name() -> None:
-    from evaluation.models import DlibHog
+    from faces.face_models import DlibHog
 
-    with pytest.raises(targets.NoFaceFound, match="blank.png: dlib's HOG detector found no face"):
-        targets.detect_landmarks(np.full((160, 160, 3), 128, np.uint8), DlibHog(), "blank.png")
+    with pytest.raises(landmark_targets.NoFaceFound, match="blank.png: dlib's HOG detector found no face"):
+        landmark_targets.detect_landmarks(np.full((160, 160, 3), 128, np.uint8), DlibHog(), "blank.png")
 
 
 def test_landmarks_are_cached_and_faceless_images_skipped(shared_data, tmp_path, monkeypatch) -> None:
@@ -23,17 +23,17 @@ def test_landmarks_are_cached_and_faceless_images_skipped(shared_data, tmp_path,
     shutil.copy(face, tmp_path / "face.jpg")
     cv2.imwrite(str(tmp_path / "blank.png"), np.full((160, 160, 3), 128, np.uint8))
     images = [FaceImage("a", tmp_path / "face.jpg"), FaceImage("a", tmp_path / "blank.png")]
-    first = targets.clean_landmarks(images, tmp_path / "cache")
+    first = landmark_targets.clean_landmarks(images, tmp_path / "cache")
     assert [img.path.name for img in first.images] == ["face.jpg"]
     assert first.skipped == [str(tmp_path / "blank.png")]
     marks = first.landmarks[0]
     assert marks.shape == (68, 2) and np.all((marks > 0) & (marks < 160))
     assert 20 < np.linalg.norm(marks[36] - marks[45]) < 120  # outer eye corners of a 160 px face crop
 
-    import evaluation.models
+    import faces.face_models
 
-    monkeypatch.setattr(evaluation.models, "DlibHog", _no_detector)  # a second pass must come from the cache
-    again = targets.clean_landmarks(images, tmp_path / "cache")
+    monkeypatch.setattr(faces.face_models, "DlibHog", _no_detector)  # a second pass must come from the cache
+    again = landmark_targets.clean_landmarks(images, tmp_path / "cache")
     assert np.array_equal(again.landmarks[0], marks) and again.skipped == first.skipped
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluation.cache import ResultCache
+from faces.result_cache import ResultCache
 from obscura.benchmark import emit
 from obscura.paths import REPO_ROOT
 

@@ -53,7 +53,7 @@ def test_finetune_reports_nme_before_and_after_and_resumes(stage1_run: Path, tmp
     assert set(nme) == {"design_psf", "measured_psf_before", "measured_psf_after"} and all(v > 0 for v in nme.values())
     assert nme["measured_psf_before"] != nme["design_psf"]
     assert (out / "finetune.png").read_bytes()[:4] == b"\x89PNG" and (out / "config.yaml").is_file()
-    from anonymizer.regressor import load_regressor
+    from anonymizer.nets.regressor import load_regressor
 
     tuned, _ = load_regressor(out / "regressor.pt")
     original, _ = load_regressor(stage1_run / "regressor.pt")

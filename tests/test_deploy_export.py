@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from deploy.onnx_export import check_parity, export_onnx
-from firmware.models import choose_providers, make_session, to_model_input
+from firmware.inference_stages import choose_providers, make_session, to_model_input
 from firmware.psf import PsfConvolver
 from obscura.errors import ObscuraError
 

@@ -18,7 +18,7 @@ import pytest
 
 from deploy.flash import FlashError, Ssh, Target, flash, rollback
 from deploy.standins import build_standin_bundle
-from firmware.bundle import verify_bundle
+from firmware.bundle_reader import verify_bundle
 from obscura.errors import ObscuraError
 from obscura.paths import REPO_ROOT
 

@@ -15,10 +15,10 @@ import torch
 
 from anonymizer import checkpoint
 from optics.image_io import to_uint8
-from anonymizer.stargan import build_networks, save_anonymizer
+from anonymizer.nets.stargan import build_networks, save_anonymizer
 from deploy.__main__ import main
 from deploy.trained import LatentAnonymizer, export_trained, known_export_warnings, load_trained
-from firmware.models import load_stages, to_model_input
+from firmware.inference_stages import load_stages, to_model_input
 from firmware.psf import PsfConvolver, check_psf, load_psf
 from obscura.digest import file_sha256
 from obscura.paths import REPO_ROOT, WEIGHTS_DIR
@@ -104,7 +104,7 @@ def test_firmware_runs_the_bundle_and_matches_the_torch_path_within_1_lsb(export
 
 
 def test_the_exported_module_is_what_anonymize_computes_on_captures(trained, one_torch_thread) -> None:
-    from anonymizer.stage2_data import capture
+    from anonymizer.stage2.stage2_data import capture
 
     faces = torch.rand(2, 3, 128, 128)
     result = trained.anonymize(faces, styles=2, seed=5)
@@ -128,7 +128,7 @@ def test_parity_on_real_captures_of_the_stage1_test_split(shared_data: Path, tmp
 
 def test_a_generator_larger_than_the_crop_exports_with_its_resize(tmp_path: Path, one_torch_thread) -> None:
     """A 256 px generator on 128 px captures: the enlarging resize is inside the ONNX model and matches PyTorch."""
-    from anonymizer.stage2_data import resize
+    from anonymizer.stage2.stage2_data import resize
     from deploy.onnx_export import check_parity, export_onnx
 
     x = torch.rand(2, 3, 128, 128)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation import align, methods
+from evaluation import methods
+from faces import alignment
 from obscura.errors import ObscuraError
 
 
@@ -69,11 +70,11 @@ def test_pixelate_blocks_are_constant_means() -> None:
 
 
 def test_similarity_recovers_a_known_transform() -> None:
-    src = align.template(112)
+    src = alignment.template(112)
     angle, scale, shift = 0.3, 1.7, np.array([12.0, -5.0])
     rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     dst = src @ rot.T + shift
-    m = align.similarity(src, dst)
+    m = alignment.similarity(src, dst)
     assert np.allclose(m[:, :2], rot) and np.allclose(m[:, 2], shift)
 
 
@@ -81,19 +82,19 @@ def test_similarity_recovers_a_known_transform() -> None:
 def test_align_puts_landmarks_on_the_template(size: int) -> None:
     # draw bright dots at 5 landmarks of a rotated, scaled face; after alignment they sit on the template
     img = np.zeros((300, 300, 3), np.uint8)
-    tpl = align.template(112)
+    tpl = alignment.template(112)
     pts = (tpl - 56) @ (1.9 * np.array([[0.96, -0.28], [0.28, 0.96]])).T + [150, 140]
     for x, y in pts:
         img[int(round(y)) - 1 : int(round(y)) + 2, int(round(x)) - 1 : int(round(x)) + 2] = 255
-    out = align.align(img, pts, size)
+    out = alignment.align(img, pts, size)
     assert out.shape == (size, size, 3)
-    for x, y in align.template(size):
+    for x, y in alignment.template(size):
         assert out[int(round(y)), int(round(x))].max() > 100
 
 
 def test_five_from_68() -> None:
     p = np.arange(136, dtype=float).reshape(68, 2)
-    five = align.five_from_68(p)
+    five = alignment.five_from_68(p)
     assert np.allclose(five[0], p[36:42].mean(0)) and np.allclose(five[2], p[30]) and np.allclose(five[4], p[54])
 
 

@@ -7,7 +7,7 @@ from scipy.stats import mannwhitneyu
 
 from evaluation import metrics
 from evaluation.evaluate import similarity
-from evaluation.models import Face
+from faces.face_models import Face
 
 # 2 probes x 3 gallery identities; genuine pairs 0.9 and 0.4, impostors 0.5, 0.1, 0.4, 0.2.
 SCORES = np.array([[0.9, 0.5, 0.1], [0.4, 0.4, 0.2]])

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from evaluation import cli
+from evaluation import evaluation_commands
 from evaluation.evaluate import EvaluateConfig, run
 from obscura.errors import ObscuraError
 
@@ -18,7 +18,7 @@ REQUIRED = ("rank1", "rank1_oracle", "auc", "tar_at_far_1e-3", "chance")
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="simulate.py")
-    cli.register(parser.add_subparsers())
+    evaluation_commands.register(parser.add_subparsers())
     return parser.parse_args(argv)
 
 
@@ -113,9 +113,9 @@ def test_real_faces_clean_is_recognised_and_lowres8_is_not(lfw_subset: Path, tmp
 
 
 def test_real_face_models_find_and_embed(shared_data: Path) -> None:
-    from evaluation.align import align
-    from evaluation.data import read_rgb
-    from evaluation.models import Mtcnn, recognitions
+    from faces.alignment import align
+    from faces.face_sets import read_rgb
+    from faces.face_models import Mtcnn, recognitions
 
     lfw = shared_data / "lfw-a" / "Colin_Powell"
     a, b = (read_rgb(p)[0] for p in sorted(lfw.iterdir())[:2])

@@ -12,7 +12,7 @@ def test_mtcnn_runs_on_one_thread_with_the_packages_detections() -> None:
     import cv2
     from skimage import data
 
-    from evaluation.models import Mtcnn
+    from faces.face_models import Mtcnn
 
     rgb = np.ascontiguousarray(cv2.resize(data.astronaut(), (256, 256), interpolation=cv2.INTER_AREA))
     ours = Mtcnn()

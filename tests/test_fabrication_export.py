@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from optics.fabrication import cli, formats
+from optics.fabrication import fabrication_commands, formats
 from optics.fabrication.heightmap import (LevelMap, clip_max_height, corner_contacts, enforce_min_feature, feature_ok,
                                    quantise, remove_corner_contacts, wrap_period_m)
 from obscura.errors import ObscuraError
@@ -112,7 +112,7 @@ def test_stl_is_watertight_and_its_volume_is_the_height_integral(tmp_path):
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simulate.py")
-    cli.register(parser.add_subparsers())
+    fabrication_commands.register(parser.add_subparsers())
     return parser
 
 

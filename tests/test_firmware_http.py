@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from firmware.http_sink import BOUNDARY, HttpSink
-from firmware.metrics import Metrics
+from firmware.stream_metrics import Metrics
 from firmware.pipeline import Pipeline
 from firmware.sinks import build_sink
 from obscura.errors import ObscuraError

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from deploy.standins import build_standin_bundle, expected_output
-from firmware.metrics import Metrics
-from firmware.models import load_stages, to_model_input
+from firmware.stream_metrics import Metrics
+from firmware.inference_stages import load_stages, to_model_input
 from firmware.pipeline import Backoff, Pipeline
 from firmware.queues import DropOldestQueue
 from obscura.errors import ObscuraError
@@ -112,7 +112,7 @@ def test_anonymizer_needing_heatmaps_without_regressor_is_refused(tmp_path: Path
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg["regressor"] = None
     cfg_path.write_text(yaml.safe_dump(cfg))
-    from deploy.bundle import write_manifest
+    from deploy.bundle_builder import write_manifest
 
     write_manifest(tmp_path / "b")
     with pytest.raises(ObscuraError, match="takes heatmaps but the config names no regressor"):
@@ -168,6 +168,6 @@ def test_a_slow_sink_never_slows_the_camera_or_the_other_sinks() -> None:
 
 
 def test_metrics_report_frame_counters_before_the_first_frame() -> None:
-    from firmware.metrics import Metrics
+    from firmware.stream_metrics import Metrics
 
     assert Metrics("test://").snapshot()["frames"] == {"captured": 0, "emitted": 0}

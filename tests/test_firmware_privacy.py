@@ -16,7 +16,7 @@ import numpy as np
 
 import firmware
 from deploy.standins import build_standin_bundle
-from firmware.models import load_stages
+from firmware.inference_stages import load_stages
 from firmware.pipeline import Pipeline
 from firmware.psf import PsfConvolver
 from firmware.sinks import FileSink
@@ -75,7 +75,7 @@ def test_the_clean_sim_frame_never_reaches_any_sink(tmp_path: Path) -> None:
 
 def test_firmware_modules_never_import_torch() -> None:
     modules = sorted(f"firmware.{m.name}" for m in pkgutil.iter_modules(firmware.__path__))
-    assert {"firmware.sources", "firmware.pipeline", "firmware.models", "firmware.http_sink"} <= set(modules)
+    assert {"firmware.sources", "firmware.pipeline", "firmware.inference_stages", "firmware.http_sink"} <= set(modules)
     code = (
         "import importlib, sys\n"
         f"for name in {modules!r}: importlib.import_module(name)\n"

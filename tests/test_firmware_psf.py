@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.signal import convolve2d
 
-from firmware.color import linear_to_srgb, srgb_to_linear
+from firmware.srgb_numpy import linear_to_srgb, srgb_to_linear
 from firmware.psf import PsfConvolver, check_psf, load_psf
 from obscura.errors import ObscuraError
 

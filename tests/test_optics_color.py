@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from optics.color import linear_to_srgb, srgb_to_linear
+from optics.srgb import linear_to_srgb, srgb_to_linear
 
 
 def test_known_values() -> None:

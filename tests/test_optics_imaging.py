@@ -7,7 +7,7 @@ import torch
 from scipy.signal import convolve2d
 
 from obscura.errors import ObscuraError
-from optics.imaging import convolve
+from optics.convolution import convolve
 
 
 def test_matches_direct_convolution() -> None:

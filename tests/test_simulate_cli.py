@@ -136,7 +136,7 @@ def test_demo_puts_the_face_where_the_training_faces_sit() -> None:
     from skimage import data
 
     from anonymizer.demo import CELEBA_FRAME_POINTS, CELEBA_FRAME_SIZE, training_frame_crop
-    from evaluation.models import YuNet
+    from faces.face_models import YuNet
 
     crop = training_frame_crop(data.astronaut(), 128, "astronaut")
     face = YuNet().detect(crop).central(crop.shape)

@@ -58,7 +58,7 @@ def run_export(cfg: ExportConfig, out: Path) -> dict:
     """Write the requested files, the sidecar export.json, height_map.png and config.yaml into `out`."""
     from optics.fabrication import formats as files
     from optics.fabrication.heightmap import fabricated_levels, wrap_period_m
-    from optics.fabrication.plots import save_height_map
+    from optics.fabrication.fabrication_plots import save_height_map
     from optics.materials import material
     from tqdm import tqdm
 

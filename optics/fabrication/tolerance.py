@@ -132,7 +132,7 @@ def run_tolerance(cfg: ToleranceConfig, out: Path) -> dict:
     }
     atomic.write_json(out / "tolerance.json", strict_json(report))
     config.write_resolved(cfg, out)
-    from optics.fabrication.plots import save_psf_pair, save_tolerance_curves
+    from optics.fabrication.fabrication_plots import save_psf_pair, save_tolerance_curves
 
     save_tolerance_curves(out / "tolerance.png", sweeps, cfg.min_correlation)
     save_psf_pair(out / "psf_design_vs_fabricated.png", design.numpy(), fabricated.numpy(), ("design", "fabricated"))

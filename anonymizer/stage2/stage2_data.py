@@ -17,19 +17,19 @@ from torch import Tensor
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from anonymizer.adversary import IResNet
-from anonymizer.recogniser_file import build_adversary, load_weights, read_recogniser
-from anonymizer.regressor import HeatmapRegressor, load_regressor
-from anonymizer.stage1_config import Stage1Config, load_config
-from anonymizer.stage1_data import centre_crop, resolve_root
-from anonymizer.stage2_config import Stage2Config, stage1_config_file, stage1_folder
-from evaluation.data import load_face_set, read_rgb, read_split
+from anonymizer.nets.adversary import IResNet
+from anonymizer.runs import build_adversary, load_weights, read_recogniser
+from anonymizer.nets.regressor import HeatmapRegressor, load_regressor
+from anonymizer.stage1.stage1_config import Stage1Config, load_config
+from anonymizer.stage1.stage1_data import centre_crop, resolve_root
+from anonymizer.stage2.stage2_config import Stage2Config, stage1_config_file, stage1_folder
+from faces.face_sets import load_face_set, read_rgb, read_split
 from obscura.errors import ObscuraError
 from obscura.digest import file_sha256
 from optics.camera import Camera
-from optics.color import linear_to_srgb, srgb_to_linear
+from optics.srgb import linear_to_srgb, srgb_to_linear
 from optics.image_io import from_uint8
-from optics.imaging import convolve
+from optics.convolution import convolve
 
 REFERENCE_TRIES = 32  # random draws for a reference face of another identity before a deterministic scan
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from anonymizer import checkpoint
-from anonymizer.adversary import Adversary
-from anonymizer.stage1_config import AdversaryConfig
+from anonymizer.nets.adversary import Adversary
+from anonymizer.stage1.stage1_config import AdversaryConfig
 from obscura.errors import ObscuraError
 
 

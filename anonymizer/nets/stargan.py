@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from anonymizer.heatmaps import N_CHANNELS
+from anonymizer.nets.heatmaps import N_CHANNELS
 from obscura.errors import ObscuraError
 
 # 68-point groups (dlib / iBUG order) that make the two masks, as the reference's FAN masks do for

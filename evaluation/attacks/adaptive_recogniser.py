@@ -24,14 +24,14 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from anonymizer import checkpoint
-from anonymizer.adversary import Adversary, arcface_loss
+from anonymizer.nets.adversary import Adversary, arcface_loss
 from anonymizer.imaging import Imaging, method_imaging, optic_imaging
-from anonymizer.recogniser_file import build_adversary, load_weights, read_recogniser, save_recogniser
-from anonymizer.stage1_config import Stage1Config, load_config
-from anonymizer.stage1_data import centre_crop, prepare, resolve_root
-from anonymizer.stage2_config import stage1_config_file, stage1_folder
+from anonymizer.runs import build_adversary, load_weights, read_recogniser, save_recogniser
+from anonymizer.stage1.stage1_config import Stage1Config, load_config
+from anonymizer.stage1.stage1_data import centre_crop, prepare, resolve_root
+from anonymizer.stage2.stage2_config import stage1_config_file, stage1_folder
 from evaluation import metrics
-from evaluation.data import list_images, load_face_set, read_rgb, split_identities
+from faces.face_sets import list_images, load_face_set, read_rgb, split_identities
 from obscura import atomic, config
 from obscura.errors import ObscuraError
 from optics.image_io import from_uint8

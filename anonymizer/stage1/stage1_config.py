@@ -137,7 +137,7 @@ def _at_least(key: str, value: float, minimum: float) -> None:
 
 def validate(cfg: Stage1Config) -> None:
     """Refuse impossible settings, naming the key; builds the camera once to check the optic's physics."""
-    from anonymizer.regressor import HeatmapRegressor
+    from anonymizer.nets.regressor import HeatmapRegressor
     from optics.camera import Camera
     from optics.optic import Optic
     from optics.sensor import Sensor

@@ -28,12 +28,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from anonymizer import checkpoint, stage2_losses as losses
-from anonymizer import stage1
-from anonymizer.stage1 import Runtime, batches, refuse_changed_config, run_summary, step_seed, training_runtime, wrap
-from anonymizer.stage2_config import Stage2Config, validate
-from anonymizer.stage2_data import Stage1Parts, Stage2Data, capture, load_stage1, prepare, references, resize
-from anonymizer.stargan import ARCH_KEYS, Networks, build_networks, save_anonymizer
+from anonymizer import checkpoint
+from anonymizer.stage2 import stage2_losses as losses
+from anonymizer.stage1 import stage1_train
+from anonymizer.stage1.stage1_train import Runtime, batches, refuse_changed_config, run_summary, step_seed, training_runtime, wrap
+from anonymizer.stage2.stage2_config import Stage2Config, validate
+from anonymizer.stage2.stage2_data import Stage1Parts, Stage2Data, capture, load_stage1, prepare, references, resize
+from anonymizer.nets.stargan import ARCH_KEYS, Networks, build_networks, save_anonymizer
 from obscura import atomic, config
 from obscura.digest import file_sha256
 from obscura.errors import ObscuraError
@@ -41,7 +42,7 @@ from obscura.errors import ObscuraError
 # Settings that may change between a run and its resumption (they do not change what is learned).
 # The EMA settings only shape the averaged copy, never the trained networks, so they may change too.
 # The identity term may change on resume: a trained run can be continued against a better recogniser.
-RESUMABLE_KEYS = (*stage1.RESUMABLE_KEYS, "train.sample_every", "train.ema_warmup",
+RESUMABLE_KEYS = (*stage1_train.RESUMABLE_KEYS, "train.sample_every", "train.ema_warmup",
                   "loss.identity", "loss.identity_margin", "loss.identity_embedder")
 METRICS = ("d_real", "d_fake", "d_r1", "g_adv", "g_style", "g_diversity", "g_cycle", "g_heatmap", "g_identity",
            "identity_cosine", "ds_weight")
@@ -265,7 +266,7 @@ def sample_batch(parts: Stage1Parts, data: Stage2Data, cfg: Stage2Config, device
 @torch.no_grad()
 def write_samples(path: Path, ema: Networks, b: Batch, step: int) -> Path:
     """Source, capture, two latent-guided outputs, a reference face and the output in its style (EMA networks)."""
-    from anonymizer.stage2_plots import sample_grid
+    from anonymizer.stage2.stage2_plots import sample_grid
 
     g, f, e = ema.generator, ema.mapping_network, ema.style_encoder
     rows = {
@@ -287,7 +288,7 @@ def summarise(pending: list[dict], step: int) -> dict[str, float]:
 def write_outputs(out: Path, nets: Networks, ema: Networks, cfg: Stage2Config, parts: Stage1Parts, data: Stage2Data,
                   history: list[dict], samples: Batch, extra: dict[str, Any]) -> dict[str, Any]:
     """generator_ema.pt (with the mapping network and style encoder), metrics.json, loss_curves.png, samples.png."""
-    from anonymizer.stage2_plots import loss_curves
+    from anonymizer.stage2.stage2_plots import loss_curves
 
     info = {"stage1": cfg.stage1, "stage1_digest": parts.digest, "crop_size": parts.crop_size, "steps": cfg.train.steps,
             "train_identities": data.identities}

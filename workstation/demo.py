@@ -27,7 +27,7 @@ def astronaut_face():
 
 def html_page(out: Path, report: dict) -> Path:
     """report.html: the headline figures, the optics and the anonymizer's images."""
-    from obscura import html_report
+    from workstation import html_page
 
     anon = report["anonymizer"]
     leak = anon["identity_leakage_by"]
@@ -46,7 +46,7 @@ def html_page(out: Path, report: dict) -> Path:
     ]
     notes = [anon["definitions"]["fd"], anon["definitions"]["identity_leakage"],
              f"Weights: {anon['weights']} and the stage-I files beside it (weights/manifest.json)."]
-    return html_report.write(out / "report.html", "Obscura demo", figures, rows, notes, wide=("Simulated optics",))
+    return html_page.write(out / "report.html", "Obscura demo", figures, rows, notes, wide=("Simulated optics",))
 
 
 def run_demo(out_dir: str) -> int:
@@ -61,7 +61,7 @@ def run_demo(out_dir: str) -> int:
     from obscura import atomic, config
     from optics import image_io
     from optics.optic_file import strict_json
-    from optics.plots import save_psf_figure, save_side_by_side
+    from optics.psf_plots import save_psf_figure, save_side_by_side
     from optics.presets import camera_config, camera_from_spec
     from optics.psf_metrics import encircled_energy_radius_px
 

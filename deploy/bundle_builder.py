@@ -2,7 +2,7 @@
 
 The bundle is assembled in a temporary folder beside the target and renamed into place, so an
 interrupted build never leaves a half bundle under the final name. The device-side reader and
-verifier is `firmware.bundle` (the device never imports this module or torch).
+verifier is `firmware.bundle_reader` (the device never imports this module or torch).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 import yaml
 
-from firmware.bundle import CONFIG, FORMAT, MANIFEST, BundleConfig, bundle_files, sha256_file, verify_bundle
+from firmware.bundle_reader import CONFIG, FORMAT, MANIFEST, BundleConfig, bundle_files, sha256_file, verify_bundle
 from firmware.psf import load_psf
 from obscura import config as config_io
 from obscura.errors import ObscuraError

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from anonymizer.heatmaps import render, to_map
-from anonymizer.stage1_config import DataConfig, RegressorConfig
-from anonymizer.targets import clean_landmarks
-from evaluation.data import FaceImage, list_images, load_face_set, read_rgb, round_robin, split_identities, write_splits
+from anonymizer.nets.heatmaps import render, to_map
+from anonymizer.stage1.stage1_config import DataConfig, RegressorConfig
+from faces.landmark_targets import clean_landmarks
+from faces.face_sets import FaceImage, list_images, load_face_set, read_rgb, round_robin, split_identities, write_splits
 from obscura.errors import ObscuraError
 from obscura.paths import shared_data_dir
 from optics.image_io import from_uint8

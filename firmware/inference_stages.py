@@ -14,11 +14,11 @@ from typing import Sequence
 
 import numpy as np
 
-from firmware.bundle import BundleConfig, load_config, verify_bundle
+from firmware.bundle_reader import BundleConfig, load_config, verify_bundle
 from firmware.tensorrt_runner import engine_path
 from obscura.errors import ObscuraError
 
-log = logging.getLogger("firmware.models")
+log = logging.getLogger("firmware.inference_stages")
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 

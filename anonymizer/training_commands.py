@@ -45,8 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Load and validate the configuration, then train (or resume) and print a one-line summary."""
-    from anonymizer.stage1 import train
-    from anonymizer.stage1_config import load_config
+    from anonymizer.stage1.stage1_train import train
+    from anonymizer.stage1.stage1_config import load_config
     from obscura import config
 
     cfg = load_config(args.config, config.parse_overrides(args.set))
@@ -66,7 +66,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_attack(args: argparse.Namespace) -> int:
     """Fine-tune and judge the adaptive attacker; print its figures on the unseen identities."""
-    from anonymizer.attacker import PROTOCOLS, AttackConfig, run
+    from evaluation.attacks.adaptive_recogniser import PROTOCOLS, AttackConfig, run
     from obscura import config
 
     overrides = config.parse_overrides(args.set)
@@ -82,8 +82,8 @@ def run_attack(args: argparse.Namespace) -> int:
 
 def run_train_anonymizer(args: argparse.Namespace) -> int:
     """Load and validate the stage-II configuration, then train (or resume) and print a one-line summary."""
-    from anonymizer.stage2 import train
-    from anonymizer.stage2_config import load_config
+    from anonymizer.stage2.stage2_train import train
+    from anonymizer.stage2.stage2_config import load_config
     from obscura import config
 
     cfg = load_config(args.config, config.parse_overrides(args.set))

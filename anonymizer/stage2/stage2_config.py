@@ -103,7 +103,7 @@ class Stage2Config:
 
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Stage2Config:
     """Defaults, then the file, then `key.sub=value` overrides, merged key by key."""
-    from anonymizer.stage1_config import _merge
+    from anonymizer.stage1.stage1_config import _merge
 
     data = config.to_dict(Stage2Config())
     if path is not None:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.cache import ResultCache, default_dir
-from evaluation.data import FaceImage, read_rgb
+from faces.result_cache import ResultCache, default_dir
+from faces.face_sets import FaceImage, read_rgb
 from obscura.digest import file_sha256
 from obscura.errors import ObscuraError
 
@@ -47,7 +47,7 @@ def clean_landmarks(
     """Cached dlib landmarks for every image; images without a detectable face are skipped and listed."""
     from tqdm import tqdm
 
-    from evaluation.models import DlibHog
+    from faces.face_models import DlibHog
 
     cache = ResultCache(cache_dir or default_dir(), CACHE_KIND)
     detector: DlibHog | None = None

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from anonymizer import checkpoint
-from anonymizer.heatmaps import N_CHANNELS
+from anonymizer.nets.heatmaps import N_CHANNELS
 from obscura.errors import ObscuraError
 
 

@@ -38,8 +38,8 @@ def loss_curves(path: Path, history: list[dict]) -> Path:
 
 def examples(path: Path, models, dataset, cfg, count: int = 4) -> Path:
     """Clean crop with dlib's landmarks above, capture with the regressor's landmarks below."""
-    from anonymizer import heatmaps
-    from optics.color import linear_to_srgb, srgb_to_linear
+    from anonymizer.nets import heatmaps
+    from optics.srgb import linear_to_srgb, srgb_to_linear
 
     items = [dataset[i] for i in range(min(count, len(dataset)))]
     images = torch.stack([it[0] for it in items])

@@ -28,16 +28,17 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 
-from anonymizer import checkpoint, heatmaps
-from anonymizer.adversary import Adversary, arcface_loss, identity_information, information_bound
-from anonymizer.recogniser_file import build_adversary, load_weights, read_recogniser, save_recogniser
-from anonymizer.regressor import HeatmapRegressor, count_parameters, save_regressor
-from anonymizer.stage1_config import Stage1Config, validate
-from anonymizer.stage1_data import FaceCrops, Stage1Data, prepare
+from anonymizer import checkpoint
+from anonymizer.nets import heatmaps
+from anonymizer.nets.adversary import Adversary, arcface_loss, identity_information, information_bound
+from anonymizer.runs import build_adversary, load_weights, read_recogniser, save_recogniser
+from anonymizer.nets.regressor import HeatmapRegressor, count_parameters, save_regressor
+from anonymizer.stage1.stage1_config import Stage1Config, validate
+from anonymizer.stage1.stage1_data import FaceCrops, Stage1Data, prepare
 from obscura import atomic, config
 from obscura.errors import ObscuraError
 from optics.camera import Camera
-from optics.color import linear_to_srgb, srgb_to_linear
+from optics.srgb import linear_to_srgb, srgb_to_linear
 from optics.optic import Optic
 from optics.sensor import Sensor
 
@@ -289,7 +290,7 @@ def validate_landmarks(models: Models, val: FaceCrops, cfg: Stage1Config, rt: Ru
 
 def write_outputs(out: Path, models: Models, cfg: Stage1Config, data: Stage1Data, history: list[dict], extra: dict[str, Any]) -> dict[str, Any]:
     """optic.npz, regressor.pt, adversary.pt, metrics.json and the PNGs (loss curves, PSF, example captures)."""
-    from anonymizer import stage1_plots
+    from anonymizer.stage1 import stage1_plots
     from optics.optic_file import save_optic
 
     save_optic(out / "optic.npz", models.camera)
@@ -308,7 +309,7 @@ def write_outputs(out: Path, models: Models, cfg: Stage1Config, data: Stage1Data
     stage1_plots.loss_curves(out / "loss_curves.png", history)
     with torch.no_grad():
         psf = models.camera.psf().detach().cpu().double().numpy()
-    from optics.plots import save_psf_figure
+    from optics.psf_plots import save_psf_figure
 
     save_psf_figure(out / "psf.png", psf, cfg.camera.optic.pixel_pitch_m, "stage-I optic")
     stage1_plots.examples(out / "captures.png", models, data.val or data.train, cfg)

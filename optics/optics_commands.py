@@ -107,7 +107,7 @@ def run_psf(args: argparse.Namespace) -> int:
 
     from obscura import atomic, config
     from optics.optic_file import strict_json
-    from optics.plots import save_psf_figure
+    from optics.psf_plots import save_psf_figure
     from optics.presets import camera_config
     from optics.psf_metrics import centroid_px, encircled_energy_radius_px
 
@@ -163,7 +163,7 @@ def run_capture(args: argparse.Namespace) -> int:
     from obscura import atomic, config
     from optics import image_io
     from optics.optic_file import strict_json
-    from optics.plots import save_side_by_side
+    from optics.psf_plots import save_side_by_side
     from optics.presets import camera_config
 
     out = Path(args.out)

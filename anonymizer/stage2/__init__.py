@@ -1,0 +1,1 @@
+"""Stage II: the StarGAN-v2 anonymizer trained on the frozen stage-I captures."""

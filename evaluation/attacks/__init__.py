@@ -1,0 +1,1 @@
+"""Attackers of a capture method: recognisers and reconstructions that know everything but the person."""

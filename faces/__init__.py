@@ -1,0 +1,1 @@
+"""Faces: face sets and identity splits, the per-image result cache, face models nobody here trained, alignment."""
