@@ -13,8 +13,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from anonymizer.stage2.stage2_data import Stage1Parts, capture, load_stage1, resize
 from anonymizer.nets.stargan import Generator, MappingNetwork, Networks, load_anonymizer
+from anonymizer.runs import Stage1Parts, load_stage1
+from anonymizer.stage2.stage2_data import resize
 from obscura.errors import ObscuraError
 
 SOURCES = ("capture", "lowres16")
@@ -65,7 +66,7 @@ class Anonymizer:
         if source not in SOURCES:
             raise ObscuraError(f"source {source!r}: expected one of {', '.join(SOURCES)}")
         g = torch.Generator().manual_seed(seed)
-        captured = capture(self.parts, faces, g)
+        captured = self.parts.capture(faces, g)
         seen = captured if source == "capture" else lowres_tensor(faces, 16)
         heatmaps = self.parts.regressor(seen)
         latent = self.info["arch"]["latent_dim"]

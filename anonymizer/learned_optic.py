@@ -1,10 +1,10 @@
 """A saved stage-I result (optic .npz + regressor.pt) as an evaluation capture method and landmark predictor.
 
 `load_learned_optic(path)` takes a stage-I output folder, or an optic .npz with `regressor.pt`
-beside it (or an explicit regressor file). `capture` images an sRGB uint8 face exactly like the
-'zernike-random' baseline does (sRGB -> linear -> camera with seeded noise -> sRGB);
-`landmarks` runs the regressor on the central crop of the training size, which is the
-geometry it was trained on (celeba-crops frames, centre-cropped), and returns image pixels.
+beside it (or an explicit regressor file). `capture` images an sRGB uint8 face through the one
+capture path (sRGB -> linear -> camera with seeded noise -> sRGB); `landmarks` runs the
+regressor on the central crop of the training size, which is the geometry it was trained on
+(celeba-crops frames, centre-cropped), and returns image pixels.
 """
 from __future__ import annotations
 
@@ -15,14 +15,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from anonymizer import runs
 from anonymizer.nets import heatmaps
 from anonymizer.nets.regressor import HeatmapRegressor, load_regressor
+from faces.alignment import centre_crop
 from obscura.digest import file_sha256
 from obscura.errors import ObscuraError
 from optics.camera import Camera
-
-OPTIC_NAME = "optic.npz"
-REGRESSOR_NAME = "regressor.pt"
+from optics.image_io import from_uint8
+from optics.presets import camera_from_spec
+from optics.srgb_capture import capture_uint8
 
 
 @dataclass
@@ -36,9 +38,7 @@ class LearnedOptic:
 
     def capture(self, image: np.ndarray) -> np.ndarray:
         """sRGB uint8 H x W x 3 -> the sensor's sRGB uint8 capture of the same size (seeded noise)."""
-        from optics.srgb import through_linear_light
-
-        return through_linear_light(self.camera, image)
+        return capture_uint8(self.camera, image)
 
     def landmarks(self, capture: np.ndarray) -> np.ndarray:
         """68 x 2 landmarks (x, y; image pixels) that the regressor finds in an sRGB uint8 capture."""
@@ -47,30 +47,26 @@ class LearnedOptic:
 
 def regressor_landmarks(regressor: HeatmapRegressor, image_size: int, capture: np.ndarray) -> np.ndarray:
     """68 x 2 landmarks (x, y; image pixels) a regressor finds in the central crop of its training size."""
-    from anonymizer.stage1.stage1_data import centre_crop
-
     crop, offset = centre_crop(np.asarray(capture), image_size, "capture")
-    x = torch.from_numpy(np.ascontiguousarray(crop).astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)
     with torch.no_grad():
-        found = heatmaps.landmarks(regressor(x), regressor.stride)[0].double().numpy()
+        found = heatmaps.landmarks(regressor(from_uint8(crop)[None]), regressor.stride)[0].double().numpy()
     return found + offset
 
 
 def resolve(path: str | Path, regressor: str | Path | None = None) -> tuple[Path, Path]:
     """(optic file, regressor file) of a stage-I output folder or an optic .npz; missing ones are a one-line error."""
     path = Path(path)
-    optic = path / OPTIC_NAME if path.is_dir() else path
-    reg = Path(regressor) if regressor is not None else optic.parent / REGRESSOR_NAME
+    optic = path / runs.OPTIC if path.is_dir() else path
+    reg = Path(regressor) if regressor is not None else optic.parent / runs.REGRESSOR
     for what, file in (("optic", optic), ("regressor", reg)):
         if not file.is_file():
-            raise ObscuraError(f"learned optic {path}: {what} file {file} not found (expected a stage-I output: {OPTIC_NAME} + {REGRESSOR_NAME})")
+            raise ObscuraError(f"learned optic {path}: {what} file {file} not found "
+                               f"(expected a stage-I output: {runs.OPTIC} + {runs.REGRESSOR})")
     return optic, reg
 
 
 def load_learned_optic(path: str | Path, regressor: str | Path | None = None, seed: int = 0) -> LearnedOptic:
     """Load a stage-I result for evaluation: deterministic sensor noise from `seed`, modules in eval mode."""
-    from optics.presets import camera_from_spec
-
     optic_file, reg_file = resolve(path, regressor)
     camera = camera_from_spec(str(optic_file), seed=seed).eval()
     model, image_size = load_regressor(reg_file)

@@ -1,26 +1,28 @@
 """Commit finished runs to weights/ with the manifest: stage I (optic, regressor) and stage II (the anonymizer).
 
-`python -m anonymizer.publish --run DIR --command "..." [--report R.json ...] [--attack A.json ...]`
+`simulate.py publish --run DIR --command "..." [--report R.json ...] [--attack A.json ...]`
 copies a stage-I run's files, its identity splits and its resolved config, and records their
 SHA-256, the exact training command, the split, and the metrics reached (training, the
 evaluation reports and the adaptive attacker reports given) in weights/manifest.json.
-`python -m anonymizer.publish --anonymizer-run DIR --command "..." --report R.json ...` does the
-same for a stage-II run: its generator_ema.pt becomes weights/anonymizer.pt, stored in float16
-(half the bytes, so the CPU-size networks stay under the 20 MB a committed file may have) and
-read back as float32 by `load_anonymizer`. Each publish keeps the other stage's manifest entries.
+`simulate.py publish --anonymizer-run DIR --command "..." --report R.json ...` does the same for
+a stage-II run: its generator_ema.pt becomes weights/anonymizer.pt, stored in float16 (half the
+bytes, so the CPU-size networks stay under the 20 MB a committed file may have) and read back as
+float32 by `load_anonymizer`. Each publish keeps the other stage's manifest entries.
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
 
-from obscura import atomic, manifest
+import torch
+
+from anonymizer import checkpoint, runs
+from obscura import atomic, manifest, paths
+from obscura.digest import file_sha256
 from obscura.errors import ObscuraError
 
-FILES = ("optic.npz", "regressor.pt", "adversary.pt")  # the adversary: stage II's identity-dissimilarity recogniser
-ANONYMIZER_FILE = "anonymizer.pt"
+FILES = (runs.OPTIC, runs.REGRESSOR, runs.ADVERSARY)  # the adversary: stage II's identity-dissimilarity recogniser
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -47,10 +49,7 @@ def attacker_figures(report: dict[str, Any]) -> dict[str, Any]:
 
 def adversary_start(run: Path) -> dict[str, str] | None:
     """The recogniser a stage-I run's adversary started from (`adversary.init`) and its SHA-256, or None for a fresh one."""
-    from anonymizer.stage1.stage1_config import load_config
-    from obscura.digest import file_sha256
-
-    init = load_config(run / "config.yaml").adversary.init
+    init = runs.load_stage1_config(run).adversary.init
     if not init:
         return None
     if not Path(init).is_file():
@@ -60,18 +59,18 @@ def adversary_start(run: Path) -> dict[str, str] | None:
 
 def publish(run: Path, dest: Path, command: str, reports: list[Path], attacks: list[Path]) -> Path:
     """Copy a stage-I run's optic and regressor into `dest` and write the manifest; returns its path."""
-    for name in (*FILES, "metrics.json", "config.yaml"):
+    for name in (*FILES, runs.METRICS, runs.CONFIG):
         if not (run / name).is_file():
             raise ObscuraError(f"--run {run}: {name} not found (expected a finished stage-I output folder)")
-    trained = _read_json(run / "metrics.json")
+    trained = _read_json(run / runs.METRICS)
     for name in FILES:
         atomic.write_bytes(dest / name, (run / name).read_bytes())
-    atomic.write_bytes(dest / "stage1_config.yaml", (run / "config.yaml").read_bytes())
-    splits = sorted((run / "splits").glob("*.txt"))
+    atomic.write_bytes(dest / runs.STAGE1_CONFIG, (run / runs.CONFIG).read_bytes())
+    splits = sorted((run / runs.SPLITS).glob("*.txt"))
     for split in splits:
-        atomic.write_bytes(dest / "splits" / split.name, split.read_bytes())
-    data = {"set": Path(trained["data"]["root"]).name, "trained_on_split": "splits/train.txt",
-            "split_files": [f"splits/{s.name}" for s in splits], "resolved_config": "stage1_config.yaml", **trained["data"]}
+        atomic.write_bytes(dest / runs.SPLITS / split.name, split.read_bytes())
+    data = {"set": Path(trained["data"]["root"]).name, "trained_on_split": runs.TRAIN_SPLIT,
+            "split_files": [f"{runs.SPLITS}/{s.name}" for s in splits], "resolved_config": runs.STAGE1_CONFIG, **trained["data"]}
     figures = {
         "training": {"steps": trained["steps"], "seconds_per_step": trained["seconds_per_step"], "device": trained["device"],
                      "final": trained["final"], "validation": trained.get("validation"), "parameters": trained["parameters"],
@@ -91,8 +90,6 @@ def anonymizer_figures(report: dict[str, Any]) -> dict[str, Any]:
 
 def half_precision(state: dict[str, Any]) -> dict[str, Any]:
     """A saved anonymizer's network weights in float16 (other entries unchanged)."""
-    import torch
-
     def half(value: Any) -> Any:
         if isinstance(value, dict):
             return {k: half(v) for k, v in value.items()}
@@ -103,60 +100,23 @@ def half_precision(state: dict[str, Any]) -> dict[str, Any]:
 
 def publish_anonymizer(run: Path, dest: Path, command: str, reports: list[Path]) -> Path:
     """Store a stage-II run's EMA networks as dest/anonymizer.pt (float16) and add it to the manifest."""
-    from anonymizer import checkpoint
-    from anonymizer.stage2.stage2_config import STAGE1_WEIGHTS
-    from obscura.digest import file_sha256
-    from obscura.paths import WEIGHTS_DIR
-
-    for name in ("generator_ema.pt", "metrics.json", "config.yaml"):
+    for name in (runs.GENERATOR_EMA, runs.METRICS, runs.CONFIG):
         if not (run / name).is_file():
             raise ObscuraError(f"--anonymizer-run {run}: {name} not found (expected a finished stage-II output folder)")
-    state = checkpoint.load(run / "generator_ema.pt")
-    changed = [name for name, digest in state["info"]["stage1_digest"].items()
-               if not (dest / name).is_file() or file_sha256(dest / name) != digest]
+    state = checkpoint.load(run / runs.GENERATOR_EMA)
+    changed = runs.changed_files(state["info"]["stage1_digest"], dest)
     if changed:
         raise ObscuraError(f"--anonymizer-run {run} was trained on another stage I than the one in {dest} (differs in "
                            f"{', '.join(changed)}); publish that stage-I run there first")
-    state["info"]["stage1"] = STAGE1_WEIGHTS if dest.resolve() == WEIGHTS_DIR.resolve() else str(dest.resolve())
-    checkpoint.save(dest / ANONYMIZER_FILE, half_precision(state))
-    atomic.write_bytes(dest / "stage2_config.yaml", (run / "config.yaml").read_bytes())
-    trained = _read_json(run / "metrics.json")
-    data = {**trained["data"], "trained_on_split": "splits/train.txt", "split_files": ["splits/train.txt", "splits/test.txt"],
-            "resolved_config": "stage2_config.yaml", "stored_as": "float16"}
+    state["info"]["stage1"] = runs.STAGE1_WEIGHTS if dest.resolve() == paths.WEIGHTS_DIR.resolve() else str(dest.resolve())
+    checkpoint.save(dest / runs.ANONYMIZER, half_precision(state))
+    atomic.write_bytes(dest / runs.STAGE2_CONFIG, (run / runs.CONFIG).read_bytes())
+    trained = _read_json(run / runs.METRICS)
+    data = {**trained["data"], "trained_on_split": runs.TRAIN_SPLIT, "split_files": [runs.TRAIN_SPLIT, runs.TEST_SPLIT],
+            "resolved_config": runs.STAGE2_CONFIG, "stored_as": "float16"}
     figures = {
         "training": {k: trained.get(k) for k in ("steps", "seconds_per_step", "device", "final", "parameters", "identity_embedder")},
         "evaluation": [anonymizer_figures(_read_json(p)) for p in reports],
     }
-    entry = manifest.entry(dest / ANONYMIZER_FILE, command, data, figures)
-    return manifest.write(dest, {ANONYMIZER_FILE: entry}, {"about_anonymizer": "stage-II StarGAN-v2 anonymizer; see docs/stage2.md"})
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry: publish a run into weights/."""
-    from obscura.command_line import run_reporting_errors
-    from obscura.paths import WEIGHTS_DIR
-
-    p = argparse.ArgumentParser(prog="python -m anonymizer.publish", description=__doc__.splitlines()[0])
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--run", type=Path, help="finished stage-I output folder")
-    which.add_argument("--anonymizer-run", type=Path, help="finished stage-II output folder (trained on the stage I in --dest)")
-    p.add_argument("--command", required=True, help="the exact command that trained the run (recorded in the manifest)")
-    p.add_argument("--report", action="append", default=[], type=Path,
-                   help="evaluate (stage I) or evaluate-anonymizer (stage II) report.json of the run (repeatable)")
-    p.add_argument("--attack", action="append", default=[], type=Path, help="adaptive-attacker report.json of the run (repeatable)")
-    p.add_argument("--dest", type=Path, default=WEIGHTS_DIR, help="destination folder (default: weights/)")
-    args = p.parse_args(argv)
-
-    def action() -> None:
-        if args.anonymizer_run and args.attack:
-            raise ObscuraError("--attack reports belong to a stage-I --run, not to --anonymizer-run")
-        if args.anonymizer_run:
-            print(publish_anonymizer(args.anonymizer_run, args.dest, args.command, args.report))
-        else:
-            print(publish(args.run, args.dest, args.command, args.report, args.attack))
-
-    return run_reporting_errors("anonymizer.publish", action)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    entry = manifest.entry(dest / runs.ANONYMIZER, command, data, figures)
+    return manifest.write(dest, {runs.ANONYMIZER: entry}, {"about_anonymizer": "stage-II StarGAN-v2 anonymizer; see docs/stage2.md"})

@@ -1,56 +1,55 @@
-"""`simulate.py train-optics` / `attack-optic` (stage I) and `train-anonymizer` (stage II).
-
-Heavy imports (torch, cv2, dlib) happen inside the handler so `--help` stays fast.
-"""
+"""`train-optics` (stage I), `train-anonymizer` (stage II) and `publish` (a finished run into weights/)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from anonymizer import publish
+from anonymizer.stage1 import stage1_train
+from anonymizer.stage1.stage1_config import Stage1Config
+from anonymizer.stage2 import stage2_train
+from anonymizer.stage2.stage2_config import Stage2Config
+from obscura import paths
+from obscura.command_line import add_config_options, load_config
+from obscura.errors import ObscuraError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `train-optics`, `attack-optic` and `train-anonymizer` sub-commands."""
+    """Add the `train-optics`, `train-anonymizer` and `publish` sub-commands."""
     p = subparsers.add_parser(
         "train-optics",
         help="learn the privacy-preserving optic with the face-heatmap regressor (stage I)",
         description="Learn the phase optic jointly with the face-heatmap regressor against an identity adversary "
         "(stage I). Resumes from the newest readable checkpoint in OUT/checkpoints.",
     )
-    p.add_argument("--config", required=True, metavar="FILE", help="stage-I YAML config (e.g. configs/stage1_cpu.yaml)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (checkpoints, optic.npz, regressor.pt, metrics, PNGs)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. train.steps=10 (repeatable)")
-    p.set_defaults(func=run_train)
-    a = subparsers.add_parser(
-        "attack-optic",
-        help="fine-tune a recogniser on a stage-I optic's captures and judge it on unseen identities (adaptive attacker)",
-        description="The adaptive attacker of a stage-I optic: fine-tune the run's adversary on captures of its training "
-        "identities, then report rank-1 and verification on identities it never saw. Resumes from OUT/checkpoints.",
-    )
-    a.add_argument("--run", required=True, metavar="DIR", help="stage-I output folder (config.yaml, optic.npz, adversary.pt)")
-    a.add_argument("--out", required=True, metavar="DIR", help="output folder (report.json, attacker.pt, PNG, checkpoints)")
-    a.add_argument("--test-data", metavar="DIR", help="judge on this face folder instead of the run's test split")
-    a.add_argument("--config", metavar="FILE", help="YAML/JSON file of attacker settings")
-    a.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting, e.g. steps=500 (repeatable)")
-    a.set_defaults(func=run_attack)
+    add_config_options(p, "stage-I YAML config (e.g. configs/stage1_cpu.yaml)",
+                       "output folder (checkpoints, optic.npz, regressor.pt, metrics, PNGs)", config_required=True)
+    p.set_defaults(func=run_train_optics)
     s = subparsers.add_parser(
         "train-anonymizer",
         help="train the StarGAN-v2 anonymizer on a stage-I optic's captures (stage II)",
         description="Train the StarGAN-v2 anonymizer (generator, mapping network, style encoder, discriminator) on captures "
         "of the frozen stage-I camera and heatmaps of its regressor (stage II). Resumes from OUT/checkpoints.",
     )
-    s.add_argument("--config", required=True, metavar="FILE", help="stage-II YAML config (e.g. configs/stage2_cpu.yaml)")
-    s.add_argument("--out", required=True, metavar="DIR", help="output folder (checkpoints, generator_ema.pt, metrics, PNGs)")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. train.steps=10 (repeatable)")
+    add_config_options(s, "stage-II YAML config (e.g. configs/stage2_cpu.yaml)",
+                       "output folder (checkpoints, generator_ema.pt, metrics, PNGs)", config_required=True)
     s.set_defaults(func=run_train_anonymizer)
+    w = subparsers.add_parser("publish", help="commit a finished stage-I or stage-II run to weights/ with its manifest",
+                              description=publish.__doc__.splitlines()[0])
+    which = w.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", type=Path, help="finished stage-I output folder")
+    which.add_argument("--anonymizer-run", type=Path, help="finished stage-II output folder (trained on the stage I in --dest)")
+    w.add_argument("--command", required=True, help="the exact command that trained the run (recorded in the manifest)")
+    w.add_argument("--report", action="append", default=[], type=Path,
+                   help="evaluate (stage I) or evaluate-anonymizer (stage II) report.json of the run (repeatable)")
+    w.add_argument("--attack", action="append", default=[], type=Path, help="adaptive-attacker report.json of the run (repeatable)")
+    w.add_argument("--dest", type=Path, help="destination folder (default: weights/)")
+    w.set_defaults(func=run_publish)
 
 
-def run_train(args: argparse.Namespace) -> int:
+def run_train_optics(args: argparse.Namespace) -> int:
     """Load and validate the configuration, then train (or resume) and print a one-line summary."""
-    from anonymizer.stage1.stage1_train import train
-    from anonymizer.stage1.stage1_config import load_config
-    from obscura import config
-
-    cfg = load_config(args.config, config.parse_overrides(args.set))
-    metrics = train(cfg, args.out)
+    metrics = stage1_train.train(load_config(Stage1Config, args), args.out)
     if metrics:
         final = metrics.get("final", {})
         val = metrics.get("validation", {})
@@ -64,30 +63,9 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_attack(args: argparse.Namespace) -> int:
-    """Fine-tune and judge the adaptive attacker; print its figures on the unseen identities."""
-    from evaluation.attacks.adaptive_recogniser import PROTOCOLS, AttackConfig, run
-    from obscura import config
-
-    overrides = config.parse_overrides(args.set)
-    overrides.update({k: v for k, v in (("run", args.run), ("out", args.out), ("test_data", args.test_data)) if v is not None})
-    result = run(config.load(AttackConfig, args.config, overrides))
-    print(f"adaptive attacker on {result['n_identities']} unseen identities, {result['n_probes']} probes "
-          f"(chance {result['chance']:.4f}, {result['seconds']} s); report in {args.out}/report.json")
-    for name in PROTOCOLS:
-        r = result[name]
-        print(f"  {name}: rank-1 {r['rank1']:.3f}, AUC {r['auc']:.3f}, TAR@FAR=1e-3 {r['tar_at_far_1e-3']:.3f}")
-    return 0
-
-
 def run_train_anonymizer(args: argparse.Namespace) -> int:
     """Load and validate the stage-II configuration, then train (or resume) and print a one-line summary."""
-    from anonymizer.stage2.stage2_train import train
-    from anonymizer.stage2.stage2_config import load_config
-    from obscura import config
-
-    cfg = load_config(args.config, config.parse_overrides(args.set))
-    metrics = train(cfg, args.out)
+    metrics = stage2_train.train(load_config(Stage2Config, args), args.out)
     if metrics:
         final = metrics.get("final", {})
         print(
@@ -96,4 +74,16 @@ def run_train_anonymizer(args: argparse.Namespace) -> int:
             f"heatmap {final.get('g_heatmap', float('nan')):.4f}, identity cosine {final.get('identity_cosine', float('nan')):.2f}; "
             f"outputs in {args.out}"
         )
+    return 0
+
+
+def run_publish(args: argparse.Namespace) -> int:
+    """Publish a stage-I or stage-II run into --dest (default weights/) and print the manifest's path."""
+    dest = args.dest or paths.WEIGHTS_DIR
+    if args.anonymizer_run and args.attack:
+        raise ObscuraError("--attack reports belong to a stage-I --run, not to --anonymizer-run")
+    if args.anonymizer_run:
+        print(publish.publish_anonymizer(args.anonymizer_run, dest, args.command, args.report))
+    else:
+        print(publish.publish(args.run, dest, args.command, args.report, args.attack))
     return 0

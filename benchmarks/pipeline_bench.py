@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from firmware.bundle_reader import load_config  # noqa: E402
 from firmware.http_sink import HttpSink  # noqa: E402
-from firmware.stream_metrics import Metrics  # noqa: E402
 from firmware.inference_stages import load_stages  # noqa: E402
 from firmware.pipeline import Pipeline  # noqa: E402
 from firmware.psf import load_psf  # noqa: E402
+from firmware.stream_metrics import Metrics  # noqa: E402
 from obscura.benchmark import emit  # noqa: E402
 from obscura.command_line import run_reporting_errors  # noqa: E402
 from obscura.paths import shared_data_dir  # noqa: E402

@@ -24,12 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     """Time a few steps of the configuration and print the JSON summary."""
     import torch
 
+    from anonymizer.runs import load_stage1
     from anonymizer.stage2 import stage2_train
-    from anonymizer.stage1.stage1_train import batches, start_runtime
-    from anonymizer.stage2.stage2_config import load_config, validate
-    from anonymizer.stage2.stage2_data import load_stage1, prepare
-    from obscura import config
+    from anonymizer.stage2.stage2_config import Stage2Config, validate
+    from anonymizer.stage2.stage2_data import prepare
+    from anonymizer.training_runtime import batches, start_runtime
     from obscura.benchmark import emit
+    from obscura.command_line import load_config
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="configs/stage2_cpu.yaml")
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--json", help="write the JSON summary here")
     args = p.parse_args(argv)
-    cfg = load_config(args.config, config.parse_overrides(args.set))
+    cfg = load_config(Stage2Config, args)
     validate(cfg)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     total = cfg.train.steps
     cfg.train.steps = args.warmup + args.steps
     times, cpu = [], []
-    for step, raw in batches(data.train, cfg, rt, 0):
+    for step, raw in batches(data.train, cfg.train, rt, 0):
         start, start_cpu = time.perf_counter(), time.process_time()
         stage2_train.train_step(nets, ema, wrapped, opts, parts, data, raw, step, cfg, rt)
         if rt.device.type == "cuda":

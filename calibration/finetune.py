@@ -13,18 +13,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader
+from tqdm import tqdm
 
-from anonymizer import checkpoint
+from anonymizer import checkpoint, runs
 from anonymizer.nets import heatmaps
-from anonymizer.imaging import Imaging, optic_imaging
 from anonymizer.nets.regressor import HeatmapRegressor, load_regressor, save_regressor
-from anonymizer.stage1.stage1_config import Stage1Config, load_config
+from anonymizer.stage1.stage1_config import Stage1Config
+from anonymizer.stage1.stage1_data import prepare
 from obscura import atomic, config
+from obscura.config import bounded
 from obscura.errors import ObscuraError
-from optics.srgb import linear_to_srgb, srgb_to_linear
+from optics.sensor import Sensor
+from optics.srgb_capture import (
+    SrgbImaging,
+    capture_srgb,
+    frozen_camera_imaging,
+    psf_imaging,
+)
 
 
 @dataclass
@@ -33,26 +44,20 @@ class FinetuneConfig:
 
     run: str = "weights"  # a stage-I output folder, or "weights" for the committed optic and regressor
     measured: str = ""  # folder written by `python -m calibration measure` (psf.npy)
-    steps: int = 300
-    batch_size: int = 16
-    lr: float = 3e-4
-    val_images: int = 256  # held-out identities' images for the NME (round-robin over identities)
-    checkpoint_every: int = 100
+    steps: int = bounded(300, ge=1)
+    batch_size: int = bounded(16, ge=1)
+    lr: float = bounded(3e-4, gt=0)
+    val_images: int = bounded(256, ge=1)  # held-out identities' images for the NME (round-robin over identities)
+    checkpoint_every: int = bounded(100, ge=1)
     seed: int = 0
-    threads: int = 0
+    threads: int = bounded(0, ge=0)
     progress: bool = True
 
 
 def stage1_files(run: str) -> tuple[Stage1Config, Path, Path]:
     """(stage-I configuration, optic file, regressor file) of a run folder or of the committed weights."""
-    from anonymizer.stage2.stage2_config import stage1_config_file, stage1_folder
-
-    folder = stage1_folder(run)
-    files = [stage1_config_file(folder), folder / "optic.npz", folder / "regressor.pt"]
-    for f in files:
-        if not f.is_file():
-            raise ObscuraError(f"config key 'run' is {run!r}: {f} not found (expected a stage-I output folder or 'weights')")
-    return load_config(files[0]), files[1], files[2]
+    folder = runs.require_stage1(run, (runs.CONFIG, runs.OPTIC, runs.REGRESSOR), f"config key 'run' is {run!r}")
+    return runs.load_stage1_config(folder), folder / runs.OPTIC, folder / runs.REGRESSOR
 
 
 def read_measured_psf(folder: str | Path, channels: int) -> Tensor:
@@ -72,20 +77,15 @@ def read_measured_psf(folder: str | Path, channels: int) -> Tensor:
     return torch.from_numpy(np.broadcast_to(psf / sums, (channels, *psf.shape[1:])).copy()).float()
 
 
-def measured_imaging(psf: Tensor, stage: Stage1Config) -> Imaging:
+def measured_imaging(psf: Tensor, stage: Stage1Config) -> SrgbImaging:
     """sRGB faces -> captures through the measured PSF and the run's sensor model."""
-    from optics.convolution import convolve
-    from optics.sensor import Sensor
-
-    sensor = Sensor(stage.camera.sensor)
-    return lambda images, g: linear_to_srgb(sensor(convolve(srgb_to_linear(images), psf), generator=g))
+    imaging = psf_imaging(psf, Sensor(stage.camera.sensor))
+    return lambda images, g: capture_srgb(imaging, images, g)
 
 
 @torch.no_grad()
-def landmark_nme(regressor: HeatmapRegressor, imaging: Imaging, val, batch_size: int, seed: int) -> float:
+def landmark_nme(regressor: HeatmapRegressor, imaging: SrgbImaging, val, batch_size: int, seed: int) -> float:
     """Mean NME of the regressor on captures of the held-out faces (seeded noise)."""
-    from torch.utils.data import DataLoader
-
     was_training = regressor.training
     regressor.eval()
     errors = []
@@ -97,12 +97,10 @@ def landmark_nme(regressor: HeatmapRegressor, imaging: Imaging, val, batch_size:
     return float(torch.cat(errors).mean())
 
 
-def fine_tune(regressor: HeatmapRegressor, imaging: Imaging, train_set, stage: Stage1Config, cfg: FinetuneConfig, out: Path) -> list[dict[str, float]]:
+def fine_tune(regressor: HeatmapRegressor, imaging: SrgbImaging, train_set, stage: Stage1Config, cfg: FinetuneConfig, out: Path) -> list[dict[str, float]]:
     """Heatmap-loss fine-tuning on measured-PSF captures; resumes from out/checkpoints."""
-    from tqdm import tqdm
-
     opt = torch.optim.Adam(regressor.parameters(), lr=cfg.lr)
-    folder = out / "checkpoints"
+    folder = out / runs.CHECKPOINTS
     start, history = 0, []
     found = checkpoint.latest(folder)
     if found is not None:
@@ -134,11 +132,7 @@ def fine_tune(regressor: HeatmapRegressor, imaging: Imaging, train_set, stage: S
 
 def loss_png(path: Path, history: list[dict[str, float]], nme: dict[str, float]) -> Path:
     """The fine-tuning loss curve, with the three NMEs in the title."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot([h["step"] for h in history], [h["heatmap_loss"] for h in history], lw=1)
     ax.set_xlabel("step")
@@ -151,13 +145,9 @@ def loss_png(path: Path, history: list[dict[str, float]], nme: dict[str, float])
 
 def run(cfg: FinetuneConfig, out_dir: str | Path) -> dict[str, Any]:
     """Fine-tune the regressor of `cfg.run` on measured-PSF captures; writes regressor.pt, finetune.json, PNG."""
-    from anonymizer.stage1.stage1_data import prepare
-
+    config.check(cfg)
     if not cfg.measured:
         raise ObscuraError("--measured is required (the folder written by `python -m calibration measure`)")
-    for key in ("steps", "batch_size", "val_images", "checkpoint_every"):
-        if getattr(cfg, key) < 1:
-            raise ObscuraError(f"config key '{key}' is {getattr(cfg, key)!r}; expected >= 1")
     stage, optic_file, regressor_file = stage1_files(cfg.run)
     psf = read_measured_psf(cfg.measured, 3)
     if cfg.threads:
@@ -170,13 +160,13 @@ def run(cfg: FinetuneConfig, out_dir: str | Path) -> dict[str, Any]:
     if data.val is None or not len(data.val):
         raise ObscuraError(f"stage-I configuration of {cfg.run} has no held-out (val) identities to measure the NME on")
     regressor, _ = load_regressor(regressor_file)
-    measured, design = measured_imaging(psf, stage), optic_imaging(optic_file)
+    measured, design = measured_imaging(psf, stage), frozen_camera_imaging(str(optic_file))
     nme = {"design_psf": landmark_nme(regressor, design, data.val, cfg.batch_size, cfg.seed),
            "measured_psf_before": landmark_nme(regressor, measured, data.val, cfg.batch_size, cfg.seed)}
     history = fine_tune(regressor, measured, data.train, stage, cfg, out)
     nme["measured_psf_after"] = landmark_nme(regressor, measured, data.val, cfg.batch_size, cfg.seed)
     arch = {k: getattr(stage.regressor, k) for k in ("base_channels", "depth", "stride", "max_channels")}
-    save_regressor(out / "regressor.pt", regressor, arch, stage.data.image_size)
+    save_regressor(out / runs.REGRESSOR, regressor, arch, stage.data.image_size)
     result = {"run": cfg.run, "measured": str(Path(cfg.measured).resolve()), "landmark_nme": nme, "val_images": len(data.val),
               "train_images": len(data.train), "steps": cfg.steps, "seconds": round(time.time() - start, 1)}
     atomic.write_json(out / "finetune.json", result)

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from optics.fabrication.as_built import Errors, as_built_psf, psf_correlation
 from obscura.errors import ObscuraError
+from optics.fabrication.as_built import Errors, as_built_psf, psf_correlation
 from optics.optic import Optic
 
 # Name -> (typical size, value at the design).
@@ -100,7 +101,6 @@ def fit_camera(optic: Optic, measured: np.ndarray, sigma: np.ndarray, cfg: FitCo
     def values() -> dict[str, torch.Tensor]:
         return {name: base + scale * units[name] for name, (scale, base) in SCALES.items()}
 
-    from tqdm import tqdm
 
     history = []
     for _ in tqdm(range(cfg.steps), desc="fit", unit="step", disable=None, leave=False):

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
+import tifffile
 
 from obscura.errors import ObscuraError
 
@@ -33,11 +35,9 @@ def read_frame(path: Path) -> np.ndarray:
         if suffix == ".npy":
             frame = np.load(path, allow_pickle=False)
         elif suffix in (".tif", ".tiff"):
-            import tifffile
 
             frame = tifffile.imread(path)
         elif suffix == ".png":
-            import cv2
 
             frame = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
             if frame is None:

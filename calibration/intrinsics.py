@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from obscura.errors import ObscuraError
@@ -34,7 +35,6 @@ def board_points(inner_corners: tuple[int, int], square_m: float) -> np.ndarray:
 
 def find_corners(gray: np.ndarray, inner_corners: tuple[int, int]) -> np.ndarray | None:
     """Sub-pixel inner-corner positions of a checkerboard in a grey image, or None if not found."""
-    import cv2
 
     found, corners = cv2.findChessboardCorners(gray, inner_corners, flags=cv2.CALIB_CB_ADAPTIVE_THRESH | cv2.CALIB_CB_NORMALIZE_IMAGE)
     if not found:
@@ -46,7 +46,6 @@ def find_corners(gray: np.ndarray, inner_corners: tuple[int, int]) -> np.ndarray
 def calibrate(images: list[np.ndarray], names: list[str], inner_corners: tuple[int, int], square_m: float,
               min_views: int = 5) -> Intrinsics:
     """Calibrate from grey or colour uint8 images of a checkerboard with `inner_corners` (cols, rows)."""
-    import cv2
 
     if not images:
         raise ObscuraError("no checkerboard images given; expected at least 5 views")
@@ -73,7 +72,6 @@ def calibrate(images: list[np.ndarray], names: list[str], inner_corners: tuple[i
 
 def to_sensor_pixels(points_xy: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
     """Map undistorted pixel coordinates (N x 2, e.g. heatmap peaks) to the raw sensor's (distorted) pixels."""
-    import cv2
 
     k = np.array(intrinsics.camera_matrix)
     xy = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
@@ -87,7 +85,6 @@ def render_checkerboard(camera_matrix: np.ndarray, rvec: np.ndarray, tvec: np.nd
     """A synthetic grey view (uint8) of a checkerboard (inner_corners + 1 squares, white margin) through a
     distortion-free pinhole camera: each pixel looks up the board colour where its ray meets the board
     plane; supersampled for anti-aliasing. For tests with a known camera matrix."""
-    import cv2
 
     width, height = image_size
     s = supersample
@@ -112,7 +109,6 @@ def render_checkerboard(camera_matrix: np.ndarray, rvec: np.ndarray, tvec: np.nd
 def synthetic_views(camera_matrix: np.ndarray, image_size: tuple[int, int], inner_corners: tuple[int, int], square_m: float,
                     count: int, seed: int = 0) -> list[np.ndarray]:
     """`count` rendered views of the board, tilted by up to ~23 degrees, 0.3-0.4 m away, spread over the field."""
-    import cv2
 
     rng = np.random.default_rng(seed)
     centre = np.array([(inner_corners[0] - 1) / 2 * square_m, (inner_corners[1] - 1) / 2 * square_m, 0.0])

@@ -1,177 +1,18 @@
-"""python -m deploy: export-trained | bundle | verify | flash | rollback | build-engine."""
+"""python -m deploy: the deployment steps, the same commands as `simulate.py deploy`."""
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from obscura.command_line import run_reporting_errors
-from obscura.errors import ObscuraError
-
-
-def _add_ssh(parser: argparse.ArgumentParser) -> None:
-    """The options that say how to reach the device."""
-    parser.add_argument("--target", required=True, help="[user@]host:/install/dir, e.g. pi@camera.local:/opt/obscura")
-    parser.add_argument("--port", type=int, help="ssh port")
-    parser.add_argument("-i", "--identity", help="ssh private key")
-    parser.add_argument("-F", "--ssh-config", help="ssh client configuration file")
-    parser.add_argument("-o", "--ssh-option", action="append", default=[], help="extra ssh -o option (repeatable)")
-    parser.add_argument("--restart-cmd", help="command that restarts the service on the device "
-                                              "(default: systemctl, where systemd runs)")
-    parser.add_argument("--break-lock", action="store_true",
-                        help="take over the device's flash lock from a flash on another machine that no longer runs")
+from deploy import deploy_commands
+from obscura.command_line import dispatch
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse and dispatch; bad input is one line on stderr and exit code 2."""
-    parser = argparse.ArgumentParser(prog="python -m deploy", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    x = sub.add_parser("export-trained", help="export the trained regressor and anonymizer to ONNX, checked on real captures")
-    x.add_argument("--stage1", required=True, help="stage-I result the anonymizer was trained on ('weights' or a run folder)")
-    x.add_argument("--anonymizer", required=True, help="stage-II anonymizer file (a run's generator_ema.pt)")
-    x.add_argument("--out", required=True, help="folder for the ONNX files, latent, PSF and parity report")
-    x.add_argument("--latent-seed", type=int, default=0,
-                   help="seed of the one latent the camera renders (fixed, so the drawn person is stable across frames)")
-    x.add_argument("--faces", help="folder of face images for the parity check (default: the stage-I test split)")
-    x.add_argument("--parity-faces", type=int, default=12, help="faces in the parity check (>= 4: batches of 1, 3, rest)")
-    x.add_argument("--bundle", help="also make a bundle of the export in this new folder")
-    x.add_argument("--version", help="bundle version name (with --bundle; default: UTC time + content hash)")
-
-    b = sub.add_parser("bundle", help="make a versioned bundle from ONNX models")
-    b.add_argument("out", help="new bundle folder")
-    b.add_argument("--regressor", help="regressor ONNX file")
-    b.add_argument("--anonymizer", help="anonymizer ONNX file")
-    b.add_argument("--constant", action="append", default=[], metavar="NAME=FILE.npy",
-                   help="a constant anonymizer input (repeatable)")
-    b.add_argument("--psf", help="PSF .npy (C x H x W) for simulated sources")
-    b.add_argument("--config", help="bundle config YAML (firmware.bundle_reader.BundleConfig)")
-    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
-    b.add_argument("--version", help="version name (default: UTC time + content hash)")
-    b.add_argument("--standin", type=int, metavar="SIZE",
-                   help="use stand-in models of this input size (until the trained networks exist)")
-
-    v = sub.add_parser("verify", help="verify a bundle's checksums and configuration")
-    v.add_argument("bundle")
-
-    f = sub.add_parser("flash", help="copy a bundle to a device over SSH and make it current")
-    f.add_argument("bundle")
-    _add_ssh(f)
-    f.add_argument("--dry-run", action="store_true", help="check and print the steps; send nothing")
-    f.add_argument("--unit-dir", default="/etc/systemd/system", help="where the systemd unit goes on the device")
-    f.add_argument("--python", default="/usr/bin/python3", help="the device's Python, written into the unit")
-
-    r = sub.add_parser("rollback", help="make the device's previous version current again")
-    _add_ssh(r)
-
-    e = sub.add_parser("build-engine", help="build a TensorRT engine from ONNX (run this on the device)")
-    e.add_argument("onnx", nargs="?", help="one ONNX file (with --out)")
-    e.add_argument("--out", help="engine file to write")
-    e.add_argument("--bundle", help="build an engine for every model of this bundle (with --engine-dir)")
-    e.add_argument("--engine-dir", help="where the firmware finds engines (`firmware run --engine-dir`)")
-    e.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16")
-    e.add_argument("--calibration", help="folder of captures (images) for INT8 calibration")
-    e.add_argument("--workspace-mib", type=int, default=1024)
-    e.add_argument("--max-batch", type=int, default=1, help="largest batch of the dynamic-batch profile")
-
-    args = parser.parse_args(argv)
-    commands = {"export-trained": _export_trained, "bundle": _bundle, "verify": _verify, "flash": _flash,
-                "rollback": _rollback, "build-engine": _engine}
-    return run_reporting_errors("deploy", lambda: commands[args.command](args))
-
-
-def _export_trained(args: argparse.Namespace) -> int:
-    """Export the trained networks (and bundle them)."""
-    from deploy.trained import build_trained_bundle, export_trained
-
-    if args.bundle and Path(args.bundle).exists():
-        raise ObscuraError(f"bundle output {args.bundle} already exists; choose a new folder (bundles are immutable)")
-    report = export_trained(args.stage1, args.anonymizer, args.out, args.latent_seed, args.faces, args.parity_faces)
-    diffs = ", ".join(f"{name} {value:.2e}" for name, value in report["max_abs_diff"].items())
-    print(f"exported {args.out}: parity on {report['faces']['count']} real captures in batches {report['batch_sizes']}: "
-          f"max |ONNX - PyTorch| {diffs} (tolerance {report['tolerance']:g})")
-    if args.bundle:
-        manifest = build_trained_bundle(args.out, args.bundle, args.version)
-        print(f"bundle {args.bundle}: version {manifest['version']}, {len(manifest['files'])} files")
-    return 0
-
-
-def _bundle(args: argparse.Namespace) -> int:
-    """Make a bundle."""
-    from deploy.bundle_builder import build_bundle
-    from firmware.bundle_reader import BundleConfig
-    from obscura import config as config_io
-
-    overrides = config_io.parse_overrides(args.set)
-    if args.standin:
-        from deploy.standins import build_standin_bundle
-
-        if args.regressor or args.anonymizer or args.constant:
-            raise ObscuraError("--standin replaces --regressor/--anonymizer/--constant; give one or the other")
-        manifest = build_standin_bundle(args.out, args.standin, psf=args.psf, version=args.version, **overrides)
-    else:
-        cfg = config_io.load(BundleConfig, args.config, overrides)
-        models = {role: getattr(args, role) for role in ("regressor", "anonymizer") if getattr(args, role)}
-        if not models:
-            raise ObscuraError("bundle needs --regressor and/or --anonymizer (or --standin SIZE)")
-        constants = {}
-        for item in args.constant:
-            name, sep, path = item.partition("=")
-            if not sep or not name or not path:
-                raise ObscuraError(f"--constant {item!r}: expected NAME=FILE.npy")
-            constants[name] = path
-        manifest = build_bundle(args.out, models, cfg, psf=args.psf, constants=constants, version=args.version)
-    print(f"bundle {args.out}: version {manifest['version']}, {len(manifest['files'])} files")
-    return 0
-
-
-def _verify(args: argparse.Namespace) -> int:
-    """Verify a bundle."""
-    from firmware.bundle_reader import load_config, verify_bundle
-
-    manifest = verify_bundle(args.bundle)
-    cfg = load_config(args.bundle)
-    kind = "stand-in models" if cfg.stand_in else "trained models"
-    print(f"bundle {args.bundle}: version {manifest['version']}, {len(manifest['files'])} files verified ({kind})")
-    return 0
-
-
-def _flash(args: argparse.Namespace) -> int:
-    """Flash a bundle."""
-    from deploy.flash import flash, ssh_from_args
-
-    ssh = ssh_from_args(args.target, args.port, args.identity, args.ssh_config, args.ssh_option)
-    version = flash(args.bundle, ssh, dry_run=args.dry_run, unit_dir=args.unit_dir, python=args.python,
-                    restart_cmd=args.restart_cmd, break_lock=args.break_lock)
-    print(f"{'checked' if args.dry_run else 'flashed'} version {version} {'for' if args.dry_run else 'to'} {args.target}")
-    return 0
-
-
-def _rollback(args: argparse.Namespace) -> int:
-    """Roll back."""
-    from deploy.flash import rollback, ssh_from_args
-
-    ssh = ssh_from_args(args.target, args.port, args.identity, args.ssh_config, args.ssh_option)
-    rollback(ssh, args.restart_cmd, break_lock=args.break_lock)
-    return 0
-
-
-def _engine(args: argparse.Namespace) -> int:
-    """Build a TensorRT engine."""
-    from deploy.tensorrt_build import EngineSpec, build_bundle_engines, build_engine
-
-    calibration = Path(args.calibration) if args.calibration else None
-    if args.bundle and args.engine_dir and not (args.onnx or args.out):
-        paths = build_bundle_engines(Path(args.bundle), Path(args.engine_dir), args.precision, args.workspace_mib,
-                                     args.max_batch, calibration)
-    elif args.onnx and args.out and not (args.bundle or args.engine_dir):
-        paths = [build_engine(EngineSpec(Path(args.onnx), Path(args.out), args.precision, args.workspace_mib,
-                                         args.max_batch, calibration))]
-    else:
-        raise ObscuraError("build-engine takes either ONNX --out ENGINE, or --bundle DIR --engine-dir DIR")
-    for path in paths:
-        print(f"engine {path}: {args.precision}, built with TensorRT on this device")
-    return 0
+    """Parse and run one deployment step; bad input is one line on stderr and exit code 2."""
+    parser = argparse.ArgumentParser(prog="python -m deploy", description=deploy_commands.__doc__.splitlines()[0])
+    deploy_commands.add_subcommands(parser.add_subparsers(dest="step", required=True, metavar="STEP"))
+    return dispatch(parser, argv, "deploy")
 
 
 if __name__ == "__main__":

@@ -16,9 +16,18 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+import onnx
 import yaml
 
-from firmware.bundle_reader import CONFIG, FORMAT, MANIFEST, BundleConfig, bundle_files, sha256_file, verify_bundle
+from firmware.bundle_reader import (
+    CONFIG,
+    FORMAT,
+    MANIFEST,
+    BundleConfig,
+    bundle_files,
+    sha256_file,
+    verify_bundle,
+)
 from firmware.psf import load_psf
 from obscura import config as config_io
 from obscura.errors import ObscuraError
@@ -101,7 +110,6 @@ def _check_version(version: str) -> None:
 
 def _copy_model(src: Path, dst: Path) -> None:
     """Copy an ONNX file after checking that onnx can read it."""
-    import onnx
 
     try:
         onnx.checker.check_model(str(src))

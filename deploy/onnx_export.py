@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import onnx
+import torch
 
 from firmware.inference_stages import make_session
 from obscura import atomic
@@ -38,7 +40,6 @@ class Parity:
 def export_onnx(module, example_inputs: Sequence, path: str | Path, input_names: Sequence[str],
                 output_names: Sequence[str], opset: int = MIN_OPSET) -> Path:
     """Export `module` (put in eval mode) with every input and output dynamic in its first (batch) axis."""
-    import torch
 
     if opset < MIN_OPSET:
         raise ObscuraError(f"ONNX opset {opset}: expected >= {MIN_OPSET}")
@@ -57,7 +58,6 @@ def export_onnx(module, example_inputs: Sequence, path: str | Path, input_names:
 
 def _check_exported(path: Path, opset: int, input_names: Sequence[str]) -> None:
     """The file is valid ONNX at the requested opset with a symbolic batch axis on every input."""
-    import onnx
 
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
@@ -72,7 +72,6 @@ def _check_exported(path: Path, opset: int, input_names: Sequence[str]) -> None:
 def check_parity(module, path: str | Path, batches: Sequence[Sequence[np.ndarray]],
                  tolerance: float = PARITY_TOLERANCE) -> Parity:
     """Run every batch (a tuple of float32 arrays, one per input) through both; raise if any output differs > tolerance."""
-    import torch
 
     session = make_session(path, ["CPUExecutionProvider"], threads=1)
     input_names = [i.name for i in session.get_inputs()]

@@ -10,9 +10,15 @@ Both are exact closed forms, so a test can recompute them with numpy.
 """
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from deploy.bundle_builder import build_bundle
+from firmware.bundle_reader import BundleConfig
 
 OPSET = 17
 HEATMAP_STRIDE = 4
@@ -20,7 +26,6 @@ HEATMAP_STRIDE = 4
 
 def regressor_model(size: int):
     """The stand-in regressor as an onnx.ModelProto (dynamic batch)."""
-    from onnx import TensorProto, helper
 
     h = size // HEATMAP_STRIDE
     nodes = [
@@ -38,7 +43,6 @@ def regressor_model(size: int):
 
 def anonymizer_model(size: int):
     """The stand-in anonymizer as an onnx.ModelProto (dynamic batch)."""
-    from onnx import TensorProto, helper, numpy_helper
 
     h = size // HEATMAP_STRIDE
     scales = numpy_helper.from_array(np.array([1, 1, HEATMAP_STRIDE, HEATMAP_STRIDE], np.float32), "scales")
@@ -67,8 +71,6 @@ def anonymizer_model(size: int):
 
 def _finish(graph):
     """Wrap a graph in a checked model at the project's opset."""
-    import onnx
-    from onnx import helper
 
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="obscura-standin")
     model.ir_version = 8
@@ -78,7 +80,6 @@ def _finish(graph):
 
 def write_standins(folder: str | Path, size: int) -> dict[str, Path]:
     """Write regressor.onnx, anonymizer.onnx and style.npy into `folder`; returns their paths."""
-    import onnx
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
@@ -101,10 +102,7 @@ def expected_output(capture01: np.ndarray, style: np.ndarray) -> np.ndarray:
 def build_standin_bundle(out_dir: str | Path, size: int, psf: str | Path | None = None,
                          version: str | None = None, **config: object) -> dict:
     """A complete bundle made of the stand-ins (marked `stand_in: true`); returns its manifest."""
-    import tempfile
 
-    from deploy.bundle_builder import build_bundle
-    from firmware.bundle_reader import BundleConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_standins(tmp, size)

@@ -15,8 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import cv2
 import numpy as np
 
+from firmware.bundle_reader import load_config, verify_bundle
+from firmware.inference_stages import to_model_input
+from firmware.sources import IMAGE_SUFFIXES
+from firmware.tensorrt_runner import engine_path
 from obscura import atomic
 from obscura.errors import ObscuraError
 
@@ -100,8 +105,6 @@ def build_engine(spec: EngineSpec) -> Path:
 def build_bundle_engines(bundle: Path, engine_dir: Path, precision: str = "fp16", workspace_mib: int = 1024,
                          max_batch: int = 1, calibration: Path | None = None) -> list[Path]:
     """An engine for every model of a verified bundle, named by the model's sha256 (what the firmware looks up)."""
-    from firmware.bundle_reader import load_config, verify_bundle
-    from firmware.tensorrt_runner import engine_path
 
     manifest = verify_bundle(bundle)
     cfg = load_config(bundle, manifest)
@@ -150,10 +153,7 @@ def _build(builder: Any, network: Any, config: Any) -> Any:
 
 def calibration_batches(folder: Path, shape: tuple[int, ...]) -> Iterator[np.ndarray]:
     """Captures from `folder` as 1 x C x H x W float32 batches, preprocessed as the firmware does."""
-    import cv2
 
-    from firmware.inference_stages import to_model_input
-    from firmware.sources import IMAGE_SUFFIXES
 
     files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:CALIBRATION_IMAGES]
     if not files:

@@ -17,21 +17,34 @@ proves the batch axis is dynamic.
 """
 from __future__ import annotations
 
+import json
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import cv2
 import numpy as np
+import onnxruntime
 import torch
 from torch import Tensor, nn
 
+from anonymizer import runs
 from anonymizer.anonymize import Anonymizer, render
-from anonymizer.stage1.stage1_data import centre_crop, resolve_root
-from anonymizer.stage2.stage2_config import STAGE1_FILES, stage1_config_file, stage1_folder
-from anonymizer.stage2.stage2_data import capture
 from anonymizer.nets.stargan import Generator, MappingNetwork
+from deploy.bundle_builder import build_bundle
 from deploy.onnx_export import MIN_OPSET, PARITY_TOLERANCE, check_parity, export_onnx
+from faces.alignment import centre_crop
+from faces.face_sets import (
+    IMAGE_SUFFIXES,
+    list_images,
+    read_rgb,
+    read_split,
+    resolve_root,
+    round_robin,
+)
+from firmware.bundle_reader import BundleConfig
+from firmware.inference_stages import make_session
 from obscura import atomic
 from obscura.digest import file_sha256
 from obscura.errors import ObscuraError
@@ -63,12 +76,7 @@ class LatentAnonymizer(nn.Module):
 
 def load_trained(stage1: str, anonymizer_file: str | Path) -> Anonymizer:
     """The stage-II file with the stage-I result it was trained on; one-line errors for anything missing or mismatched."""
-    folder = stage1_folder(stage1)
-    for name in STAGE1_FILES:
-        if not (folder / name).is_file():
-            raise ObscuraError(f"--stage1 {stage1}: {folder / name} not found (a stage-I result needs {', '.join(STAGE1_FILES)})")
-    if not stage1_config_file(folder).is_file():
-        raise ObscuraError(f"--stage1 {stage1}: neither config.yaml nor stage1_config.yaml in {folder}")
+    runs.require_stage1(stage1, (*runs.STAGE2_NEEDS, runs.CONFIG), f"--stage1 {stage1}")
     if not Path(anonymizer_file).is_file():
         raise ObscuraError(f"--anonymizer {anonymizer_file}: no such file (expected a stage-II generator_ema.pt)")
     model = Anonymizer.load(anonymizer_file, stage1)
@@ -82,8 +90,6 @@ def load_trained(stage1: str, anonymizer_file: str | Path) -> Anonymizer:
 
 def parity_faces(model: Anonymizer, stage1: str, faces_dir: str | Path | None, count: int) -> tuple[Tensor, list[str], str]:
     """`count` sRGB face crops N x 3 x S x S in [0, 1], their files, and where they come from."""
-    from faces.face_sets import IMAGE_SUFFIXES, list_images, read_rgb, read_split, round_robin
-
     if count < MIN_FACES:
         raise ObscuraError(f"--parity-faces {count}: expected >= {MIN_FACES} (a batch of 1 and one of 3)")
     if faces_dir is not None:
@@ -98,7 +104,7 @@ def parity_faces(model: Anonymizer, stage1: str, faces_dir: str | Path | None, c
         except ObscuraError:
             raise ObscuraError(f"no real faces for the parity check: the stage-I face set {model.parts.root!r} is not under "
                                f"{shared_data_dir()} (set OBSCURA_DATA, or pass --faces DIR of face images)") from None
-        split = stage1_folder(stage1) / "splits" / "test.txt"
+        split = runs.stage1_folder(stage1) / runs.TEST_SPLIT
         listing = list_images(root)
         paths = round_robin([listing[name] for name in read_split(split) if name in listing])
         source = f"stage-I test split {split} of {root}, one image per identity in turn"
@@ -133,12 +139,10 @@ def known_export_warnings() -> Iterator[None]:
 def export_trained(stage1: str, anonymizer_file: str | Path, out: str | Path, latent_seed: int = 0,
                    faces_dir: str | Path | None = None, faces: int = 12) -> dict[str, Any]:
     """Write the ONNX models, latent, PSF, preview and parity report into `out`; returns the report (raises if parity fails)."""
-    import onnxruntime
-
     model = load_trained(stage1, anonymizer_file)
     clean, files, source = parity_faces(model, stage1, faces_dir, faces)
     with torch.no_grad():
-        captures = capture(model.parts, clean, torch.Generator().manual_seed(NOISE_SEED))
+        captures = model.parts.capture(clean, torch.Generator().manual_seed(NOISE_SEED))
         heatmaps = model.parts.regressor(captures)
     latent = torch.randn(1, model.info["arch"]["latent_dim"], generator=torch.Generator().manual_seed(latent_seed))
     folder = Path(out)
@@ -153,11 +157,11 @@ def export_trained(stage1: str, anonymizer_file: str | Path, out: str | Path, la
         np.save(tmp, model.parts.psf.cpu().numpy().astype(np.float32))
     write_preview(folder / PREVIEW, clean[:PREVIEW_FACES], captures[:PREVIEW_FACES], paths, latent.numpy())
     report = {
-        "stage1": str(stage1_folder(stage1)),
+        "stage1": str(runs.stage1_folder(stage1)),
         "anonymizer": str(anonymizer_file),
         "anonymizer_sha256": file_sha256(anonymizer_file),
         "faces": {"count": len(files), "source": source, "files": files},
-        "captures": f"the stage-I camera (anonymizer.stage2.stage2_data.capture), sensor noise seed {NOISE_SEED}",
+        "captures": f"the stage-I camera (anonymizer.runs.Stage1Parts.capture), sensor noise seed {NOISE_SEED}",
         "batch_sizes": sizes,
         "max_abs_diff": diffs,
         "tolerance": PARITY_TOLERANCE,
@@ -201,10 +205,6 @@ def parity(regressor: nn.Module, anonymizer: LatentAnonymizer, paths: dict[str, 
 
 def write_preview(path: Path, clean: Tensor, captures: Tensor, models: dict[str, Path], latent: np.ndarray) -> Path:
     """PNG rows of face | capture | ONNX output (regressor then anonymizer, as on the device)."""
-    import cv2
-
-    from firmware.inference_stages import make_session
-
     x = captures.numpy()
     heat = make_session(models["regressor"], ["CPUExecutionProvider"]).run(None, {"capture": x})[0]
     feeds = {"capture": x, "heatmaps": heat, "latent": np.repeat(latent, len(x), axis=0).astype(np.float32)}
@@ -217,11 +217,6 @@ def write_preview(path: Path, clean: Tensor, captures: Tensor, models: dict[str,
 
 def build_trained_bundle(export_dir: str | Path, bundle_dir: str | Path, version: str | None = None) -> dict[str, Any]:
     """A bundle of an export folder: both models, the latent as the anonymizer's constant input, the PSF; returns the manifest."""
-    import json
-
-    from deploy.bundle_builder import build_bundle
-    from firmware.bundle_reader import BundleConfig
-
     folder = Path(export_dir)
     try:
         report = json.loads((folder / PARITY).read_text(encoding="utf-8"))

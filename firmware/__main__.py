@@ -7,8 +7,15 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 
-from obscura.command_line import run_reporting_errors
+from firmware.bundle_reader import check_bundle
+from firmware.inference_stages import load_stages
+from firmware.pipeline import Pipeline
+from firmware.sinks import build_sink
+from firmware.sources import open_source, parse_uri
+from firmware.stream_metrics import Metrics
+from obscura.command_line import dispatch
 from obscura.errors import ObscuraError
 
 
@@ -28,36 +35,27 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--stall-timeout", type=float, default=3.0, help="seconds without a frame before the source is restarted")
     run.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until SIGTERM)")
     run.add_argument("--log-level", default="INFO")
+    run.set_defaults(func=_run)
     check = sub.add_parser("check-bundle", help="verify a bundle's checksums and configuration")
     check.add_argument("bundle")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper() if args.command == "run" else "WARNING",
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_reporting_errors("firmware", lambda: _run(args) if args.command == "run" else _check(args))
+    check.set_defaults(func=_check)
+    return dispatch(parser, argv, "firmware")
 
 
 def _check(args: argparse.Namespace) -> int:
     """Verify a bundle and print its version."""
-    from firmware.bundle_reader import load_config, verify_bundle
-
-    manifest = verify_bundle(args.bundle)
-    load_config(args.bundle)
-    print(f"bundle {args.bundle}: version {manifest['version']}, {len(manifest['files'])} files verified")
+    print(check_bundle(args.bundle))
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
     """Build source, stages and sinks; run until the duration ends or SIGTERM/SIGINT."""
-    from firmware.stream_metrics import Metrics
-    from firmware.pipeline import Pipeline
-    from firmware.sinks import build_sink
-    from firmware.sources import open_source, parse_uri
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     regressor = anonymizer = None
     source_uri, sink_uris = args.source, args.sink
     log = logging.getLogger("firmware")
     if args.bundle:
-        from firmware.inference_stages import load_stages
 
         regressor, anonymizer, cfg = load_stages(args.bundle, engine_dir=args.engine_dir)
         source_uri = _with_bundle_psf(source_uri or cfg.source, args.bundle, cfg.psf)
@@ -91,9 +89,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _with_bundle_psf(uri: str, bundle: str, psf: str | None) -> str:
     """sim:// without ?psf= uses the bundle's PSF, so a bundle carries its optic to the workstation."""
-    from pathlib import Path
 
-    from firmware.sources import parse_uri
 
     if not uri.startswith("sim://") or psf is None or "psf" in parse_uri(uri).options:
         return uri

@@ -124,3 +124,11 @@ def load_config(root: str | Path, manifest: dict[str, Any] | None = None) -> Bun
         if rel not in manifest["files"]:
             raise BundleError(f"bundle {root}: {CONFIG} names {rel}, which is not in the bundle")
     return cfg
+
+
+def check_bundle(root: str | Path) -> str:
+    """Verify a bundle's files and configuration; the one-line summary `deploy verify` and `firmware check-bundle` print."""
+    manifest = verify_bundle(root)
+    cfg = load_config(root, manifest)
+    kind = "stand-in models" if cfg.stand_in else "trained models"
+    return f"bundle {root}: version {manifest['version']}, {len(manifest['files'])} files verified ({kind})"

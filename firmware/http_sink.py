@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
+import cv2
 import numpy as np
 
 from obscura.errors import ObscuraError
@@ -129,7 +130,6 @@ class HttpSink:
 
     def write(self, image: np.ndarray, index: int) -> None:
         """Encode one RGB frame as JPEG and make it the newest frame."""
-        import cv2
 
         ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, self.quality])
         if not ok:

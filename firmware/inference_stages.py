@@ -12,10 +12,12 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
+import cv2
 import numpy as np
+import onnxruntime as ort
 
 from firmware.bundle_reader import BundleConfig, load_config, verify_bundle
-from firmware.tensorrt_runner import engine_path
+from firmware.tensorrt_runner import TensorRtSession, engine_path
 from obscura.errors import ObscuraError
 
 log = logging.getLogger("firmware.inference_stages")
@@ -24,7 +26,6 @@ PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CP
 
 def choose_providers(requested: Sequence[str] = ()) -> list[str]:
     """The requested execution providers, or the best available: TensorRT, then CUDA, then CPU."""
-    import onnxruntime as ort
 
     available = ort.get_available_providers()
     if requested:
@@ -37,7 +38,6 @@ def choose_providers(requested: Sequence[str] = ()) -> list[str]:
 
 def make_session(path: str | Path, providers: Sequence[str] = (), threads: int = 1):
     """An onnxruntime session for `path` with `threads` intra-op threads (one per stage suits a pipeline)."""
-    import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -51,7 +51,6 @@ def make_session(path: str | Path, providers: Sequence[str] = (), threads: int =
 
 def to_model_input(capture: np.ndarray, size: int, value_range: str) -> np.ndarray:
     """H x W x 3 uint8 -> 1 x 3 x size x size float32: centre square crop, area resize, scaled to the range."""
-    import cv2
 
     h, w = capture.shape[:2]
     side = min(h, w)
@@ -130,7 +129,6 @@ def load_stages(bundle: str | Path, providers: Sequence[str] = (), engine_dir: s
     def session(rel: str):
         engine = None if engine_dir is None else engine_path(engine_dir, manifest["files"][rel]["sha256"])
         if engine is not None and engine.is_file():
-            from firmware.tensorrt_runner import TensorRtSession
 
             log.info("%s runs on TensorRT engine %s", rel, engine)
             return TensorRtSession(engine)

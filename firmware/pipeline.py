@@ -14,8 +14,8 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from firmware.stream_metrics import Metrics
 from firmware.queues import DropOldestQueue
+from firmware.stream_metrics import Metrics
 
 log = logging.getLogger("firmware.pipeline")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+import cv2
 import numpy as np
 
 from firmware.http_sink import HttpSink, resolve_token
@@ -63,7 +64,6 @@ class FileSink:
 
     def write(self, image: np.ndarray, index: int) -> None:
         """Append one frame."""
-        import cv2
 
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         if not self.is_video:
@@ -120,7 +120,6 @@ class GstreamerSink:
 
     def write(self, image: np.ndarray, index: int) -> None:
         """Send one frame; the writer opens on the first frame with its size."""
-        import cv2
 
         if self._writer is None:
             pipeline = gstreamer_pipeline(self.parsed, image.shape[1], image.shape[0], self.fps)

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import parse_qs
 
+import cv2
 import numpy as np
 
+from firmware.psf import PsfConvolver, load_psf
 from obscura.errors import ObscuraError
 
 SCHEMES = ("picam", "csi", "v4l2", "file", "sim")
@@ -143,7 +145,6 @@ class _OpenCvCapture:
 
     def open(self) -> None:
         """Open the capture; a capture OpenCV cannot open is an error naming the URI."""
-        import cv2
 
         target, api = self._target()
         cap = cv2.VideoCapture(target, api)
@@ -158,7 +159,6 @@ class _OpenCvCapture:
 
     def read(self) -> np.ndarray | None:
         """One frame as RGB, or None at the end of a file."""
-        import cv2
 
         cap = self._cap
         if cap is None:
@@ -187,7 +187,6 @@ def csi_pipeline(index: int, width: int, height: int, fps: int) -> str:
 
 def opencv_has_gstreamer() -> bool:
     """Whether this OpenCV build was compiled with GStreamer (PyPI wheels are not; JetPack's is)."""
-    import cv2
 
     for line in cv2.getBuildInformation().splitlines():
         if line.strip().startswith("GStreamer:"):
@@ -207,7 +206,6 @@ class CsiSource(_OpenCvCapture):
         )
 
     def _target(self) -> tuple[object, int]:
-        import cv2
 
         if not opencv_has_gstreamer():
             raise ObscuraError(f"source {self.uri}: this OpenCV build has no GStreamer (use JetPack's OpenCV)")
@@ -228,13 +226,11 @@ class V4l2Source(_OpenCvCapture):
         self.fps = parsed.number("fps", 0)
 
     def _target(self) -> tuple[object, int]:
-        import cv2
 
         return self.device, cv2.CAP_V4L2
 
     def _configure(self, cap: object) -> None:
         """Ask for the requested size and rate; keep only one buffered frame so frames are fresh."""
-        import cv2
 
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         if self.width and self.height:
@@ -270,7 +266,6 @@ class _VideoFile(_OpenCvCapture):
         self.uri = uri
 
     def _target(self) -> tuple[object, int]:
-        import cv2
 
         return str(self.path), cv2.CAP_ANY
 
@@ -293,7 +288,6 @@ class _ImageFolder:
 
     def read(self) -> np.ndarray | None:
         """The next image as RGB, or None after the last one."""
-        import cv2
 
         if self._next >= len(self._files):
             return None
@@ -344,7 +338,6 @@ class SimSource:
     """A simulated privacy camera: clean frames go through the PSF here and only the capture leaves `read()`."""
 
     def __init__(self, parsed: SourceUri):
-        from firmware.psf import PsfConvolver, load_psf
 
         self.uri = parsed.text
         psf_path = parsed.options.get("psf")

@@ -46,7 +46,7 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
 
 def write_figure(path: str | os.PathLike[str], fig: Any, dpi: int = 100) -> Path:
     """Atomically write a matplotlib figure as PNG, then close it (figures hold memory until closed)."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: obscura runs on the device too, where matplotlib is heavy and optional
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")

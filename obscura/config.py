@@ -1,13 +1,16 @@
 """One configuration system for every entry point.
 
-A configuration is a (nested) dataclass. It is read from a YAML or JSON file, overridden by
-dotted command-line keys (`optic.zernike_terms=300`), checked strictly (an unknown key or a
-value of the wrong type is an error naming the key), and written back, resolved, next to the
-outputs of the run that used it.
+A configuration is a (nested) dataclass. `load` starts from the defaults of the whole tree
+(nested sections and their `default_factory` included), deep-merges a YAML or JSON file onto
+them, then dotted command-line keys (`optic.zernike_terms=300`), and checks the result
+strictly: an unknown key, a value of the wrong type or one outside the range its field declares
+(`bounded`) is a one-line error naming the key. The resolved configuration is written back next
+to the outputs of the run that used it.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -20,15 +23,104 @@ from obscura.errors import ObscuraError
 
 T = TypeVar("T")
 RESOLVED_NAME = "config.yaml"
+_RANGE = "obscura.range"
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric setting may take: bounds (None: open) plus single values allowed besides them."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    also: tuple[float, ...] = ()
+
+    def admits(self, value: float) -> bool:
+        """True when `value` lies in the range or is one of the extra values."""
+        if value in self.also:
+            return True
+        if isinstance(value, float) and math.isnan(value):
+            return False
+        return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+
+    def describe(self) -> str:
+        """'>= 1', '> 0', 'in [0, 1)', '0 or >= 16': what the error message says was expected."""
+        low = f"[{self.ge:g}" if self.ge is not None else f"({self.gt:g}" if self.gt is not None else None
+        high = f"{self.le:g}]" if self.le is not None else f"{self.lt:g})" if self.lt is not None else None
+        if low and high:
+            text = f"a value in {low}, {high}"
+        elif low:
+            text = f">= {self.ge:g}" if self.ge is not None else f"> {self.gt:g}"
+        else:
+            text = f"<= {self.le:g}" if self.le is not None else f"< {self.lt:g}"
+        return " or ".join([*(f"{v:g}" for v in self.also), text])
+
+
+def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+            lt: float | None = None, also: tuple[float, ...] = ()) -> Any:
+    """A dataclass field whose numeric range is declared once here and checked by the loader."""
+    return dataclasses.field(default=default, metadata={_RANGE: Range(ge, gt, le, lt, also)})
 
 
 def load(cls: type[T], path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> T:
-    """Build `cls` from an optional YAML/JSON file plus dotted-key overrides; defaults fill the rest."""
-    data: dict[str, Any] = read_file(path) if path is not None else {}
+    """Defaults of `cls`, deep-merged with an optional YAML/JSON file, then with dotted-key overrides; checked."""
+    data = defaults(cls)
+    if path is not None:
+        merge(cls, data, read_file(path))
     for dotted, value in (overrides or {}).items():
-        set_dotted(data, dotted, value)
-    where = f"{path}: " if path is not None else ""
-    return from_dict(cls, data, where=where)
+        merge(cls, data, nested(dotted, value))
+    return from_dict(cls, data, where=f"{path}: " if path is not None else "")
+
+
+def defaults(cls: type) -> dict[str, Any]:
+    """The plain-data defaults of every field that has one (nested sections as their factories make them)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = _plain(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+            out[f.name] = to_dict(value) if dataclasses.is_dataclass(value) else _plain(value)
+    return out
+
+
+def merge(cls: type, base: dict[str, Any], update: Mapping[str, Any]) -> None:
+    """Write `update` into `base`: a section (a dataclass field) merges key by key, any other value replaces.
+
+    A mapping-valued setting (e.g. split fractions, one whole partition) is a value, so it replaces.
+    Unknown keys are copied as they are; `from_dict` then refuses them by name.
+    """
+    if not isinstance(update, Mapping):
+        raise ObscuraError(f"expected a mapping of keys to values, got {type(update).__name__}")
+    hints = typing.get_type_hints(cls)
+    for key, value in update.items():
+        section = _section_type(hints.get(key))
+        if section is not None and isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            merge(section, base[key], value)
+        else:
+            base[key] = value
+
+
+def _section_type(tp: Any) -> type | None:
+    """The dataclass a field holds (directly or as `X | None`), or None for a plain value."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return next((a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)), None)
+    return None
+
+
+def nested(dotted: str, value: Any) -> dict[str, Any]:
+    """`a.b.c`, v -> {'a': {'b': {'c': v}}}."""
+    *parents, leaf = dotted.split(".")
+    if not leaf or not all(parents):
+        raise ObscuraError(f"override '{dotted}': expected a dotted key such as section.key")
+    out: dict[str, Any] = {leaf: value}
+    for part in reversed(parents):
+        out = {part: out}
+    return out
 
 
 def read_file(path: str | Path) -> dict[str, Any]:
@@ -50,7 +142,7 @@ def read_file(path: str | Path) -> dict[str, Any]:
 
 
 def from_dict(cls: type[T], data: Any, where: str = "", prefix: str = "") -> T:
-    """Build dataclass `cls` from a mapping, refusing unknown keys and values of the wrong type."""
+    """Build dataclass `cls` from a mapping, refusing unknown keys, values of the wrong type and values out of range."""
     if not isinstance(data, Mapping):
         raise ObscuraError(f"{where}config key '{prefix or '<root>'}' must be a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -67,7 +159,26 @@ def from_dict(cls: type[T], data: Any, where: str = "", prefix: str = "") -> T:
     ]
     if missing:
         raise ObscuraError(f"{where}config key '{_join(prefix, missing[0])}' is required")
-    return cls(**kwargs)
+    built = cls(**kwargs)
+    _check_ranges(built, where, prefix)
+    return built
+
+
+def check(cfg: Any, where: str = "", prefix: str = "") -> None:
+    """Check every declared range of a configuration built in code (the loader checks its own), nested sections too."""
+    _check_ranges(cfg, where, prefix)
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check(value, where, _join(prefix, f.name))
+
+
+def _check_ranges(cfg: Any, where: str, prefix: str) -> None:
+    """One-line error for the first field of this level whose value lies outside its declared range."""
+    for f in dataclasses.fields(cfg):
+        allowed, value = f.metadata.get(_RANGE), getattr(cfg, f.name)
+        if allowed is not None and value is not None and not allowed.admits(value):
+            raise ObscuraError(f"{where}config key '{_join(prefix, f.name)}' is {value!r}; expected {allowed.describe()}")
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -153,17 +264,6 @@ def _float_or_text(text: str) -> float | str:
         return float(text)
     except ValueError:
         return text
-
-
-def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set `a.b.c` in a nested dict, creating the intermediate mappings."""
-    *parents, leaf = dotted.split(".")
-    node = data
-    for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ObscuraError(f"override '{dotted}': '{part}' is not a section")
-    node[leaf] = value
 
 
 def _join(prefix: str, key: str) -> str:

@@ -1,4 +1,4 @@
-"""Content hashes of files: the keys of result caches, checkpoints' provenance and the weights manifest."""
+"""SHA-256 content hashes: the keys of result caches, checkpoints' checksums and provenance, the weights and bundle manifests."""
 from __future__ import annotations
 
 import hashlib
@@ -12,3 +12,8 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def bytes_sha256(data: bytes) -> str:
+    """Hex SHA-256 of bytes in memory (a payload, an array's buffer, a key made of other digests)."""
+    return hashlib.sha256(data).hexdigest()

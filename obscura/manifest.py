@@ -2,17 +2,17 @@
 
 Each entry holds the file's SHA-256 and size, the exact command that produced it, the data split
 it was trained on and the metrics it reached. `verify` re-hashes the files, so a stale or damaged
-artifact is refused by name before anything runs on it. `python -m obscura.manifest [FILE]`
-verifies from the command line.
+artifact is refused by name before anything runs on it. `simulate.py manifest [FILE]` verifies
+from the command line.
 """
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from obscura import atomic
+from obscura import atomic, paths
 from obscura.digest import file_sha256
 from obscura.errors import ObscuraError
 
@@ -65,22 +65,17 @@ def verify(path: str | Path, names: list[str] | None = None) -> dict[str, Any]:
     return manifest
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Verify a manifest (default weights/manifest.json) and print one line per file."""
-    from obscura.command_line import run_reporting_errors
-    from obscura.paths import WEIGHTS_DIR
-
-    args = sys.argv[1:] if argv is None else argv
-    path = Path(args[0]) if args else WEIGHTS_DIR / NAME
-
-    def action() -> int:
-        manifest = verify(path)
-        for name, e in manifest["files"].items():
-            print(f"ok  {name}  {e['bytes']} bytes  sha256 {e['sha256'][:16]}...")
-        return 0
-
-    return run_reporting_errors("obscura.manifest", action)
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `manifest` sub-command: verify a weights manifest."""
+    p = subparsers.add_parser("manifest", help="check the committed weights (or another folder's) against their manifest",
+                              description="Re-hash every file a weights manifest lists and compare with its SHA-256.")
+    p.add_argument("file", nargs="?", type=Path, help=f"a {NAME} (default: weights/{NAME})")
+    p.set_defaults(func=run_verify)
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def run_verify(args: argparse.Namespace) -> int:
+    """Verify a manifest and print one line per file."""
+    manifest = verify(args.file or paths.WEIGHTS_DIR / NAME)
+    for name, e in manifest["files"].items():
+        print(f"ok  {name}  {e['bytes']} bytes  sha256 {e['sha256'][:16]}...")
+    return 0

@@ -10,7 +10,6 @@ from torch import Tensor
 
 from obscura import atomic
 from obscura.errors import ObscuraError
-from optics.srgb import linear_to_srgb, srgb_to_linear
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -51,14 +50,9 @@ def read_srgb(path: Path, max_side: int | None = None) -> np.ndarray:
     return rgb
 
 
-def to_linear_tensor(srgb: np.ndarray) -> Tensor:
-    """H x W x 3 sRGB array -> 1 x 3 x H x W linear tensor."""
-    return srgb_to_linear(torch.from_numpy(np.ascontiguousarray(srgb)).permute(2, 0, 1)[None].float())
-
-
-def to_srgb8(linear: Tensor) -> np.ndarray:
-    """1 x 3 x H x W (or 3 x H x W) linear tensor -> H x W x 3 uint8 sRGB array."""
-    return to_uint8(linear_to_srgb(linear.detach().float().cpu().reshape(-1, *linear.shape[-2:])))
+def batch_of_one(srgb: np.ndarray) -> Tensor:
+    """An H x W x 3 float image in [0, 1] as a 1 x 3 x H x W tensor (for `read_srgb`'s 8- or 16-bit scenes)."""
+    return torch.from_numpy(np.ascontiguousarray(srgb)).movedim(-1, -3)[None].float()
 
 
 def from_uint8(images: np.ndarray) -> Tensor:

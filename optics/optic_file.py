@@ -14,6 +14,8 @@ import torch
 
 from obscura import atomic, config
 from obscura.errors import ObscuraError
+from optics.camera import Camera
+from optics.optic import Optic
 from optics.settings import CameraConfig, SensorConfig
 
 FORMAT = "obscura-optic"
@@ -31,7 +33,6 @@ class OpticFile:
 
 def save_optic(path: str | Path, camera_or_optic: torch.nn.Module) -> Path:
     """Write a Camera's or an Optic's parameters and configuration to `path` (.npz), atomically."""
-    from optics.camera import Camera
 
     optic = camera_or_optic.optic if isinstance(camera_or_optic, Camera) else camera_or_optic
     sensor_cfg = camera_or_optic.sensor.config if isinstance(camera_or_optic, Camera) else SensorConfig()
@@ -86,7 +87,6 @@ def load_params(optic: torch.nn.Module, params: dict[str, np.ndarray], source: s
 
 def load_optic(path: str | Path):
     """Rebuild the saved Optic (configuration and parameters)."""
-    from optics.optic import Optic
 
     saved = read_optic(path)
     optic = Optic(saved.config.optic)

@@ -1,14 +1,24 @@
-"""`simulate.py psf` and `simulate.py capture`: PSFs and captures through a named or saved optic.
-
-Heavy imports (torch, cv2, matplotlib) happen inside the handlers so `--help` stays fast.
-"""
+"""`simulate.py psf` and `simulate.py capture`: PSFs and captures through a named or saved optic."""
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from obscura import atomic, config
 from obscura.errors import ObscuraError
+from optics import image_io
+from optics.camera import Camera
+from optics.optic_file import strict_json
+from optics.presets import camera_config, camera_from_spec
+from optics.psf_metrics import centroid_px, encircled_energy_radius_px
+from optics.psf_plots import save_psf_figure, save_side_by_side
+from optics.srgb_capture import capture_srgb
 
 OPTIC_HELP = "lens | defocus | zernike-random | path to a saved optic (.npz)"
 
@@ -76,14 +86,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def build_camera(args: argparse.Namespace):
+def build_camera(args: argparse.Namespace) -> Camera:
     """The camera the options describe, on the requested device and dtype."""
-    import math
-
-    import torch
-
-    from optics.presets import camera_from_spec
-
     overrides = _overrides(args)
     if args.optic == "lens" and args.sensor_distance is None and ("optic.lens.focal_length_m" in overrides or "optic.object_distance_m" in overrides):
         # Keep the ideal lens in focus: 1/z = 1/f - 1/s_o.
@@ -102,15 +106,6 @@ def build_camera(args: argparse.Namespace):
 
 def run_psf(args: argparse.Namespace) -> int:
     """Write psf.npy (C x H x W), psf.json, config.yaml and psf.png into --out."""
-    import numpy as np
-    import torch
-
-    from obscura import atomic, config
-    from optics.optic_file import strict_json
-    from optics.psf_plots import save_psf_figure
-    from optics.presets import camera_config
-    from optics.psf_metrics import centroid_px, encircled_energy_radius_px
-
     out = Path(args.out)
     camera = build_camera(args)
     with torch.no_grad():
@@ -157,15 +152,6 @@ def run_psf(args: argparse.Namespace) -> int:
 
 def run_capture(args: argparse.Namespace) -> int:
     """Write <name>_capture.png per image, side_by_side.png, capture.json and config.yaml into --out."""
-    import torch
-    from tqdm import tqdm
-
-    from obscura import atomic, config
-    from optics import image_io
-    from optics.optic_file import strict_json
-    from optics.psf_plots import save_side_by_side
-    from optics.presets import camera_config
-
     out = Path(args.out)
     paths = image_io.list_images(args.inputs)
     scenes = [image_io.read_srgb(p, args.max_side) for p in paths]
@@ -177,13 +163,12 @@ def run_capture(args: argparse.Namespace) -> int:
     dtype = camera.optic.amplitude.dtype
     with torch.no_grad():
         for path, srgb in tqdm(list(zip(paths, scenes)), desc="capture", unit="image"):
-            scene = image_io.to_linear_tensor(srgb).to(device=device, dtype=dtype)
-            capture = camera(scene)
-            capture8 = image_io.to_srgb8(capture)
+            scene = image_io.batch_of_one(srgb).to(device=device, dtype=dtype)
+            capture8 = image_io.to_uint8(capture_srgb(camera, scene)[0])
             target = out / f"{path.stem}_capture.png"
             image_io.write_png(target, capture8)
             written.append(str(target))
-            rows.append((path.stem, [("scene", image_io.to_srgb8(scene)), (f"capture ({args.optic})", capture8)]))
+            rows.append((path.stem, [("scene", image_io.to_uint8(scene[0])), (f"capture ({args.optic})", capture8)]))
     save_side_by_side(out / "side_by_side.png", rows[:8])
     cfg = camera_config(camera)
     atomic.write_json(out / "capture.json", strict_json({"optic": args.optic, "inputs": [str(p) for p in paths], "captures": written,

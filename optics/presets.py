@@ -24,7 +24,13 @@ from optics.camera import Camera
 from optics.optic import Optic
 from optics.optic_file import load_params, read_optic
 from optics.sensor import Sensor
-from optics.settings import CameraConfig, LensConfig, MaskConfig, OpticConfig, SensorConfig
+from optics.settings import (
+    CameraConfig,
+    LensConfig,
+    MaskConfig,
+    OpticConfig,
+    SensorConfig,
+)
 
 PRESETS = ("lens", "defocus", "zernike-random")
 
@@ -58,7 +64,7 @@ def apply_overrides(cfg: CameraConfig, overrides: dict[str, Any]) -> CameraConfi
             key = f"optic.{key}"
         elif "." not in key and key in sensor_fields:
             key = f"sensor.{key}"
-        config.set_dotted(data, key, value)
+        config.merge(CameraConfig, data, config.nested(key, value))
     return config.from_dict(CameraConfig, data, where="camera override: ")
 
 

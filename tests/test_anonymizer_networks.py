@@ -7,10 +7,20 @@ import numpy as np
 import pytest
 import torch
 
-from anonymizer.nets.adversary import Adversary, ArcFaceHead, arcface_loss, identity_information, information_bound
-from anonymizer.nets.regressor import HeatmapRegressor, count_parameters, load_regressor, save_regressor
+from anonymizer.nets.adversary import (
+    Adversary,
+    ArcFaceHead,
+    arcface_loss,
+    identity_information,
+    information_bound,
+)
+from anonymizer.nets.regressor import (
+    HeatmapRegressor,
+    count_parameters,
+    load_regressor,
+    save_regressor,
+)
 from obscura.errors import ObscuraError
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from stage1_helpers import train_cli
 
 from anonymizer import checkpoint, training_commands
-from anonymizer.stage1.stage1_config import load_config
+from evaluation import evaluation_commands
+from anonymizer.stage1.stage1_config import Stage1Config
+from obscura import config
 from obscura.errors import ObscuraError
-from stage1_helpers import train_cli
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -61,7 +63,7 @@ def test_optic_is_trained(straight, tiny) -> None:
     from optics.optic import Optic
     from optics.optic_file import read_optic
 
-    initial = dict(Optic(load_config(straight / "config.yaml").camera.optic).named_parameters())  # the seeded start
+    initial = dict(Optic(config.load(Stage1Config, straight / "config.yaml").camera.optic).named_parameters())  # the seeded start
     saved = read_optic(straight / "optic.npz").params
     assert set(saved) == set(initial)
     for name, value in saved.items():
@@ -74,7 +76,7 @@ def test_optic_stays_frozen_during_warm_up(tiny, tmp_path) -> None:
 
     out = tmp_path / "warm"
     train_cli(tiny, out, **{"train.steps": 2, "train.warmup_steps": 5})
-    initial = dict(Optic(load_config(out / "config.yaml").camera.optic).named_parameters())
+    initial = dict(Optic(config.load(Stage1Config, out / "config.yaml").camera.optic).named_parameters())
     for name, value in read_optic(out / "optic.npz").params.items():
         assert np.array_equal(value, initial[name].detach().double().numpy()), name
     history = json.loads((out / "metrics.json").read_text())["history"]
@@ -133,7 +135,7 @@ def test_impossible_settings_fail_before_training(tmp_path, key: str, value, nam
     from anonymizer.stage1.stage1_train import train
 
     with pytest.raises(ObscuraError, match=named):
-        train(load_config(None, {key: value}), tmp_path / "out")
+        train(config.load(Stage1Config, None, {key: value}), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -156,7 +158,7 @@ def test_saved_result_loads_as_a_capture_method_and_landmark_predictor(straight)
 def test_partial_sections_merge_onto_the_defaults(tmp_path) -> None:
     path = tmp_path / "partial.yaml"
     path.write_text("camera:\n  optic:\n    psf_size: 64\ndata:\n  split_fractions: {train: 0.5, test: 0.5}\n")
-    cfg = load_config(path)
+    cfg = config.load(Stage1Config, path)
     assert cfg.camera.optic.psf_size == 64
     assert cfg.camera.optic.mask.kind == "zernike" and cfg.camera.optic.mask.num_terms == 300  # the default optic kept
     assert cfg.data.split_fractions == {"train": 0.5, "test": 0.5}  # a partition replaces, never merges
@@ -168,7 +170,7 @@ def test_committed_configurations_are_valid(name: str) -> None:
     from anonymizer.stage1.stage1_config import validate
     from obscura.paths import REPO_ROOT
 
-    cfg = load_config(REPO_ROOT / "configs" / name)
+    cfg = config.load(Stage1Config, REPO_ROOT / "configs" / name)
     validate(cfg)
     r = cfg.regressor
     assert count_parameters(HeatmapRegressor(r.base_channels, r.depth, r.stride, r.max_channels)) <= 5_000_000
@@ -177,7 +179,6 @@ def test_committed_configurations_are_valid(name: str) -> None:
 
 def test_evaluate_a_saved_result_as_method_optic_path(straight, shared_data: Path, tmp_path: Path, capsys) -> None:
     """`evaluate --method optic:PATH` images through the learned optic and reports the regressor's landmark NME."""
-    from evaluation import evaluation_commands
 
     data = tmp_path / "faces"
     for name in sorted(p.name for p in (shared_data / "celeba-crops").iterdir())[:2]:
@@ -219,7 +220,7 @@ def _faces(shared_data: Path, folder: Path, identities: int, images: int, skip: 
 
 def _attack(run: Path, out: Path, test_data: Path, **sets) -> int:
     parser = argparse.ArgumentParser()
-    training_commands.register(parser.add_subparsers())
+    evaluation_commands.register(parser.add_subparsers())
     pairs = {"steps": 2, "batch_size": 4, "checkpoint_every": 1, "bootstrap": 10, "progress": False, "threads": 1, **sets}
     args = parser.parse_args(["attack-optic", "--run", str(run), "--out", str(out), "--test-data", str(test_data),
                               *sum((["--set", f"{k}={v}"] for k, v in pairs.items()), [])])
@@ -306,7 +307,7 @@ def test_an_attacker_starts_from_an_earlier_recogniser_of_the_same_identities(st
 def test_face_crops_without_targets_skip_only_the_heatmaps(tiny, tmp_path: Path) -> None:
     from anonymizer.stage1.stage1_data import prepare
 
-    cfg = load_config(None, tiny)
+    cfg = config.load(Stage1Config, None, tiny)
     crops = prepare(cfg.data, cfg.regressor, tmp_path, write=False).train
     full, bare = crops[0], crops.without_targets()[0]
     assert full[1].shape == (69, 16, 16) and bare[1].numel() == 0
@@ -314,7 +315,8 @@ def test_face_crops_without_targets_skip_only_the_heatmaps(tiny, tmp_path: Path)
 
 
 def test_the_attacker_can_be_measured_on_a_baseline_method_instead_of_the_optic(straight, shared_data: Path, tmp_path: Path) -> None:
-    from anonymizer.imaging import method_imaging
+    from evaluation.methods import method_imaging
+
     from evaluation.methods import lowres
     from optics.image_io import from_uint8, to_uint8
 
@@ -354,7 +356,7 @@ def test_adaptive_attacker_accepts_the_committed_stage1_as_weights(tmp_path: Pat
     from obscura.paths import WEIGHTS_DIR
 
     stage = check(AttackConfig(run="weights", out=str(tmp_path)))
-    assert stage == load_config(WEIGHTS_DIR / "stage1_config.yaml")
+    assert stage == config.load(Stage1Config, WEIGHTS_DIR / "stage1_config.yaml")
 
 
 def test_adaptive_attacker_refuses_an_unfinished_run(tmp_path: Path) -> None:

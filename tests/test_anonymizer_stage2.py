@@ -10,11 +10,19 @@ import pytest
 import torch
 
 from anonymizer import checkpoint, training_commands
-from anonymizer.stage2 import stage2_losses as losses
 from anonymizer.nets.heatmaps import N_CHANNELS
 from anonymizer.nets.regressor import count_parameters
-from anonymizer.stage2.stage2_config import load_config, validate
-from anonymizer.nets.stargan import Discriminator, Generator, MappingNetwork, StyleEncoder, build_networks, heatmap_masks
+from anonymizer.nets.stargan import (
+    Discriminator,
+    Generator,
+    MappingNetwork,
+    StyleEncoder,
+    build_networks,
+    heatmap_masks,
+)
+from anonymizer.stage2 import stage2_losses as losses
+from anonymizer.stage2.stage2_config import Stage2Config, validate
+from obscura import config
 from obscura.errors import ObscuraError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -109,7 +117,7 @@ def test_committed_configurations_build_networks_of_the_right_shapes(name: str, 
     from anonymizer.stage2.stage2_train import arch
     from obscura.paths import REPO_ROOT
 
-    cfg = load_config(REPO_ROOT / "configs" / name, {"stage1": str(stage1_run)})
+    cfg = config.load(Stage2Config, REPO_ROOT / "configs" / name, {"stage1": str(stage1_run)})
     validate(cfg)
     m = cfg.model
     assert m.img_size == (128 if "cpu" in name else 256)
@@ -217,7 +225,7 @@ def test_style_and_cycle_losses_are_l1() -> None:
 
 def test_heatmap_consistency_gradient_reaches_the_generator(stage1_run: Path) -> None:
     """The thing the reference got wrong: its heatmap L1 is computed under no_grad, so it trains nothing."""
-    from anonymizer.stage2.stage2_data import capture, load_stage1
+    from anonymizer.runs import load_stage1
 
     parts = load_stage1(str(stage1_run), torch.device("cpu"))
     torch.manual_seed(0)
@@ -225,7 +233,7 @@ def test_heatmap_consistency_gradient_reaches_the_generator(stage1_run: Path) ->
     x, s = torch.rand(2, 3, 64, 64), torch.randn(2, 8)
     with torch.no_grad():
         target = parts.regressor(x)
-    for reimage in (None, lambda im: capture(parts, im, torch.Generator().manual_seed(0))):
+    for reimage in (None, lambda im: parts.capture(im, torch.Generator().manual_seed(0))):
         g.zero_grad(set_to_none=True)
         loss = losses.heatmap_consistency(parts.regressor, g(x, s, target), target, reimage)
         loss.backward()
@@ -242,7 +250,7 @@ def test_heatmap_consistency_gradient_reaches_the_generator(stage1_run: Path) ->
 
 
 def test_identity_loss_is_lower_for_a_different_face_than_for_the_same_face(stage1_run: Path, shared_data: Path) -> None:
-    from anonymizer.stage2.stage2_data import load_stage1
+    from anonymizer.runs import load_stage1
     from faces.face_sets import list_images, read_rgb
 
     parts = load_stage1(str(stage1_run), torch.device("cpu"))
@@ -292,7 +300,7 @@ def test_three_step_run_writes_every_output(straight: Path, tiny: dict) -> None:
 def test_training_moves_the_networks_and_their_ema(straight: Path, tiny: dict) -> None:
     from anonymizer.stage2.stage2_train import build
 
-    fresh, _ = build(load_config(None, tiny), torch.device("cpu"))
+    fresh, _ = build(config.load(Stage2Config, None, tiny), torch.device("cpu"))
     state = _state(straight, 3)
     for name, net in fresh.named().items():
         start = net.state_dict()
@@ -375,17 +383,17 @@ def test_a_run_can_start_from_another_runs_networks(straight: Path, tiny: dict, 
 def _recogniser(stage1_run: Path, path: Path, identities: list[str]) -> "torch.nn.Module":
     """A fresh recogniser of the stage-I adversary's shape, saved as `attack-optic` saves its attacker.pt."""
     from anonymizer.runs import build_adversary, save_recogniser
-    from anonymizer.stage1.stage1_config import load_config as stage1_config
+    from anonymizer.stage1.stage1_config import Stage1Config
 
     torch.manual_seed(7)
-    net = build_adversary(stage1_config(stage1_run / "config.yaml").adversary, len(identities), input_px=32)
+    net = build_adversary(config.load(Stage1Config, stage1_run / "config.yaml").adversary, len(identities), input_px=32)
     save_recogniser(path, "obscura-adaptive-attacker", net, identities)
     return net
 
 
 def test_a_run_continues_against_a_clean_face_recogniser_of_the_training_identities(stage1_run: Path, tiny: dict,
                                                                                     tmp_path: Path) -> None:
-    from anonymizer.stage2.stage2_data import load_stage1
+    from anonymizer.runs import load_stage1
     from faces.face_sets import read_split
     from obscura.digest import file_sha256
 
@@ -436,7 +444,7 @@ def test_impossible_settings_fail_before_training(tiny: dict, tmp_path: Path, ke
     from anonymizer.stage2.stage2_train import train
 
     with pytest.raises(ObscuraError, match=named):
-        train(load_config(None, {**tiny, key: value}), tmp_path / "out")
+        train(config.load(Stage2Config, None, {**tiny, key: value}), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -451,7 +459,7 @@ def test_stage1_weights_needs_the_adversary(monkeypatch, stage1_run: Path, tmp_p
         shutil.copy(stage1_run / name, weights / name)
     shutil.copy(stage1_run / "config.yaml", weights / "stage1_config.yaml")
     monkeypatch.setattr(obscura.paths, "WEIGHTS_DIR", weights)
-    cfg = load_config(None, {**TINY, "stage1": "weights"})
+    cfg = config.load(Stage2Config, None, {**TINY, "stage1": "weights"})
     with pytest.raises(ObscuraError, match=r"'stage1' is 'weights': .*adversary.pt not found"):
         validate(cfg)
     shutil.copy(stage1_run / "adversary.pt", weights / "adversary.pt")
@@ -535,7 +543,8 @@ def test_impostor_control_pairs_each_source_with_another_person() -> None:
 def test_published_anonymizer_is_half_size_and_renders_the_same_faces(straight: Path, stage1_run: Path, tmp_path: Path) -> None:
     """Publishing beside its stage I: float16 file, both stages in one manifest, outputs within float16 rounding."""
     from anonymizer.anonymize import Anonymizer
-    from anonymizer.publish import ANONYMIZER_FILE, publish, publish_anonymizer
+    from anonymizer.publish import publish, publish_anonymizer
+    from anonymizer.runs import ANONYMIZER as ANONYMIZER_FILE
     from obscura import manifest
 
     dest = tmp_path / "weights"
@@ -577,4 +586,4 @@ def test_ema_warmup_may_change_on_resume_and_bad_values_are_refused(tiny: dict, 
 
     assert "train.ema_warmup" in RESUMABLE_KEYS and "train.ema_beta" not in RESUMABLE_KEYS
     with pytest.raises(ObscuraError, match="train.ema_warmup"):
-        validate(load_config(None, {**tiny, "train.ema_warmup": 0.5}))
+        validate(config.load(Stage2Config, None, {**tiny, "train.ema_warmup": 0.5}))

@@ -8,10 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from anonymizer.imaging import optic_imaging
 from calibration.__main__ import main
-from calibration.finetune import FinetuneConfig, measured_imaging, read_measured_psf, run, stage1_files
+from calibration.finetune import (
+    FinetuneConfig,
+    measured_imaging,
+    read_measured_psf,
+    run,
+    stage1_files,
+)
 from obscura.errors import ObscuraError
+from optics.srgb_capture import frozen_camera_imaging
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -34,7 +40,7 @@ def test_a_measured_psf_equal_to_the_design_images_like_the_design_camera(stage1
     folder = _measured(tmp_path / "m", _design_psf(stage1_run))
     faces = torch.rand(2, 3, 64, 64)
     measured = measured_imaging(read_measured_psf(folder, 3), stage)(faces, torch.Generator().manual_seed(1))
-    design = optic_imaging(optic_file)(faces, torch.Generator().manual_seed(1))
+    design = frozen_camera_imaging(str(optic_file))(faces, torch.Generator().manual_seed(1))
     # the same light and the same noise draws: at most a few pixels land one 10-bit code apart (float rounding)
     differ = (measured - design).abs() > 1e-6
     assert differ.float().mean() < 0.01 and (measured - design).abs().max() < 0.02

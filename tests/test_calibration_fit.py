@@ -8,8 +8,8 @@ import torch
 from calibration.fit import FitConfig, fit_camera
 from calibration.measure import MeasureConfig, measure_psf
 from calibration.synthetic import CaptureNoise, synthesise_captures
-from optics.fabrication.as_built import Errors, as_built_psf
 from obscura.errors import ObscuraError
+from optics.fabrication.as_built import Errors, as_built_psf
 from optics.presets import camera_from_spec
 
 # A random Zernike optic (0.5 um RMS), one wavelength per channel, 64 pupil samples: small enough

@@ -5,7 +5,12 @@ import cv2
 import numpy as np
 import pytest
 
-from calibration.intrinsics import Intrinsics, calibrate, synthetic_views, to_sensor_pixels
+from calibration.intrinsics import (
+    Intrinsics,
+    calibrate,
+    synthetic_views,
+    to_sensor_pixels,
+)
 from obscura.errors import ObscuraError
 
 K = np.array([[420.0, 0.0, 165.0], [0.0, 425.0, 118.0], [0.0, 0.0, 1.0]])

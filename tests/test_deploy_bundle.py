@@ -12,7 +12,13 @@ import pytest
 
 from deploy.bundle_builder import build_bundle
 from deploy.standins import build_standin_bundle, write_standins
-from firmware.bundle_reader import BundleConfig, BundleError, load_config, sha256_file, verify_bundle
+from firmware.bundle_reader import (
+    BundleConfig,
+    BundleError,
+    load_config,
+    sha256_file,
+    verify_bundle,
+)
 from obscura.errors import ObscuraError
 from obscura.paths import REPO_ROOT
 

@@ -12,17 +12,22 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from test_anonymizer_stage2 import TINY
 
 from anonymizer import checkpoint
-from optics.image_io import to_uint8
 from anonymizer.nets.stargan import build_networks, save_anonymizer
 from deploy.__main__ import main
-from deploy.trained import LatentAnonymizer, export_trained, known_export_warnings, load_trained
+from deploy.trained import (
+    LatentAnonymizer,
+    export_trained,
+    known_export_warnings,
+    load_trained,
+)
 from firmware.inference_stages import load_stages, to_model_input
 from firmware.psf import PsfConvolver, check_psf, load_psf
 from obscura.digest import file_sha256
 from obscura.paths import REPO_ROOT, WEIGHTS_DIR
-from test_anonymizer_stage2 import TINY
+from optics.image_io import to_uint8
 
 # the tiny stage-II widths of test_anonymizer_stage2, at the committed stage I's 128 px crop
 ARCH = {"img_size": 128, "num_domains": 1, "w_hpf": 1.0,
@@ -104,14 +109,12 @@ def test_firmware_runs_the_bundle_and_matches_the_torch_path_within_1_lsb(export
 
 
 def test_the_exported_module_is_what_anonymize_computes_on_captures(trained, one_torch_thread) -> None:
-    from anonymizer.stage2.stage2_data import capture
-
     faces = torch.rand(2, 3, 128, 128)
     result = trained.anonymize(faces, styles=2, seed=5)
     g = torch.Generator().manual_seed(5)
     module = LatentAnonymizer(trained.nets.generator, trained.nets.mapping_network)
     with torch.no_grad():
-        captured = capture(trained.parts, faces, g)
+        captured = trained.parts.capture(faces, g)
         heatmaps = trained.parts.regressor(captured)
         outputs = [module(captured, heatmaps, torch.randn(2, 4, generator=g)) for _ in range(2)]
     assert torch.equal(captured, result.captures) and torch.equal(torch.stack(outputs, dim=1), result.outputs)

@@ -114,8 +114,8 @@ def test_real_faces_clean_is_recognised_and_lowres8_is_not(lfw_subset: Path, tmp
 
 def test_real_face_models_find_and_embed(shared_data: Path) -> None:
     from faces.alignment import align
-    from faces.face_sets import read_rgb
     from faces.face_models import Mtcnn, recognitions
+    from faces.face_sets import read_rgb
 
     lfw = shared_data / "lfw-a" / "Colin_Powell"
     a, b = (read_rgb(p)[0] for p in sorted(lfw.iterdir())[:2])

@@ -7,10 +7,18 @@ import json
 import numpy as np
 import pytest
 
-from optics.fabrication import fabrication_commands, formats
-from optics.fabrication.heightmap import (LevelMap, clip_max_height, corner_contacts, enforce_min_feature, feature_ok,
-                                   quantise, remove_corner_contacts, wrap_period_m)
 from obscura.errors import ObscuraError
+from optics.fabrication import fabrication_commands, formats, heightmap
+from optics.fabrication.heightmap import (
+    LevelMap,
+    clip_max_height,
+    corner_contacts,
+    enforce_min_feature,
+    feature_ok,
+    quantise,
+    remove_corner_contacts,
+    wrap_period_m,
+)
 
 
 def _ring_map() -> LevelMap:
@@ -71,7 +79,7 @@ def test_gds_reads_back_to_the_exact_level_map(tmp_path):
     back = formats.read_gds_levels(tmp_path / "m.gds", level_map.levels.shape, level_map.pitch_m)
     np.testing.assert_array_equal(back, level_map.levels)
     polygons = sum(info["polygons_per_layer"].values())
-    rectangles = sum(len(formats.runs(level_map.levels == k)) for k in range(1, 4))
+    rectangles = sum(len(heightmap.runs(level_map.levels == k)) for k in range(1, 4))
     assert polygons < rectangles / 3  # merged, not one rectangle per run (let alone per pixel)
     assert set(info["polygons_per_layer"]) == {"1", "2", "3"}
 

@@ -1,17 +1,27 @@
 """The as-built PSF model (closed-form checks) and the tolerance analysis of a fabricated optic."""
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from optics.fabrication.as_built import Errors, as_built_psf, psf_correlation, transform_map
+from optics.fabrication.as_built import (
+    Errors,
+    as_built_psf,
+    psf_correlation,
+    transform_map,
+)
 from optics.fabrication.export import design_surface
 from optics.fabrication.heightmap import fabricated_levels
-from optics.fabrication.tolerance import ToleranceConfig, height_error_field, pupil_transmission, run_tolerance, tolerance
+from optics.fabrication.tolerance import (
+    ToleranceConfig,
+    height_error_field,
+    pupil_transmission,
+    run_tolerance,
+    tolerance,
+)
 from optics.presets import camera_from_spec
 from optics.psf_metrics import encircled_energy_radius_px
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from test_firmware_pipeline import ScriptedSource, wait_until
 
 from firmware.http_sink import BOUNDARY, HttpSink
-from firmware.stream_metrics import Metrics
 from firmware.pipeline import Pipeline
 from firmware.sinks import build_sink
+from firmware.stream_metrics import Metrics
 from obscura.errors import ObscuraError
-from test_firmware_pipeline import ScriptedSource, wait_until
 
 TOKEN = "s3cret-token-123"
 

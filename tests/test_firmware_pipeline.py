@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from deploy.standins import build_standin_bundle, expected_output
-from firmware.stream_metrics import Metrics
 from firmware.inference_stages import load_stages, to_model_input
 from firmware.pipeline import Backoff, Pipeline
 from firmware.queues import DropOldestQueue
+from firmware.stream_metrics import Metrics
 from obscura.errors import ObscuraError
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from test_firmware_pipeline import ListSink, wait_until
 
 import firmware
 from deploy.standins import build_standin_bundle
@@ -22,7 +23,6 @@ from firmware.psf import PsfConvolver
 from firmware.sinks import FileSink
 from firmware.sources import open_source
 from obscura.paths import REPO_ROOT
-from test_firmware_pipeline import ListSink, wait_until
 
 
 def _checkerboard(size: int = 64, cell: int = 2) -> np.ndarray:

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from scipy.signal import convolve2d
 
-from firmware.srgb_numpy import linear_to_srgb, srgb_to_linear
 from firmware.psf import PsfConvolver, check_psf, load_psf
+from firmware.srgb_numpy import linear_to_srgb, srgb_to_linear
 from obscura.errors import ObscuraError
 
 

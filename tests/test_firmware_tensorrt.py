@@ -14,7 +14,12 @@ import pytest
 
 from deploy.standins import build_standin_bundle, expected_output
 from firmware.bundle_reader import verify_bundle
-from firmware.inference_stages import OnnxAnonymizer, OnnxRegressor, load_stages, to_model_input
+from firmware.inference_stages import (
+    OnnxAnonymizer,
+    OnnxRegressor,
+    load_stages,
+    to_model_input,
+)
 from firmware.tensorrt_runner import engine_path
 from obscura.errors import ObscuraError
 

@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from obscura.errors import ObscuraError
-from optics.propagation import SamplingWarning, angular_spectrum, centred_coordinates, fresnel_transfer, scaled_fresnel
+from optics.propagation import (
+    SamplingWarning,
+    angular_spectrum,
+    centred_coordinates,
+    fresnel_transfer,
+    scaled_fresnel,
+)
 
 LAMBDA = 633e-9
 

@@ -133,9 +133,13 @@ def test_demo(tmp_path, capsys) -> None:
 
 def test_demo_puts_the_face_where_the_training_faces_sit() -> None:
     """The astronaut's face, warped into the celeba-crops frame, has YuNet's landmarks on the frame's mean ones."""
+    from workstation.learned_camera_demo import (
+        CELEBA_FRAME_POINTS,
+        CELEBA_FRAME_SIZE,
+        training_frame_crop,
+    )
     from skimage import data
 
-    from anonymizer.demo import CELEBA_FRAME_POINTS, CELEBA_FRAME_SIZE, training_frame_crop
     from faces.face_models import YuNet
 
     crop = training_frame_crop(data.astronaut(), 128, "astronaut")
@@ -149,7 +153,8 @@ def test_demo_puts_the_face_where_the_training_faces_sit() -> None:
 
 
 def test_demo_refuses_a_photo_without_a_face(tmp_path) -> None:
-    from anonymizer.demo import training_frame_crop
+    from workstation.learned_camera_demo import training_frame_crop
+
     from obscura.errors import ObscuraError
 
     with pytest.raises(ObscuraError, match="wall.png: YuNet finds no face"):

@@ -12,23 +12,34 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+from skimage import data
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from tqdm import tqdm
+
+from obscura import atomic, config
+from optics.image_io import write_png
+from optics.optic_file import strict_json
+from optics.presets import camera_config, camera_from_spec
+from optics.psf_metrics import encircled_energy_radius_px
+from optics.psf_plots import save_psf_figure, save_side_by_side
+from optics.srgb_capture import capture_uint8
+from workstation import html_page, learned_camera_demo
+
 DEMO_OPTICS = ("lens", "defocus", "zernike-random")
 # The face of skimage.data.astronaut(), 256 x 256 (rows 10-266, columns 120-376).
 FACE_BOX = (10, 266, 120, 376)
 
 
-def astronaut_face():
-    """The demo scene: an sRGB float32 H x W x 3 array in [0, 1]."""
-    from skimage import data
-
+def astronaut_face() -> np.ndarray:
+    """The demo scene: an sRGB uint8 H x W x 3 array."""
     top, bottom, left, right = FACE_BOX
-    return data.astronaut()[top:bottom, left:right].astype("float32") / 255.0
+    return np.ascontiguousarray(data.astronaut()[top:bottom, left:right])
 
 
-def html_page(out: Path, report: dict) -> Path:
+def demo_page(out: Path, report: dict) -> Path:
     """report.html: the headline figures, the optics and the anonymizer's images."""
-    from workstation import html_page
-
     anon = report["anonymizer"]
     leak = anon["identity_leakage_by"]
     figures = {
@@ -51,36 +62,21 @@ def html_page(out: Path, report: dict) -> Path:
 
 def run_demo(out_dir: str) -> int:
     """The demo face through each demo optic, then through the learned camera and anonymizer; figures, report.json and report.html."""
-    import numpy as np
-    import torch
-    from skimage import data
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-    from tqdm import tqdm
-
-    from anonymizer import demo as anonymizer_demo
-    from obscura import atomic, config
-    from optics import image_io
-    from optics.optic_file import strict_json
-    from optics.psf_plots import save_psf_figure, save_side_by_side
-    from optics.presets import camera_config, camera_from_spec
-    from optics.psf_metrics import encircled_energy_radius_px
-
     out = Path(out_dir)
     start = time.time()
     face = astronaut_face()
-    scene = image_io.to_linear_tensor(face)
-    image_io.write_png(out / "scene.png", image_io.to_srgb8(scene))
+    write_png(out / "scene.png", face)
     report: dict = {"scene": "skimage.data.astronaut() face crop", "scene_box_rows_cols": list(FACE_BOX), "optics": {}}
-    row = [("scene", image_io.to_srgb8(scene))]
+    row = [("scene", face)]
+    clean = face.astype(np.float64) / 255.0
     for spec in tqdm(DEMO_OPTICS, desc="demo", unit="optic"):
         camera = camera_from_spec(spec, seed=0)
         with torch.no_grad():
             psf_t, inside = camera.optic.psf_and_energy()
-            capture = camera(scene)
             blur_px = camera.optic.geometric_blur_diameter_m() / camera.optic.config.pixel_pitch_m
         psf = psf_t.double().numpy()
-        capture8 = image_io.to_srgb8(capture)
-        image_io.write_png(out / f"capture_{spec}.png", capture8)
+        capture8 = capture_uint8(camera, face)
+        write_png(out / f"capture_{spec}.png", capture8)
         save_psf_figure(out / f"psf_{spec}.png", psf, camera.optic.config.pixel_pitch_m, f"PSF of '{spec}'")
         row.append((spec, capture8))
         srgb_capture = capture8.astype(np.float64) / 255.0
@@ -89,15 +85,15 @@ def run_demo(out_dir: str) -> int:
             "encircled_energy_r80_px": encircled_energy_radius_px(psf, 0.8),
             "geometric_blur_diameter_px": blur_px.tolist(),
             "window_energy_fraction": inside.tolist(),
-            "capture_psnr_db": float(peak_signal_noise_ratio(face.astype(np.float64), srgb_capture, data_range=1.0)),
-            "capture_ssim": float(structural_similarity(face.astype(np.float64), srgb_capture, channel_axis=2, data_range=1.0)),
+            "capture_psnr_db": float(peak_signal_noise_ratio(clean, srgb_capture, data_range=1.0)),
+            "capture_ssim": float(structural_similarity(clean, srgb_capture, channel_axis=2, data_range=1.0)),
             "config": config.to_dict(camera_config(camera)),
         }
     save_side_by_side(out / "side_by_side.png", [("astronaut", row)])
-    report["anonymizer"] = anonymizer_demo.run(data.astronaut(), out, "skimage.data.astronaut()")
+    report["anonymizer"] = learned_camera_demo.run(data.astronaut(), out, "skimage.data.astronaut()")
     report["seconds"] = round(time.time() - start, 2)
     atomic.write_json(out / "report.json", strict_json(report))
-    html_page(out, report)
+    demo_page(out, report)
     print(f"demo: wrote {out}/ (report.html, report.json, scene.png, psf_*.png, capture_*.png, side_by_side.png, anonymized_*.png)")
     for spec, item in report["optics"].items():
         r80 = ", ".join(f"{r:.1f}" for r in item["encircled_energy_r80_px"])

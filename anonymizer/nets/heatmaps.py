@@ -6,6 +6,7 @@ convert between image and map coordinates exactly.
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -48,7 +49,6 @@ def landmark_heatmaps(points: np.ndarray, size: int, sigma_px: float) -> np.ndar
 
 def boundary_heatmap(points: np.ndarray, size: int, sigma_px: float) -> np.ndarray:
     """size x size map exp(-d^2 / 2 sigma^2) of the distance d to the face outline (68 map coordinates)."""
-    import cv2
 
     shift = 4  # cv2 draws at 1/16 px precision with fixed-point coordinates
     canvas = np.full((size, size), 255, np.uint8)

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from anonymizer import checkpoint
 from anonymizer.nets.heatmaps import N_CHANNELS
 from obscura.errors import ObscuraError
 
@@ -308,7 +309,6 @@ def build_networks(arch: dict[str, Any], discriminator: bool = True) -> Networks
 
 def save_anonymizer(path: str | Path, ema: Networks, arch: dict[str, Any], info: dict[str, Any]) -> Path:
     """Write the inference networks (EMA generator, mapping network, style encoder), their architecture and `info`."""
-    from anonymizer import checkpoint
 
     state = {"format": ANONYMIZER_FORMAT, "version": 1, "arch": {k: arch[k] for k in ARCH_KEYS}, "info": info,
              **{name: {k: v.detach().cpu() for k, v in net.state_dict().items()} for name, net in ema.named().items() if name != "discriminator"}}
@@ -317,7 +317,6 @@ def save_anonymizer(path: str | Path, ema: Networks, arch: dict[str, Any], info:
 
 def load_anonymizer(path: str | Path) -> tuple[Networks, dict[str, Any]]:
     """Rebuild saved inference networks (eval mode); returns them with the file's architecture and info."""
-    from anonymizer import checkpoint
 
     state = checkpoint.load(path)
     if state.get("format") != ANONYMIZER_FORMAT:

@@ -14,31 +14,20 @@ from torch.utils.data import Dataset
 
 from anonymizer.nets.heatmaps import render, to_map
 from anonymizer.stage1.stage1_config import DataConfig, RegressorConfig
+from faces.alignment import centre_crop
+from faces.face_sets import (
+    FaceImage,
+    list_images,
+    load_face_set,
+    read_rgb,
+    resolve_root,
+    round_robin,
+    split_identities,
+    write_splits,
+)
 from faces.landmark_targets import clean_landmarks
-from faces.face_sets import FaceImage, list_images, load_face_set, read_rgb, round_robin, split_identities, write_splits
 from obscura.errors import ObscuraError
-from obscura.paths import shared_data_dir
 from optics.image_io import from_uint8
-
-
-def resolve_root(root: str) -> Path:
-    """A face-set folder: the path itself if it exists, else a name under the shared data folder."""
-    path = Path(root).expanduser()
-    if path.is_dir():
-        return path
-    shared = shared_data_dir() / root
-    if shared.is_dir():
-        return shared
-    raise ObscuraError(f"config key 'data.root' is {root!r}: neither a folder nor a set under {shared_data_dir()}")
-
-
-def centre_crop(rgb: np.ndarray, size: int, source: str) -> tuple[np.ndarray, np.ndarray]:
-    """The central size x size crop and its top-left (x, y) offset in the image."""
-    h, w = rgb.shape[:2]
-    if h < size or w < size:
-        raise ObscuraError(f"{source}: image is {w}x{h} px; expected at least data.image_size = {size}")
-    x0, y0 = (w - size) // 2, (h - size) // 2
-    return rgb[y0 : y0 + size, x0 : x0 + size], np.array([x0, y0], dtype=np.float64)
 
 
 class FaceCrops(Dataset):

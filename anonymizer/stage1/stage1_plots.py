@@ -9,7 +9,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from anonymizer.nets import heatmaps
 from obscura import atomic  # noqa: E402
+from optics.srgb import linear_to_srgb, srgb_to_linear
 
 PANELS = (
     ("heatmap_loss", "heatmap loss (weighted MSE)"),
@@ -38,8 +40,6 @@ def loss_curves(path: Path, history: list[dict]) -> Path:
 
 def examples(path: Path, models, dataset, cfg, count: int = 4) -> Path:
     """Clean crop with dlib's landmarks above, capture with the regressor's landmarks below."""
-    from anonymizer.nets import heatmaps
-    from optics.srgb import linear_to_srgb, srgb_to_linear
 
     items = [dataset[i] for i in range(min(count, len(dataset)))]
     images = torch.stack([it[0] for it in items])

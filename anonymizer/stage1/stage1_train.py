@@ -15,51 +15,49 @@ device); otherwise single-process.
 """
 from __future__ import annotations
 
-import os
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Subset
-from torch.utils.data.distributed import DistributedSampler
+from torch.utils.data import DataLoader
+from tqdm import tqdm
 
-from anonymizer import checkpoint
+from anonymizer import checkpoint, runs
 from anonymizer.nets import heatmaps
-from anonymizer.nets.adversary import Adversary, arcface_loss, identity_information, information_bound
-from anonymizer.runs import build_adversary, load_weights, read_recogniser, save_recogniser
+from anonymizer.nets.adversary import (
+    Adversary,
+    arcface_loss,
+    identity_information,
+    information_bound,
+)
 from anonymizer.nets.regressor import HeatmapRegressor, count_parameters, save_regressor
+from anonymizer.stage1 import stage1_plots
 from anonymizer.stage1.stage1_config import Stage1Config, validate
 from anonymizer.stage1.stage1_data import FaceCrops, Stage1Data, prepare
+from anonymizer.training_runtime import (
+    Runtime,
+    batches,
+    process_runtime,
+    refuse_changed_config,
+    run_summary,
+    step_seed,
+    wrap,
+)
 from obscura import atomic, config
-from obscura.errors import ObscuraError
 from optics.camera import Camera
-from optics.srgb import linear_to_srgb, srgb_to_linear
 from optics.optic import Optic
+from optics.optic_file import save_optic
+from optics.psf_metrics import encircled_energy_radius_px
+from optics.psf_plots import save_psf_figure
 from optics.sensor import Sensor
+from optics.srgb_capture import capture_srgb
 
-# Settings that may change between a run and its resumption (they do not change what is learned).
-RESUMABLE_KEYS = ("train.steps", "train.progress", "train.workers", "train.threads", "train.device", "train.checkpoint_every", "train.log_every")
 METRICS = ("heatmap_loss", "identity_information", "information_bound", "adversary_loss", "adversary_accuracy", "nme", "quality_l1")
 PSF_ENERGY = 0.8  # logged: radius of the PSF holding this share of the light (mean over R, G, B)
-
-
-@dataclass
-class Runtime:
-    """Where this process runs: device, rank and world size (1 without torchrun)."""
-
-    device: torch.device
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def distributed(self) -> bool:
-        """True when launched by torchrun with more than one process."""
-        return self.world > 1
 
 
 @dataclass
@@ -71,34 +69,15 @@ class Models:
     adversary: Adversary
 
 
-def start_runtime(device: str) -> Runtime:
-    """Join the torchrun process group if there is one, and pick this process's device."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available() and device != "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ObscuraError(f"config key 'train.device' is {device!r} but torch sees no CUDA device")
-    if world > 1:
-        import torch.distributed as dist
-
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        if cuda:
-            torch.cuda.set_device(local)
-        dist.init_process_group("nccl" if cuda else "gloo")
-        return Runtime(torch.device(f"cuda:{local}" if cuda else "cpu"), dist.get_rank(), world)
-    if device == "auto":
-        return Runtime(torch.device("cuda" if cuda else "cpu"))
-    return Runtime(torch.device(device))
-
-
 def build_models(cfg: Stage1Config, identities: list[str], device: torch.device) -> Models:
     """Camera (trainable optic, fresh sensor noise), regressor and adversary (fresh or `adversary.init`), seeded by train.seed."""
     torch.manual_seed(cfg.train.seed)
     r, a = cfg.regressor, cfg.adversary
     camera = Camera(Optic(cfg.camera.optic), Sensor(cfg.camera.sensor), noise_seed=None)
     regressor = HeatmapRegressor(r.base_channels, r.depth, r.stride, r.max_channels)
-    adversary = build_adversary(a, len(identities))
+    adversary = runs.build_adversary(a, len(identities))
     if a.init:
-        load_weights(adversary, Path(a.init), read_recogniser(Path(a.init)), identities)
+        runs.load_weights(adversary, Path(a.init), runs.read_recogniser(Path(a.init)), identities)
     return Models(camera.to(device), regressor.to(device), adversary.to(device))
 
 
@@ -109,40 +88,6 @@ def build_optimizers(models: Models, cfg: Stage1Config) -> dict[str, torch.optim
         "regressor": torch.optim.Adam(models.regressor.parameters(), lr=cfg.train.lr_regressor),
         "adversary": torch.optim.Adam(models.adversary.parameters(), lr=cfg.adversary.lr),
     }
-
-
-def wrap(module: nn.Module, rt: Runtime) -> nn.Module:
-    """DistributedDataParallel around a module when distributed, else the module itself."""
-    if not rt.distributed:
-        return module
-    from torch.nn.parallel import DistributedDataParallel
-
-    return DistributedDataParallel(module, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
-
-
-def step_seed(seed: int, step: int, rank: int) -> int:
-    """The RNG seed of one step of one process (distinct per step and rank, fixed by the config)."""
-    return (seed * 1_000_003 + step * 7919 + rank * 104_729) % (2**63 - 1)
-
-
-def batches(dataset: FaceCrops, cfg: Stage1Config, rt: Runtime, start: int) -> Iterator[tuple[int, list[Tensor]]]:
-    """(step, batch) from `start` to train.steps: a per-epoch DistributedSampler permutation, cut into batches."""
-    b = cfg.train.batch_size
-    sampler = DistributedSampler(dataset, num_replicas=rt.world, rank=rt.rank, shuffle=True, seed=cfg.train.seed, drop_last=True)
-    per_epoch = len(sampler) // b
-    if per_epoch == 0:
-        raise ObscuraError(f"config key 'train.batch_size' is {b}; the training set has only {len(sampler)} images per process")
-    step = start
-    while step < cfg.train.steps:
-        epoch, offset = divmod(step, per_epoch)
-        sampler.set_epoch(epoch)
-        order = list(sampler)[offset * b : per_epoch * b]
-        loader = DataLoader(Subset(dataset, order), batch_size=b, shuffle=False, num_workers=cfg.train.workers, drop_last=True)
-        for batch in loader:
-            yield step, batch
-            step += 1
-            if step >= cfg.train.steps:
-                return
 
 
 def train_step(models: Models, wrapped: dict[str, nn.Module], opts: dict[str, torch.optim.Optimizer], batch: list[Tensor],
@@ -157,12 +102,11 @@ def train_step(models: Models, wrapped: dict[str, nn.Module], opts: dict[str, to
     # 1. optic + regressor against the frozen adversary (the optic itself frozen during warm-up)
     models.adversary.eval().requires_grad_(False)
     learn_optic = step >= t.warmup_steps
-    scene = srgb_to_linear(images)
     if learn_optic:
-        capture = linear_to_srgb(wrapped["camera"](scene, generator=noise))
+        capture = capture_srgb(wrapped["camera"], images, noise)
     else:
         with torch.no_grad():  # the plain module: DDP only syncs the optic once it is trained
-            capture = linear_to_srgb(models.camera(scene, generator=noise))
+            capture = capture_srgb(models.camera, images, noise)
     pred = wrapped["regressor"](capture)
     heat = heatmaps.heatmap_loss(pred, targets, cfg.regressor.foreground_weight)
     logits, _ = models.adversary(capture)
@@ -203,32 +147,6 @@ def train_step(models: Models, wrapped: dict[str, nn.Module], opts: dict[str, to
     }
 
 
-def comparable(cfg_dict: dict[str, Any], resumable: tuple[str, ...] = RESUMABLE_KEYS) -> dict[str, Any]:
-    """The flattened configuration minus the keys a resumed run may change."""
-    flat: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, f"{prefix}.{k}" if prefix else str(k))
-        else:
-            flat[prefix] = node
-
-    walk(cfg_dict, "")
-    return {k: v for k, v in flat.items() if k not in resumable}
-
-
-def refuse_changed_config(path: Path, cfg: Any, saved: dict[str, Any], resumable: tuple[str, ...] = RESUMABLE_KEYS) -> None:
-    """One-line error naming the first setting (beyond `resumable`) in which the checkpoint's run differs from `cfg`."""
-    ours, theirs = comparable(config.to_dict(cfg), resumable), comparable(saved, resumable)
-    for key in sorted(set(ours) | set(theirs)):
-        if ours.get(key) != theirs.get(key):
-            raise ObscuraError(
-                f"{path} was written by a run with {key} = {theirs.get(key)!r}, this config has {ours.get(key)!r}; "
-                "use a new --out folder or the same configuration"
-            )
-
-
 def resume(folder: Path, models: Models, opts: dict[str, torch.optim.Optimizer], cfg: Stage1Config, rt: Runtime) -> tuple[int, list[dict], list[dict], str | None]:
     """Restore the newest readable checkpoint: (start step, history, unlogged metrics, its path or None)."""
     found = checkpoint.latest(folder, map_location=rt.device)
@@ -262,8 +180,6 @@ def save_checkpoint(folder: Path, step: int, models: Models, opts: dict[str, tor
 
 def summarise(pending: list[dict], step: int, camera: Camera) -> dict[str, float]:
     """Mean of each metric over the steps since the last log line, the PSF's 80 % radius, and the step count."""
-    from optics.psf_metrics import encircled_energy_radius_px
-
     with torch.no_grad():
         radius = float(np.mean(encircled_energy_radius_px(camera.psf().detach().cpu().double().numpy(), PSF_ENERGY)))
     return {"step": step, **{k: float(np.mean([m[k] for m in pending])) for k in METRICS}, "psf_r80_px": radius}
@@ -279,7 +195,7 @@ def validate_landmarks(models: Models, val: FaceCrops, cfg: Stage1Config, rt: Ru
     noise = torch.Generator(device=rt.device).manual_seed(cfg.train.seed)
     for images, _, _, marks in loader:
         images = images.to(rt.device)
-        capture = linear_to_srgb(models.camera(srgb_to_linear(images), generator=noise))
+        capture = capture_srgb(models.camera, images, noise)
         found = heatmaps.landmarks(models.regressor(capture), cfg.regressor.stride)
         errors.append(heatmaps.nme(found, marks.to(rt.device)).cpu())
     models.camera.train()
@@ -290,13 +206,10 @@ def validate_landmarks(models: Models, val: FaceCrops, cfg: Stage1Config, rt: Ru
 
 def write_outputs(out: Path, models: Models, cfg: Stage1Config, data: Stage1Data, history: list[dict], extra: dict[str, Any]) -> dict[str, Any]:
     """optic.npz, regressor.pt, adversary.pt, metrics.json and the PNGs (loss curves, PSF, example captures)."""
-    from anonymizer.stage1 import stage1_plots
-    from optics.optic_file import save_optic
-
-    save_optic(out / "optic.npz", models.camera)
+    save_optic(out / runs.OPTIC, models.camera)
     arch = {k: getattr(cfg.regressor, k) for k in ("base_channels", "depth", "stride", "max_channels")}
-    save_regressor(out / "regressor.pt", models.regressor, arch, cfg.data.image_size)
-    save_recogniser(out / "adversary.pt", "obscura-stage1-adversary", models.adversary, data.identities)
+    save_regressor(out / runs.REGRESSOR, models.regressor, arch, cfg.data.image_size)
+    runs.save_recogniser(out / runs.ADVERSARY, runs.ADVERSARY_KINDS[0], models.adversary, data.identities)
     metrics = {
         "data": data.summary,
         "parameters": {"optic": count_parameters(models.camera), "regressor": count_parameters(models.regressor),
@@ -305,68 +218,29 @@ def write_outputs(out: Path, models: Models, cfg: Stage1Config, data: Stage1Data
         "history": history,
         **extra,
     }
-    atomic.write_json(out / "metrics.json", metrics)
+    atomic.write_json(out / runs.METRICS, metrics)
     stage1_plots.loss_curves(out / "loss_curves.png", history)
     with torch.no_grad():
         psf = models.camera.psf().detach().cpu().double().numpy()
-    from optics.psf_plots import save_psf_figure
-
     save_psf_figure(out / "psf.png", psf, cfg.camera.optic.pixel_pitch_m, "stage-I optic")
     stage1_plots.examples(out / "captures.png", models, data.val or data.train, cfg)
     return metrics
 
 
-@contextmanager
-def training_runtime(cfg: Any, out: Path) -> Iterator[Runtime]:
-    """The process's Runtime for a trainer config with a `train` section: threads set, rank 0 writing
-    the resolved config into `out`, and the torchrun process group left on exit."""
-    if out.exists() and not out.is_dir():
-        raise ObscuraError(f"--out {out}: exists and is not a folder")
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    rt = start_runtime(cfg.train.device)
-    try:
-        if rt.rank == 0:
-            out.mkdir(parents=True, exist_ok=True)
-            config.write_resolved(cfg, out)
-        yield rt
-    finally:
-        if rt.distributed:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-
-
-def run_summary(steps: int, start: int, seconds: float, resumed: str | None, rt: Runtime) -> dict[str, Any]:
-    """What metrics.json says about this run: steps, resumption, time per step, device."""
-    steps_run = steps - start
-    return {
-        "steps": steps,
-        "resumed_from": resumed,
-        "steps_this_run": steps_run,
-        "seconds_this_run": seconds,
-        "seconds_per_step": seconds / steps_run if steps_run else None,
-        "device": str(rt.device),
-        "world_size": rt.world,
-    }
-
-
 def train(cfg: Stage1Config, out_dir: str | Path) -> dict[str, Any]:
     """Run (or resume) stage I into `out_dir`; returns the metrics written to metrics.json."""
-    from tqdm import tqdm
-
     validate(cfg)
     out = Path(out_dir)
-    with training_runtime(cfg, out) as rt:
+    with process_runtime(cfg, out) as rt:
         data = prepare(cfg.data, cfg.regressor, out, progress=cfg.train.progress and rt.rank == 0, write=rt.rank == 0)
         models = build_models(cfg, data.identities, rt.device)
         opts = build_optimizers(models, cfg)
-        folder = out / "checkpoints"
+        folder = out / runs.CHECKPOINTS
         start, history, pending, resumed = resume(folder, models, opts, cfg, rt)
         wrapped = {"camera": wrap(models.camera, rt), "regressor": wrap(models.regressor, rt), "adversary": wrap(models.adversary, rt)}
         t0 = time.perf_counter()
         bar = tqdm(total=cfg.train.steps, initial=start, desc="stage I", unit="step", disable=not cfg.train.progress or rt.rank != 0)
-        for step, batch in batches(data.train, cfg, rt, start):
+        for step, batch in batches(data.train, cfg.train, rt, start):
             pending.append(train_step(models, wrapped, opts, batch, step, cfg, rt))
             done = step + 1
             if done % cfg.train.log_every == 0 or done == cfg.train.steps:

@@ -1,4 +1,4 @@
-"""Stage-II data: the frozen stage-I parts (camera, regressor, recogniser) and the clean training faces.
+"""Stage-II data: the clean training faces of the stage-I training identities, and their reference faces.
 
 The identities are the stage-I run's `splits/train.txt`, so stage II never sees a face of the
 identities any privacy figure is measured on. Faces are centre-cropped to the stage-I training
@@ -17,88 +17,14 @@ from torch import Tensor
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from anonymizer.nets.adversary import IResNet
-from anonymizer.runs import build_adversary, load_weights, read_recogniser
-from anonymizer.nets.regressor import HeatmapRegressor, load_regressor
-from anonymizer.stage1.stage1_config import Stage1Config, load_config
-from anonymizer.stage1.stage1_data import centre_crop, resolve_root
-from anonymizer.stage2.stage2_config import Stage2Config, stage1_config_file, stage1_folder
-from faces.face_sets import load_face_set, read_rgb, read_split
+from anonymizer.runs import Stage1Parts
+from anonymizer.stage2.stage2_config import Stage2Config
+from faces.alignment import centre_crop
+from faces.face_sets import load_face_set, read_rgb, resolve_root
 from obscura.errors import ObscuraError
-from obscura.digest import file_sha256
-from optics.camera import Camera
-from optics.srgb import linear_to_srgb, srgb_to_linear
 from optics.image_io import from_uint8
-from optics.convolution import convolve
 
 REFERENCE_TRIES = 32  # random draws for a reference face of another identity before a deterministic scan
-
-
-@dataclass
-class Stage1Parts:
-    """The frozen stage-I result: camera (with its PSF computed once), regressor, the adversary's embedder."""
-
-    camera: Camera
-    psf: Tensor
-    regressor: HeatmapRegressor
-    embedder: IResNet
-    crop_size: int
-    train_identities: list[str]
-    root: str
-    min_images: int  # the stage-I minimum of readable images per identity
-    digest: dict[str, str]  # SHA-256 of each stage-I file: a resumed run refuses changed ones
-
-
-def load_stage1(spec: str, device: torch.device, embedder_file: str = "") -> Stage1Parts:
-    """Load the stage-I files that `stage1` names, frozen (eval mode, no gradient to their weights).
-
-    The identity embedder is the stage-I adversary's, or the recogniser in `embedder_file`.
-    """
-    from optics.presets import camera_from_spec
-
-    folder = stage1_folder(spec)
-    stage = load_config(stage1_config_file(folder))
-    camera = camera_from_spec(str(folder / "optic.npz"), noise_seed=None).to(device).eval().requires_grad_(False)
-    with torch.no_grad():
-        psf = camera.psf().detach()
-    regressor, crop_size = load_regressor(folder / "regressor.pt")
-    train_identities = read_split(folder / "splits" / "train.txt")
-    embedder = load_embedder(Path(embedder_file) if embedder_file else folder / "adversary.pt", stage, train_identities)
-    files = ("optic.npz", "regressor.pt", "adversary.pt", "splits/train.txt")
-    return Stage1Parts(
-        camera=camera,
-        psf=psf,
-        regressor=regressor.to(device).eval().requires_grad_(False),
-        embedder=embedder.to(device).eval().requires_grad_(False),
-        crop_size=crop_size,
-        train_identities=train_identities,
-        root=stage.data.root,
-        min_images=stage.data.min_images,
-        digest={name: file_sha256(folder / name) for name in files},
-    )
-
-
-def load_embedder(path: Path, stage: Stage1Config, train_identities: list[str]) -> IResNet:
-    """The IResNet of a stage-I adversary.pt or an attacker.pt, refused if it saw a non-training identity.
-
-    Both files hold an `Adversary` of the stage-I config's shape with one class per identity it
-    was trained on; a recogniser that saw a test identity would make the leakage figures unfair.
-    """
-    saved = read_recogniser(path)
-    known = saved.get("identities")
-    unseen = sorted(set(known or []) - set(train_identities))
-    if known is None or unseen:
-        why = "it names none" if known is None else f"it also knows {unseen[:3]}"
-        raise ObscuraError(f"{path}: expected a recogniser trained on stage I's training identities only; {why}")
-    adversary = build_adversary(stage.adversary, len(known), input_px=saved["input_px"])
-    load_weights(adversary, path, saved, known)
-    return adversary.embedder
-
-
-def capture(parts: Stage1Parts, clean: Tensor, generator: torch.Generator | None) -> Tensor:
-    """sRGB faces in [0, 1] -> the frozen camera's sRGB captures (differentiable; noise from `generator`)."""
-    scene = srgb_to_linear(clean)
-    return linear_to_srgb(parts.camera.sensor(convolve(scene, parts.psf), generator=generator))
 
 
 def resize(images: Tensor, size: int) -> Tensor:

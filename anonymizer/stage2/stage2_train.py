@@ -27,14 +27,25 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
-from anonymizer import checkpoint
-from anonymizer.stage2 import stage2_losses as losses
-from anonymizer.stage1 import stage1_train
-from anonymizer.stage1.stage1_train import Runtime, batches, refuse_changed_config, run_summary, step_seed, training_runtime, wrap
-from anonymizer.stage2.stage2_config import Stage2Config, validate
-from anonymizer.stage2.stage2_data import Stage1Parts, Stage2Data, capture, load_stage1, prepare, references, resize
+from anonymizer import checkpoint, runs
 from anonymizer.nets.stargan import ARCH_KEYS, Networks, build_networks, save_anonymizer
+from anonymizer.runs import Stage1Parts, load_stage1
+from anonymizer.stage2 import stage2_losses as losses
+from anonymizer.stage2.stage2_config import Stage2Config, validate
+from anonymizer.stage2.stage2_data import Stage2Data, prepare, references, resize
+from anonymizer.stage2.stage2_plots import loss_curves, sample_grid
+from anonymizer.training_runtime import RESUMABLE_KEYS as LOOP_RESUMABLE_KEYS
+from anonymizer.training_runtime import (
+    Runtime,
+    batches,
+    process_runtime,
+    refuse_changed_config,
+    run_summary,
+    step_seed,
+    wrap,
+)
 from obscura import atomic, config
 from obscura.digest import file_sha256
 from obscura.errors import ObscuraError
@@ -42,7 +53,7 @@ from obscura.errors import ObscuraError
 # Settings that may change between a run and its resumption (they do not change what is learned).
 # The EMA settings only shape the averaged copy, never the trained networks, so they may change too.
 # The identity term may change on resume: a trained run can be continued against a better recogniser.
-RESUMABLE_KEYS = (*stage1_train.RESUMABLE_KEYS, "train.sample_every", "train.ema_warmup",
+RESUMABLE_KEYS = (*LOOP_RESUMABLE_KEYS, "train.sample_every", "train.ema_warmup",
                   "loss.identity", "loss.identity_margin", "loss.identity_embedder")
 METRICS = ("d_real", "d_fake", "d_r1", "g_adv", "g_style", "g_diversity", "g_cycle", "g_heatmap", "g_identity",
            "identity_cosine", "ds_weight")
@@ -111,7 +122,7 @@ def make_batch(parts: Stage1Parts, data: Stage2Data, raw: list[Tensor], seed: in
     refs, refs2, y_trg = references(data, identities, draw)
     clean = images.to(device)
     with torch.no_grad():
-        shot = capture(parts, clean, noise)
+        shot = parts.capture(clean, noise)
         heat = parts.regressor(shot)
     latent = (clean.shape[0], cfg.model.latent_dim)
     return Batch(clean, heat, resize(clean, size), resize(shot, size), domains.to(device),
@@ -167,7 +178,7 @@ def g_step(nets: Networks, wrapped: dict[str, nn.Module], opts: dict[str, torch.
     rec = wrapped["generator"](fake, encoder(source, b.y_org), None)  # no heatmap skips on the way back, as the reference
     cyc = losses.cycle(rec, source)
     fake_crop = resize(fake, b.clean.shape[-1])  # the stage-I networks judge at the scale they were trained at
-    reimage = (lambda x: capture(parts, x, noise)) if w.heatmap_through_camera else None
+    reimage = (lambda x: parts.capture(x, noise)) if w.heatmap_through_camera else None
     heat = losses.heatmap_consistency(parts.regressor, fake_crop, b.heatmaps, reimage)
     cosine = losses.identity_similarity(parts.embedder, fake_crop, b.clean)
     ident = losses.identity_dissimilarity(cosine, w.identity_margin)
@@ -266,8 +277,6 @@ def sample_batch(parts: Stage1Parts, data: Stage2Data, cfg: Stage2Config, device
 @torch.no_grad()
 def write_samples(path: Path, ema: Networks, b: Batch, step: int) -> Path:
     """Source, capture, two latent-guided outputs, a reference face and the output in its style (EMA networks)."""
-    from anonymizer.stage2.stage2_plots import sample_grid
-
     g, f, e = ema.generator, ema.mapping_network, ema.style_encoder
     rows = {
         "clean source": b.source,
@@ -288,11 +297,9 @@ def summarise(pending: list[dict], step: int) -> dict[str, float]:
 def write_outputs(out: Path, nets: Networks, ema: Networks, cfg: Stage2Config, parts: Stage1Parts, data: Stage2Data,
                   history: list[dict], samples: Batch, extra: dict[str, Any]) -> dict[str, Any]:
     """generator_ema.pt (with the mapping network and style encoder), metrics.json, loss_curves.png, samples.png."""
-    from anonymizer.stage2.stage2_plots import loss_curves
-
     info = {"stage1": cfg.stage1, "stage1_digest": parts.digest, "crop_size": parts.crop_size, "steps": cfg.train.steps,
             "train_identities": data.identities}
-    save_anonymizer(out / "generator_ema.pt", ema, arch(cfg), info)
+    save_anonymizer(out / runs.GENERATOR_EMA, ema, arch(cfg), info)
     metrics = {
         "data": data.summary,
         # every weight: the discriminator is left frozen (requires_grad False) after each step's generator updates
@@ -301,7 +308,7 @@ def write_outputs(out: Path, nets: Networks, ema: Networks, cfg: Stage2Config, p
         "history": history,
         **extra,
     }
-    atomic.write_json(out / "metrics.json", metrics)
+    atomic.write_json(out / runs.METRICS, metrics)
     loss_curves(out / "loss_curves.png", history)
     write_samples(out / "samples.png", ema, samples, cfg.train.steps)
     return metrics
@@ -309,16 +316,14 @@ def write_outputs(out: Path, nets: Networks, ema: Networks, cfg: Stage2Config, p
 
 def train(cfg: Stage2Config, out_dir: str | Path) -> dict[str, Any]:
     """Run (or resume) stage II into `out_dir`; returns the metrics written to metrics.json."""
-    from tqdm import tqdm
-
     validate(cfg)
     out = Path(out_dir)
-    with training_runtime(cfg, out) as rt:
+    with process_runtime(cfg, out) as rt:
         parts = load_stage1(cfg.stage1, rt.device, cfg.loss.identity_embedder)
         data = prepare(cfg, parts, progress=cfg.train.progress and rt.rank == 0)
         nets, ema = build(cfg, rt.device)
         opts = build_optimizers(nets, cfg)
-        folder = out / "checkpoints"
+        folder = out / runs.CHECKPOINTS
         start, history, pending, resumed = resume(folder, nets, ema, opts, cfg, parts, rt)
         if resumed is None and cfg.train.init:
             start_from(Path(cfg.train.init), nets, ema, cfg)
@@ -326,7 +331,7 @@ def train(cfg: Stage2Config, out_dir: str | Path) -> dict[str, Any]:
         samples = sample_batch(parts, data, cfg, rt.device)
         t0 = time.perf_counter()
         bar = tqdm(total=cfg.train.steps, initial=start, desc="stage II", unit="step", disable=not cfg.train.progress or rt.rank != 0)
-        for step, raw in batches(data.train, cfg, rt, start):
+        for step, raw in batches(data.train, cfg.train, rt, start):
             pending.append(train_step(nets, ema, wrapped, opts, parts, data, raw, step, cfg, rt))
             done = step + 1
             if done % cfg.train.log_every == 0 or done == cfg.train.steps:

@@ -18,23 +18,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
+from tqdm import tqdm
 
-from anonymizer import checkpoint
+from anonymizer import checkpoint, runs
 from anonymizer.nets.adversary import Adversary, arcface_loss
-from anonymizer.imaging import Imaging, method_imaging, optic_imaging
-from anonymizer.runs import build_adversary, load_weights, read_recogniser, save_recogniser
-from anonymizer.stage1.stage1_config import Stage1Config, load_config
-from anonymizer.stage1.stage1_data import centre_crop, prepare, resolve_root
-from anonymizer.stage2.stage2_config import stage1_config_file, stage1_folder
-from evaluation import metrics
-from faces.face_sets import list_images, load_face_set, read_rgb, split_identities
+from anonymizer.stage1.stage1_config import Stage1Config
+from anonymizer.stage1.stage1_data import prepare
+from evaluation import methods, metrics
+from faces.alignment import centre_crop
+from faces.face_sets import (
+    list_images,
+    load_face_set,
+    read_rgb,
+    resolve_root,
+    split_identities,
+)
 from obscura import atomic, config
+from obscura.config import bounded
 from obscura.errors import ObscuraError
 from optics.image_io import from_uint8
+from optics.srgb_capture import SrgbImaging, frozen_camera_imaging
 
 PROTOCOLS = ("captured_gallery", "clean_gallery", "clean_only")
 
@@ -51,71 +60,62 @@ class AttackConfig:
     # adversary: fine-tune the run's adversary; scratch: a fresh one of the same shape; or the
     # attacker.pt of an earlier run on the same identities (e.g. a clean-face recogniser, clean_fraction 1)
     init: str = "adversary"
-    steps: int = 1000
-    batch_size: int = 32
-    lr: float = 3e-4
-    arcface_margin: float = -1.0  # < 0: the run's adversary margin; a smaller one (even 0: plain softmax) learns more easily
+    steps: int = bounded(1000, ge=1)
+    batch_size: int = bounded(32, ge=1)
+    lr: float = bounded(3e-4, ge=0)  # 0: the starting network, unchanged
+    # the run's adversary margin; a smaller one (even 0: plain softmax) learns more easily
+    arcface_margin: float = bounded(-1.0, ge=0, lt=1.5, also=(-1.0,))
     # the size the recogniser resizes every face to first (64: about 4x cheaper than 128; 0: none);
     # -1: the starting network's (the file's, or stage I's adversary.input_px from scratch)
-    input_px: int = -1
-    clean_fraction: float = 0.25  # share of each batch shown clean, so clean galleries stay usable (1: a clean-face recogniser)
+    input_px: int = bounded(-1, ge=16, also=(-1, 0))
+    # share of each batch shown clean, so clean galleries stay usable (1: a clean-face recogniser)
+    clean_fraction: float = bounded(0.25, ge=0, le=1)
     test_data: str = ""  # "": the run's face set, restricted to its test split; else a folder (all identities unseen)
     test_split: str = "test"
-    test_min_images: int = 2
-    checkpoint_every: int = 200
+    test_min_images: int = bounded(2, ge=2)
+    checkpoint_every: int = bounded(200, ge=1)
     seed: int = 0
-    threads: int = 0
-    bootstrap: int = 1000
-    far: float = 1e-3
+    threads: int = bounded(0, ge=0)
+    bootstrap: int = bounded(1000, ge=1)
+    far: float = bounded(1e-3, gt=0, lt=1)
     progress: bool = True
 
 
 def check(cfg: AttackConfig) -> Stage1Config:
     """Refuse a bad configuration before any work; returns the stage-I run's configuration."""
-    folder = stage1_folder(cfg.run)
-    if not cfg.run or not stage1_config_file(folder).is_file():
-        raise ObscuraError(f"--run {cfg.run!r}: expected 'weights' or a stage-I output folder with config.yaml, optic.npz and adversary.pt")
-    for name in ("optic.npz", "adversary.pt"):
-        if not (folder / name).is_file():
-            raise ObscuraError(f"--run {cfg.run}: {name} not found (has the stage-I run finished?)")
+    config.check(cfg)
+    if not cfg.run:
+        raise ObscuraError("--run is required ('weights' or a stage-I output folder)")
+    folder = runs.require_stage1(cfg.run, (runs.CONFIG, runs.OPTIC, runs.ADVERSARY), f"--run {cfg.run}")
     if not cfg.out:
         raise ObscuraError("--out is required (the folder for report.json and the attacker's checkpoints)")
     if cfg.init not in ("adversary", "scratch") and not Path(cfg.init).is_file():
         raise ObscuraError(f"config key 'init' is {cfg.init!r}; expected 'adversary', 'scratch' or an attacker.pt file")
-    for key in ("steps", "batch_size", "checkpoint_every", "test_min_images"):
-        if getattr(cfg, key) < 1:
-            raise ObscuraError(f"config key '{key}' is {getattr(cfg, key)!r}; expected >= 1")
-    if cfg.input_px not in (-1, 0) and cfg.input_px < 16:
-        raise ObscuraError(f"config key 'input_px' is {cfg.input_px!r}; expected -1 (the starting network's), 0 (the capture's size) or >= 16")
-    if not 0 <= cfg.clean_fraction <= 1:
-        raise ObscuraError(f"config key 'clean_fraction' is {cfg.clean_fraction!r}; expected a share in [0, 1]")
     if cfg.method:
-        from evaluation import methods
-
         try:
             methods.get(cfg.method)
         except ObscuraError as err:
             raise ObscuraError(f"config key 'method': {err}") from None
-    return load_config(stage1_config_file(folder))
+    return runs.load_stage1_config(folder)
 
 
-def build(stage: Stage1Config, cfg: AttackConfig, identities: list[str]) -> tuple[Imaging, Adversary]:
+def build(stage: Stage1Config, cfg: AttackConfig, identities: list[str]) -> tuple[SrgbImaging, Adversary]:
     """What the attacker sees (the run's frozen optic, or `method`) and the attacker network
     (the run's adversary, a fresh one, or an earlier attacker)."""
-    folder = stage1_folder(cfg.run)
-    imaging = method_imaging(cfg.method) if cfg.method else optic_imaging(folder / "optic.npz")
+    folder = runs.stage1_folder(cfg.run)
+    imaging = methods.method_imaging(cfg.method) if cfg.method else frozen_camera_imaging(str(folder / runs.OPTIC))
     torch.manual_seed(cfg.seed)
     margin = None if cfg.arcface_margin < 0 else cfg.arcface_margin
     if cfg.init == "scratch":
-        return imaging, build_adversary(stage.adversary, len(identities), margin, None if cfg.input_px < 0 else cfg.input_px)
-    start = folder / "adversary.pt" if cfg.init == "adversary" else Path(cfg.init)
-    saved = read_recogniser(start)
-    attacker = build_adversary(stage.adversary, len(identities), margin, saved["input_px"] if cfg.input_px < 0 else cfg.input_px)
-    load_weights(attacker, start, saved, identities)
+        return imaging, runs.build_adversary(stage.adversary, len(identities), margin, None if cfg.input_px < 0 else cfg.input_px)
+    start = folder / runs.ADVERSARY if cfg.init == "adversary" else Path(cfg.init)
+    saved = runs.read_recogniser(start)
+    attacker = runs.build_adversary(stage.adversary, len(identities), margin, saved["input_px"] if cfg.input_px < 0 else cfg.input_px)
+    runs.load_weights(attacker, start, saved, identities)
     return imaging, attacker
 
 
-def attacker_batch(imaging: Imaging, images: Tensor, step: int, cfg: AttackConfig) -> Tensor:
+def attacker_batch(imaging: SrgbImaging, images: Tensor, step: int, cfg: AttackConfig) -> Tensor:
     """What the attacker trains on: captures (a clean share first), randomly mirrored."""
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     n_clean = int(round(cfg.clean_fraction * images.shape[0]))
@@ -127,12 +127,10 @@ def attacker_batch(imaging: Imaging, images: Tensor, step: int, cfg: AttackConfi
     return torch.where(flip[:, None, None, None], seen.flip(-1), seen)
 
 
-def fine_tune(imaging: Imaging, attacker: Adversary, train_set, cfg: AttackConfig, out: Path) -> list[dict[str, float]]:
+def fine_tune(imaging: SrgbImaging, attacker: Adversary, train_set, cfg: AttackConfig, out: Path) -> list[dict[str, float]]:
     """ArcFace fine-tuning on captures of the training identities; resumes from out/checkpoints."""
-    from tqdm import tqdm
-
     opt = torch.optim.Adam(attacker.parameters(), lr=cfg.lr)
-    folder = out / "checkpoints"
+    folder = out / runs.CHECKPOINTS
     found = checkpoint.latest(folder)
     start, history = 0, []
     if found is not None:
@@ -183,10 +181,8 @@ def test_images(stage: Stage1Config, cfg: AttackConfig) -> tuple[list[list[Path]
 
 
 @torch.no_grad()
-def embed_test(imaging: Imaging, attacker: Adversary, groups: list[list[Path]], size: int, cfg: AttackConfig) -> dict[str, Tensor]:
+def embed_test(imaging: SrgbImaging, attacker: Adversary, groups: list[list[Path]], size: int, cfg: AttackConfig) -> dict[str, Tensor]:
     """Unit embeddings of every test image, clean and captured (per-image seeded noise)."""
-    from tqdm import tqdm
-
     attacker.eval()
     clean, captured = [], []
     paths = [p for group in groups for p in group]
@@ -216,11 +212,7 @@ def judge(emb: dict[str, Tensor], groups: list[list[Path]], cfg: AttackConfig) -
 
 def curve_png(path: Path, history: list[dict[str, float]]) -> Path:
     """Fine-tuning loss and top-1 accuracy on the training identities' captures."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     steps = [h["step"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for ax, key in zip(axes, ("loss", "accuracy")):
@@ -247,7 +239,7 @@ def run(cfg: AttackConfig) -> dict[str, Any]:
     history = fine_tune(imaging, attacker, data.train.without_targets(), cfg, out)
     groups, where = test_images(stage, cfg)
     result = {
-        "run": str(stage1_folder(cfg.run).resolve()),
+        "run": str(runs.stage1_folder(cfg.run).resolve()),
         "init": cfg.init,
         "imaging": f"method {cfg.method}" if cfg.method else "the run's optic.npz",
         "train_identities": len(data.identities),
@@ -257,7 +249,7 @@ def run(cfg: AttackConfig) -> dict[str, Any]:
         **judge(embed_test(imaging, attacker, groups, stage.data.image_size, cfg), groups, cfg),
         "seconds": round(time.time() - start, 1),
     }
-    save_recogniser(out / "attacker.pt", "obscura-adaptive-attacker", attacker, data.identities)
+    runs.save_recogniser(out / runs.ATTACKER, runs.ADVERSARY_KINDS[1], attacker, data.identities)
     atomic.write_json(out / "report.json", result)
     curve_png(out / "attacker_training.png", history)
     return result

@@ -5,11 +5,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+from tqdm import tqdm
 
 from obscura import atomic, config
 from obscura.digest import file_sha256
 from obscura.errors import ObscuraError
 from obscura.paths import WEIGHTS_DIR
+from optics.fabrication import formats as files
+from optics.fabrication.fabrication_plots import save_height_map
+from optics.fabrication.heightmap import fabricated_levels, wrap_period_m
+from optics.materials import material
+from optics.optic_file import load_optic, strict_json
 
 FORMATS = ("gds", "tiff", "stl")
 COMMITTED_OPTIC = WEIGHTS_DIR / "optic.npz"
@@ -42,7 +49,6 @@ def resolve_optic(path: str) -> Path:
 
 def design_surface(optic) -> np.ndarray:
     """The optic's mask surface before wrapping and quantisation (clamped if it was trained clamped), metres."""
-    import torch
 
     mask = optic.mask
     if mask is None:
@@ -56,13 +62,7 @@ def design_surface(optic) -> np.ndarray:
 
 def run_export(cfg: ExportConfig, out: Path) -> dict:
     """Write the requested files, the sidecar export.json, height_map.png and config.yaml into `out`."""
-    from optics.fabrication import formats as files
-    from optics.fabrication.heightmap import fabricated_levels, wrap_period_m
-    from optics.fabrication.fabrication_plots import save_height_map
-    from optics.materials import material
-    from tqdm import tqdm
 
-    from optics.optic_file import load_optic, strict_json
 
     if isinstance(cfg.levels, bool) or not 2 <= cfg.levels <= 256:
         raise ObscuraError(f"levels is {cfg.levels!r}; expected an integer from 2 to 256")

@@ -1,12 +1,12 @@
-"""`simulate.py export` (fabrication files) and `simulate.py tolerance` (PSF under fabrication errors).
-
-Heavy imports happen inside the handlers so `simulate.py --help` stays fast.
-"""
+"""`simulate.py export` (fabrication files) and `simulate.py tolerance` (PSF under fabrication errors)."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from obscura.command_line import add_config_options, load_config
+from optics.fabrication.export import ExportConfig, run_export
+from optics.fabrication.tolerance import ToleranceConfig, run_tolerance
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,41 +21,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     exp.add_argument("--min-feature", type=float, metavar="M", help="smallest feature the process can write (m, default 2e-6)")
     exp.add_argument("--wavelength", type=float, metavar="M", help="design wavelength for the 2 pi wrap (m; default: the lens's)")
     exp.add_argument("--material", help="mask material (default: the optic's); heights are rescaled to keep the phase")
-    exp.add_argument("--config", help="YAML/JSON file of optics.fabrication.export.ExportConfig")
-    exp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
-    exp.add_argument("--out", required=True, help="output folder")
+    add_config_options(exp, "YAML/JSON file of optics.fabrication.export.ExportConfig")
     exp.set_defaults(func=run_export_command)
 
     tol = subparsers.add_parser("tolerance", help="PSF correlation of the fabricated optic under fabrication and assembly errors",
                                 description="Simulate the fabricated optic with height, alignment and distance errors.")
     tol.add_argument("--optic", help="saved optic (.npz); default: the committed weights/optic.npz")
-    tol.add_argument("--config", help="YAML/JSON file of optics.fabrication.tolerance.ToleranceConfig")
-    tol.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
-    tol.add_argument("--out", required=True, help="output folder")
+    add_config_options(tol, "YAML/JSON file of optics.fabrication.tolerance.ToleranceConfig")
     tol.set_defaults(func=run_tolerance_command)
 
 
-def _export_overrides(args: argparse.Namespace) -> dict:
+def _export_flags(args: argparse.Namespace) -> dict:
     """Command-line options as ExportConfig keys (explicit options win over --set)."""
-    from obscura import config
-
-    overrides = config.parse_overrides(args.set)
     table = {"optic": "optic", "levels": "levels", "pitch": "writer_pitch_m", "max_height": "max_height_m",
              "min_feature": "min_feature_m", "wavelength": "design_wavelength_m", "material": "material"}
-    for name, key in table.items():
-        if getattr(args, name) is not None:
-            overrides[key] = getattr(args, name)
+    flags = {key: getattr(args, name) for name, key in table.items()}
     if args.format is not None:
-        overrides["formats"] = [f.strip() for f in args.format.split(",") if f.strip()]
-    return overrides
+        flags["formats"] = [f.strip() for f in args.format.split(",") if f.strip()]
+    return flags
 
 
 def run_export_command(args: argparse.Namespace) -> int:
     """Export and print one line per constraint that changed the design."""
-    from optics.fabrication.export import ExportConfig, run_export
-    from obscura import config
-
-    cfg = config.load(ExportConfig, args.config, _export_overrides(args))
+    cfg = load_config(ExportConfig, args, _export_flags(args))
     out = Path(args.out)
     sidecar = run_export(cfg, out)
     for change in sidecar["changes"]:
@@ -67,13 +55,7 @@ def run_export_command(args: argparse.Namespace) -> int:
 
 def run_tolerance_command(args: argparse.Namespace) -> int:
     """Run the tolerance sweep and print its summary."""
-    from optics.fabrication.tolerance import ToleranceConfig, run_tolerance
-    from obscura import config
-
-    overrides = config.parse_overrides(args.set)
-    if args.optic is not None:
-        overrides["optic"] = args.optic
-    cfg = config.load(ToleranceConfig, args.config, overrides)
+    cfg = load_config(ToleranceConfig, args, {"optic": args.optic})
     report = run_tolerance(cfg, Path(args.out))
     for row in report["sweeps"]:
         print(f"  {row['error']}: " + ", ".join(f"{v:g} -> {c:.3f}" for v, c in zip(row["values"], row["correlation"])))

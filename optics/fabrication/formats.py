@@ -9,38 +9,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import gdstk
 import numpy as np
+import tifffile
+import trimesh
 
 from obscura import atomic
 from obscura.errors import ObscuraError
-from optics.fabrication.heightmap import LevelMap, corner_contacts
+from optics.fabrication.heightmap import LevelMap, corner_contacts, runs
+from optics.fabrication.mesh import height_field_mesh
 
 GDS_CELL = "OBSCURA_MASK"
 GDS_PRECISION_M = 1e-9
 TIFF_MAX_GREY = 65535
-
-
-def runs(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """Rectangles (row0, row1, col0, col1), half-open, covering a boolean mask exactly.
-
-    Row runs of True pixels, merged downwards while the next row has the same run: far
-    fewer rectangles than pixels for the ring-shaped zones of a phase mask.
-    """
-    padded = np.zeros((mask.shape[0], mask.shape[1] + 2), dtype=np.int8)
-    padded[:, 1:-1] = mask
-    edges = np.diff(padded, axis=1)
-    open_runs: dict[tuple[int, int], int] = {}
-    out: list[tuple[int, int, int, int]] = []
-    for row in range(mask.shape[0]):
-        starts = np.flatnonzero(edges[row] == 1)
-        stops = np.flatnonzero(edges[row] == -1)
-        current = set(zip(starts.tolist(), stops.tolist()))
-        for key in [k for k in open_runs if k not in current]:
-            out.append((open_runs.pop(key), row, key[0], key[1]))
-        for key in current:
-            open_runs.setdefault(key, row)
-    out.extend((start, mask.shape[0], c0, c1) for (c0, c1), start in open_runs.items())
-    return out
 
 
 def _rect_points_um(rect: tuple[int, int, int, int], height: int, pitch_um: float) -> np.ndarray:
@@ -53,7 +34,6 @@ def _rect_points_um(rect: tuple[int, int, int, int], height: int, pitch_um: floa
 
 def write_gds(path: Path, level_map: LevelMap) -> dict:
     """GDSII in micrometre units, one layer per non-zero level (layer L = pixels at level L), merged polygons."""
-    import gdstk
 
     pitch_um = _pitch_um(level_map.pitch_m)
     lib = gdstk.Library(name="OBSCURA", unit=1e-6, precision=GDS_PRECISION_M)
@@ -75,7 +55,6 @@ def write_gds(path: Path, level_map: LevelMap) -> dict:
 
 def read_gds_levels(path: Path, shape: tuple[int, int], pitch_m: float) -> np.ndarray:
     """Rasterise a GDS written by write_gds back into a level map (pixel centres, even-odd rule)."""
-    import gdstk
 
     try:
         lib = gdstk.read_gds(str(path))
@@ -129,7 +108,6 @@ def _rasterise_rectilinear(polygons: list[np.ndarray], shape: tuple[int, int], p
 
 def write_tiff(path: Path, level_map: LevelMap, metadata: dict) -> dict:
     """16-bit height map: grey = level * g (g = 65535 // (N - 1)); metadata in the description as JSON."""
-    import tifffile
 
     grey_per_level = TIFF_MAX_GREY // (level_map.num_levels - 1)
     nm_per_grey = level_map.step_m * 1e9 / grey_per_level
@@ -145,7 +123,6 @@ def write_tiff(path: Path, level_map: LevelMap, metadata: dict) -> dict:
 
 def read_tiff(path: Path) -> tuple[np.ndarray, dict]:
     """The 16-bit image and its JSON metadata."""
-    import tifffile
 
     with tifffile.TiffFile(path) as tif:
         image = tif.pages[0].asarray()
@@ -156,9 +133,7 @@ def read_tiff(path: Path) -> tuple[np.ndarray, dict]:
 def write_stl(path: Path, level_map: LevelMap, base_m: float) -> dict:
     """A closed solid in micrometres: the pixel columns of the height map on a base slab of `base_m`
     (optics.fabrication.mesh: exact, no T-junctions; watertight unless a level touches itself only at a corner)."""
-    import trimesh
 
-    from optics.fabrication.mesh import height_field_mesh
 
     if base_m <= 0:
         raise ObscuraError(f"stl base_m is {base_m!r}; expected a base thickness > 0 (a closed solid needs one)")

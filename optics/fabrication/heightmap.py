@@ -199,3 +199,26 @@ def fabricated_levels(
                     "note": f"{corners} pixels filled where a level touched itself only at a corner" if corners
                     else ("no corner-only contact" if feature_px >= 2 else "corner-only contacts kept (no minimum feature of 2 px or more)")})
     return LevelMap(levels.astype(np.int32), num_levels, step, writer_pitch_m, changes)
+
+
+def runs(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Rectangles (row0, row1, col0, col1), half-open, covering a boolean mask exactly.
+
+    Row runs of True pixels, merged downwards while the next row has the same run: far
+    fewer rectangles than pixels for the ring-shaped zones of a phase mask.
+    """
+    padded = np.zeros((mask.shape[0], mask.shape[1] + 2), dtype=np.int8)
+    padded[:, 1:-1] = mask
+    edges = np.diff(padded, axis=1)
+    open_runs: dict[tuple[int, int], int] = {}
+    out: list[tuple[int, int, int, int]] = []
+    for row in range(mask.shape[0]):
+        starts = np.flatnonzero(edges[row] == 1)
+        stops = np.flatnonzero(edges[row] == -1)
+        current = set(zip(starts.tolist(), stops.tolist()))
+        for key in [k for k in open_runs if k not in current]:
+            out.append((open_runs.pop(key), row, key[0], key[1]))
+        for key in current:
+            open_runs.setdefault(key, row)
+    out.extend((start, mask.shape[0], c0, c1) for (c0, c1), start in open_runs.items())
+    return out

@@ -10,17 +10,16 @@ steps; the caller scales them.
 """
 from __future__ import annotations
 
+import manifold3d
 import numpy as np
+
+from optics.fabrication.heightmap import runs
 
 OUTSIDE = -1  # the key of the ground plane z = 0 around and under the solid
 
 
 def _outline(mask: np.ndarray) -> list[np.ndarray]:
     """Contours (outer counter-clockwise, holes clockwise) of a boolean mask, integer (x, y) points."""
-    import manifold3d
-
-    from optics.fabrication.formats import runs
-
     height = mask.shape[0]
     rects = [np.array([(c0, height - r1), (c1, height - r1), (c1, height - r0), (c0, height - r0)], dtype=float)
              for r0, r1, c0, c1 in runs(mask)]
@@ -40,7 +39,6 @@ def _subdivide(contour: np.ndarray) -> np.ndarray:
 
 def height_field_mesh(levels: np.ndarray, base_steps: float) -> tuple[np.ndarray, np.ndarray]:
     """Vertices (V x 3) and triangles (F x 3) of the closed solid of `levels` on a base of `base_steps`."""
-    import manifold3d
 
     h, w = levels.shape
     padded = np.full((h + 2, w + 2), OUTSIDE, dtype=np.int64)

@@ -17,15 +17,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torch import Tensor
+from tqdm import tqdm
 
-from optics.fabrication.as_built import Errors, as_built_psf, psf_correlation
-from optics.fabrication.export import ExportConfig, design_surface, resolve_optic
-from optics.fabrication.heightmap import LevelMap, fabricated_levels
 from obscura import atomic, config
 from obscura.errors import ObscuraError
+from optics.fabrication.as_built import Errors, as_built_psf, psf_correlation
+from optics.fabrication.export import ExportConfig, design_surface, resolve_optic
+from optics.fabrication.fabrication_plots import save_psf_pair, save_tolerance_curves
+from optics.fabrication.heightmap import LevelMap, fabricated_levels
 from optics.materials import material
 from optics.optic import Optic
+from optics.optic_file import load_optic, strict_json
 
 
 @dataclass
@@ -65,7 +69,6 @@ def pupil_transmission(level_map: LevelMap, optic: Optic, material_name: str) ->
 
 def height_error_field(shape: tuple[int, int], sigma_m: float, correlation_m: float, pitch_m: float, seed: int) -> Tensor:
     """A Gaussian random height error with RMS `sigma_m` and Gaussian correlation length `correlation_m`."""
-    from scipy import ndimage
 
     rng = np.random.default_rng(seed)
     field_ = ndimage.gaussian_filter(rng.standard_normal(shape), correlation_m / pitch_m, mode="wrap")
@@ -81,9 +84,7 @@ def with_height_error(transmission: Tensor, optic: Optic, material_name: str, er
 
 def run_tolerance(cfg: ToleranceConfig, out: Path) -> dict:
     """Sweep each error, write tolerance.json, tolerance.png, psf_design_vs_fabricated.png, config.yaml."""
-    from tqdm import tqdm
 
-    from optics.optic_file import load_optic, strict_json
 
     if not 0 < cfg.min_correlation < 1:
         raise ObscuraError(f"min_correlation is {cfg.min_correlation!r}; expected a number between 0 and 1")
@@ -132,7 +133,6 @@ def run_tolerance(cfg: ToleranceConfig, out: Path) -> dict:
     }
     atomic.write_json(out / "tolerance.json", strict_json(report))
     config.write_resolved(cfg, out)
-    from optics.fabrication.fabrication_plots import save_psf_pair, save_tolerance_curves
 
     save_tolerance_curves(out / "tolerance.png", sweeps, cfg.min_correlation)
     save_psf_pair(out / "psf_design_vs_fabricated.png", design.numpy(), fabricated.numpy(), ("design", "fabricated"))

@@ -11,9 +11,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
+from anonymizer import runs
+from anonymizer.anonymize import Anonymizer
+from evaluation.anonymization import (
+    DLIB_DISTANCE_THRESHOLD,
+    SFACE_COSINE_THRESHOLD,
+    VERIFIERS,
+    Judges,
+    judge_size,
+    leakage,
+    utility,
+)
+from faces.alignment import centre_crop, similarity
+from faces.face_models import YuNet
+from obscura import manifest, paths
 from obscura.errors import ObscuraError
+from optics.image_io import from_uint8, to_uint8, write_png
 
 # Where faces sit in ../shared/data/celeba-crops (160 x 160): YuNet's 5 landmarks (eyes, nose tip,
 # mouth corners; image left first), median over 100 training images (every 30th of the first 3,000
@@ -25,12 +41,6 @@ DEMO_STYLES = 6
 
 def training_frame_crop(rgb: np.ndarray, crop_size: int, source: str) -> np.ndarray:
     """The face of an RGB uint8 photo warped into the celeba-crops frame and centre-cropped to crop_size."""
-    import cv2
-
-    from anonymizer.stage1.stage1_data import centre_crop
-    from faces.alignment import similarity
-    from faces.face_models import YuNet
-
     face = YuNet().detect(rgb).central(rgb.shape)
     if face is None:
         raise ObscuraError(f"{source}: YuNet finds no face to anonymize")
@@ -42,8 +52,6 @@ def training_frame_crop(rgb: np.ndarray, crop_size: int, source: str) -> np.ndar
 
 def heatmap_image(heatmaps: np.ndarray, size: int) -> np.ndarray:
     """The regressor's 68 landmark maps and boundary map as one RGB uint8 picture (max over channels, magma)."""
-    import cv2
-
     peak = heatmaps.max(axis=0)
     scaled = np.clip(peak / max(float(peak.max()), 1e-6) * 255.0, 0, 255).astype(np.uint8)
     coloured = cv2.applyColorMap(cv2.resize(scaled, (size, size), interpolation=cv2.INTER_NEAREST), cv2.COLORMAP_MAGMA)
@@ -52,8 +60,6 @@ def heatmap_image(heatmaps: np.ndarray, size: int) -> np.ndarray:
 
 def judge(source: np.ndarray, outputs: list[np.ndarray]) -> dict[str, Any]:
     """Face detection (FD/BB/LM) and identity leakage of the outputs against their source, at 256 x 256."""
-    from evaluation.anonymization import DLIB_DISTANCE_THRESHOLD, SFACE_COSINE_THRESHOLD, VERIFIERS, Judges, judge_size, leakage, utility
-
     judges = Judges()
     src = judges.look(judge_size(source))
     outs = [judges.look(judge_size(o)) for o in outputs]
@@ -78,15 +84,8 @@ def judge(source: np.ndarray, outputs: list[np.ndarray]) -> dict[str, Any]:
 
 def run(face_rgb: np.ndarray, out: Path, source: str, styles: int = DEMO_STYLES, seed: int = 0) -> dict[str, Any]:
     """Capture, heatmaps and `styles` anonymized faces of one photo; writes PNGs and returns the report section."""
-    from anonymizer.anonymize import Anonymizer
-    from optics.image_io import from_uint8, to_uint8
-    from anonymizer.publish import ANONYMIZER_FILE
-    from obscura import manifest
-    from obscura.paths import WEIGHTS_DIR
-    from optics.image_io import write_png
-
-    weights = WEIGHTS_DIR / ANONYMIZER_FILE
-    manifest.verify(WEIGHTS_DIR / manifest.NAME, [ANONYMIZER_FILE, "optic.npz", "regressor.pt"])
+    weights = paths.WEIGHTS_DIR / runs.ANONYMIZER
+    manifest.verify(paths.WEIGHTS_DIR / manifest.NAME, [runs.ANONYMIZER, runs.OPTIC, runs.REGRESSOR])
     model = Anonymizer.load(weights)
     crop = training_frame_crop(face_rgb, model.crop_size, source)
     faces = from_uint8(crop[None])
@@ -97,7 +96,7 @@ def run(face_rgb: np.ndarray, out: Path, source: str, styles: int = DEMO_STYLES,
              "heatmaps": write_png(out / "anon_heatmaps.png", heatmap_image(result.heatmaps[0].numpy(), model.crop_size))}
     for k, image in enumerate(outputs):
         files[f"anonymized {k + 1}"] = write_png(out / f"anonymized_{k + 1}.png", image)
-    report = {"weights": str(weights.relative_to(WEIGHTS_DIR.parent)), "styles": styles, "seed": seed,
+    report = {"weights": str(weights.relative_to(paths.WEIGHTS_DIR.parent)), "styles": styles, "seed": seed,
               "crop_size": model.crop_size, "output_size": int(result.outputs.shape[-1]), **judge(crop, outputs)}
     report["images"] = {name: path.name for name, path in files.items()}
     return report
