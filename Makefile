@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Debian packages for the flashing tests (a real sshd on 127.0.0.1) and the viewer-page test (headless Chromium).
 SYSTEM_PACKAGES := openssh-server chromium
 
-.PHONY: install system-deps demo test bench
+.PHONY: install system-deps lint demo test bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,16 @@ system-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; \
 	else echo "note: $(SYSTEM_PACKAGES) not installed (needs root and apt-get); the flashing and viewer tests will skip"; fi
 
+# Style (ruff lint and format, 120 columns) and the floors of docs/architecture.md (import-linter).
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
 demo: install
 	$(BIN)/python simulate.py
 
-test: install system-deps
+test: install system-deps lint
 	$(BIN)/python -m pytest -q
 
 bench: install

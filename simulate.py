@@ -3,6 +3,7 @@
 
 The same command line as the `obscura` console script (workstation.commands); `--help` lists them.
 """
+
 from __future__ import annotations
 
 import sys

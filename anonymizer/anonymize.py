@@ -5,6 +5,7 @@ style encoder) with the stage-I result it was trained on (checked by the SHA-256
 file records), and `anonymize(faces, styles)` returns the captures, the heatmaps and `styles`
 outputs per face, each from a seeded random latent through the mapping network.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,8 +47,10 @@ class Anonymizer:
         parts = load_stage1(stage1 or info["stage1"], torch.device("cpu"))
         changed = [name for name, digest in info.get("stage1_digest", {}).items() if parts.digest.get(name) != digest]
         if changed:
-            raise ObscuraError(f"{generator_file} was trained on another stage-I result (differs in {', '.join(changed)}); "
-                               f"pass the stage-I folder it was trained with")
+            raise ObscuraError(
+                f"{generator_file} was trained on another stage-I result (differs in {', '.join(changed)}); "
+                f"pass the stage-I folder it was trained with"
+            )
         return cls(nets, parts, info)
 
     @property
@@ -70,9 +73,16 @@ class Anonymizer:
         seen = captured if source == "capture" else lowres_tensor(faces, 16)
         heatmaps = self.parts.regressor(seen)
         latent = self.info["arch"]["latent_dim"]
-        outputs = [render(self.nets.generator, self.nets.mapping_network, seen, heatmaps,
-                          torch.randn(faces.shape[0], latent, generator=g))
-                   for _ in range(styles)]
+        outputs = [
+            render(
+                self.nets.generator,
+                self.nets.mapping_network,
+                seen,
+                heatmaps,
+                torch.randn(faces.shape[0], latent, generator=g),
+            )
+            for _ in range(styles)
+        ]
         return Result(captured, seen, heatmaps, torch.stack(outputs, dim=1))
 
 
@@ -90,5 +100,3 @@ def lowres_tensor(faces: Tensor, n: int) -> Tensor:
     """Area-downsample to n x n and bilinear back (the lowres-N baseline on a batch)."""
     small = torch.nn.functional.interpolate(faces, size=(n, n), mode="area")
     return torch.nn.functional.interpolate(small, size=faces.shape[-2:], mode="bilinear", align_corners=False)
-
-

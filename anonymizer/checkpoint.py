@@ -3,9 +3,9 @@
 A truncated or bit-flipped file fails the hash and is refused with a one-line message naming it;
 training then falls back to the previous checkpoint (the last `KEEP` are kept).
 """
+
 from __future__ import annotations
 
-import hashlib
 import io
 import re
 import sys
@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from obscura import atomic
+from obscura.digest import bytes_sha256
 from obscura.errors import ObscuraError
 
 MAGIC = b"OBSCURA-TORCH-V1\n"
@@ -27,7 +28,7 @@ def save(path: str | Path, state: dict[str, Any]) -> Path:
     buf = io.BytesIO()
     torch.save(state, buf)
     payload = buf.getvalue()
-    return atomic.write_bytes(path, MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+    return atomic.write_bytes(path, MAGIC + bytes_sha256(payload).encode() + b"\n" + payload)
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -39,9 +40,11 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         raise ObscuraError(f"checkpoint {path}: cannot read ({err.strerror or err})") from None
     head = len(MAGIC) + 65
     if not data.startswith(MAGIC) or len(data) < head:
-        raise ObscuraError(f"checkpoint {path} is not an Obscura model file (expected a file written by anonymizer.checkpoint.save)")
+        raise ObscuraError(
+            f"checkpoint {path} is not an Obscura model file (expected a file written by anonymizer.checkpoint.save)"
+        )
     payload = data[head:]
-    if hashlib.sha256(payload).hexdigest().encode() != data[len(MAGIC) : head - 1]:
+    if bytes_sha256(payload).encode() != data[len(MAGIC) : head - 1]:
         raise ObscuraError(f"checkpoint {path} is corrupt (checksum mismatch: truncated or damaged file)")
     try:
         return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)

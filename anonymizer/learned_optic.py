@@ -6,9 +6,9 @@ capture path (sRGB -> linear -> camera with seeded noise -> sRGB); `landmarks` r
 regressor on the central crop of the training size, which is the geometry it was trained on
 (celeba-crops frames, centre-cropped), and returns image pixels.
 """
+
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from anonymizer import runs
 from anonymizer.nets import heatmaps
 from anonymizer.nets.regressor import HeatmapRegressor, load_regressor
 from faces.alignment import centre_crop
-from obscura.digest import file_sha256
+from obscura.digest import bytes_sha256, file_sha256
 from obscura.errors import ObscuraError
 from optics.camera import Camera
 from optics.image_io import from_uint8
@@ -60,8 +60,10 @@ def resolve(path: str | Path, regressor: str | Path | None = None) -> tuple[Path
     reg = Path(regressor) if regressor is not None else optic.parent / runs.REGRESSOR
     for what, file in (("optic", optic), ("regressor", reg)):
         if not file.is_file():
-            raise ObscuraError(f"learned optic {path}: {what} file {file} not found "
-                               f"(expected a stage-I output: {runs.OPTIC} + {runs.REGRESSOR})")
+            raise ObscuraError(
+                f"learned optic {path}: {what} file {file} not found "
+                f"(expected a stage-I output: {runs.OPTIC} + {runs.REGRESSOR})"
+            )
     return optic, reg
 
 
@@ -70,5 +72,5 @@ def load_learned_optic(path: str | Path, regressor: str | Path | None = None, se
     optic_file, reg_file = resolve(path, regressor)
     camera = camera_from_spec(str(optic_file), seed=seed).eval()
     model, image_size = load_regressor(reg_file)
-    key = hashlib.sha256((file_sha256(optic_file) + file_sha256(reg_file) + str(seed)).encode()).hexdigest()[:16]
+    key = bytes_sha256((file_sha256(optic_file) + file_sha256(reg_file) + str(seed)).encode())[:16]
     return LearnedOptic(camera, model, image_size, f"optic-{key}")

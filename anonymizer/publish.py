@@ -9,6 +9,7 @@ a stage-II run: its generator_ema.pt becomes weights/anonymizer.pt, stored in fl
 bytes, so the CPU-size networks stay under the 20 MB a committed file may have) and read back as
 float32 by `load_anonymizer`. Each publish keeps the other stage's manifest entries.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,16 +36,32 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def evaluation_figures(report: dict[str, Any]) -> dict[str, Any]:
     """The headline figures of an evaluation report.json."""
-    privacy = {name: {k: p[k] for k in ("rank1", "rank1_oracle", "auc", "tar_at_far_1e-3", "chance")} for name, p in report["privacy"].items()}
-    return {"data": Path(report["data"]).name, "min_images": report["min_images"], "split": report["split"],
-            "n_identities": report["n_identities"], "n_probes": report["n_probes"], "privacy": privacy,
-            "landmark_nme": report["utility"].get("landmark_nme")}
+    privacy = {
+        name: {k: p[k] for k in ("rank1", "rank1_oracle", "auc", "tar_at_far_1e-3", "chance")}
+        for name, p in report["privacy"].items()
+    }
+    return {
+        "data": Path(report["data"]).name,
+        "min_images": report["min_images"],
+        "split": report["split"],
+        "n_identities": report["n_identities"],
+        "n_probes": report["n_probes"],
+        "privacy": privacy,
+        "landmark_nme": report["utility"].get("landmark_nme"),
+    }
 
 
 def attacker_figures(report: dict[str, Any]) -> dict[str, Any]:
     """The headline figures of an adaptive-attacker report.json."""
-    return {"test": report["test"], "n_identities": report["n_identities"], "chance": report["chance"],
-            **{p: {k: report[p][k] for k in ("rank1", "auc", "tar_at_far_1e-3")} for p in ("captured_gallery", "clean_gallery", "clean_only")}}
+    return {
+        "test": report["test"],
+        "n_identities": report["n_identities"],
+        "chance": report["chance"],
+        **{
+            p: {k: report[p][k] for k in ("rank1", "auc", "tar_at_far_1e-3")}
+            for p in ("captured_gallery", "clean_gallery", "clean_only")
+        },
+    }
 
 
 def adversary_start(run: Path) -> dict[str, str] | None:
@@ -53,7 +70,9 @@ def adversary_start(run: Path) -> dict[str, str] | None:
     if not init:
         return None
     if not Path(init).is_file():
-        raise ObscuraError(f"--run {run}: its adversary started from {init}, which is gone; expected the file, so its SHA-256 can be recorded")
+        raise ObscuraError(
+            f"--run {run}: its adversary started from {init}, which is gone; expected the file, so its SHA-256 can be recorded"
+        )
     return {"file": init, "sha256": file_sha256(Path(init))}
 
 
@@ -69,12 +88,23 @@ def publish(run: Path, dest: Path, command: str, reports: list[Path], attacks: l
     splits = sorted((run / runs.SPLITS).glob("*.txt"))
     for split in splits:
         atomic.write_bytes(dest / runs.SPLITS / split.name, split.read_bytes())
-    data = {"set": Path(trained["data"]["root"]).name, "trained_on_split": runs.TRAIN_SPLIT,
-            "split_files": [f"{runs.SPLITS}/{s.name}" for s in splits], "resolved_config": runs.STAGE1_CONFIG, **trained["data"]}
+    data = {
+        "set": Path(trained["data"]["root"]).name,
+        "trained_on_split": runs.TRAIN_SPLIT,
+        "split_files": [f"{runs.SPLITS}/{s.name}" for s in splits],
+        "resolved_config": runs.STAGE1_CONFIG,
+        **trained["data"],
+    }
     figures = {
-        "training": {"steps": trained["steps"], "seconds_per_step": trained["seconds_per_step"], "device": trained["device"],
-                     "final": trained["final"], "validation": trained.get("validation"), "parameters": trained["parameters"],
-                     "adversary_init": adversary_start(run)},
+        "training": {
+            "steps": trained["steps"],
+            "seconds_per_step": trained["seconds_per_step"],
+            "device": trained["device"],
+            "final": trained["final"],
+            "validation": trained.get("validation"),
+            "parameters": trained["parameters"],
+            "adversary_init": adversary_start(run),
+        },
         "evaluation": [evaluation_figures(_read_json(p)) for p in reports],
         "adaptive_attacker": [attacker_figures(_read_json(p)) for p in attacks],
     }
@@ -84,12 +114,26 @@ def publish(run: Path, dest: Path, command: str, reports: list[Path], attacks: l
 
 def anonymizer_figures(report: dict[str, Any]) -> dict[str, Any]:
     """The headline figures of an evaluate-anonymizer report.json."""
-    return {k: report[k] for k in ("source", "split", "n_sources", "styles", "n_outputs", "judge_size", "utility",
-                                   "identity_leakage", "diversity_sface", "realism")} | {"data": Path(report["data"]).name}
+    return {
+        k: report[k]
+        for k in (
+            "source",
+            "split",
+            "n_sources",
+            "styles",
+            "n_outputs",
+            "judge_size",
+            "utility",
+            "identity_leakage",
+            "diversity_sface",
+            "realism",
+        )
+    } | {"data": Path(report["data"]).name}
 
 
 def half_precision(state: dict[str, Any]) -> dict[str, Any]:
     """A saved anonymizer's network weights in float16 (other entries unchanged)."""
+
     def half(value: Any) -> Any:
         if isinstance(value, dict):
             return {k: half(v) for k, v in value.items()}
@@ -106,17 +150,31 @@ def publish_anonymizer(run: Path, dest: Path, command: str, reports: list[Path])
     state = checkpoint.load(run / runs.GENERATOR_EMA)
     changed = runs.changed_files(state["info"]["stage1_digest"], dest)
     if changed:
-        raise ObscuraError(f"--anonymizer-run {run} was trained on another stage I than the one in {dest} (differs in "
-                           f"{', '.join(changed)}); publish that stage-I run there first")
-    state["info"]["stage1"] = runs.STAGE1_WEIGHTS if dest.resolve() == paths.WEIGHTS_DIR.resolve() else str(dest.resolve())
+        raise ObscuraError(
+            f"--anonymizer-run {run} was trained on another stage I than the one in {dest} (differs in "
+            f"{', '.join(changed)}); publish that stage-I run there first"
+        )
+    state["info"]["stage1"] = (
+        runs.STAGE1_WEIGHTS if dest.resolve() == paths.WEIGHTS_DIR.resolve() else str(dest.resolve())
+    )
     checkpoint.save(dest / runs.ANONYMIZER, half_precision(state))
     atomic.write_bytes(dest / runs.STAGE2_CONFIG, (run / runs.CONFIG).read_bytes())
     trained = _read_json(run / runs.METRICS)
-    data = {**trained["data"], "trained_on_split": runs.TRAIN_SPLIT, "split_files": [runs.TRAIN_SPLIT, runs.TEST_SPLIT],
-            "resolved_config": runs.STAGE2_CONFIG, "stored_as": "float16"}
+    data = {
+        **trained["data"],
+        "trained_on_split": runs.TRAIN_SPLIT,
+        "split_files": [runs.TRAIN_SPLIT, runs.TEST_SPLIT],
+        "resolved_config": runs.STAGE2_CONFIG,
+        "stored_as": "float16",
+    }
     figures = {
-        "training": {k: trained.get(k) for k in ("steps", "seconds_per_step", "device", "final", "parameters", "identity_embedder")},
+        "training": {
+            k: trained.get(k)
+            for k in ("steps", "seconds_per_step", "device", "final", "parameters", "identity_embedder")
+        },
         "evaluation": [anonymizer_figures(_read_json(p)) for p in reports],
     }
     entry = manifest.entry(dest / runs.ANONYMIZER, command, data, figures)
-    return manifest.write(dest, {runs.ANONYMIZER: entry}, {"about_anonymizer": "stage-II StarGAN-v2 anonymizer; see docs/stage2.md"})
+    return manifest.write(
+        dest, {runs.ANONYMIZER: entry}, {"about_anonymizer": "stage-II StarGAN-v2 anonymizer; see docs/stage2.md"}
+    )

@@ -8,6 +8,7 @@ per training identity it learned, the identities' names in that order, and the s
 faces to (`input_px`, 0: none); one place builds that shape and one reads it back, so stage I,
 the adaptive attacker and stage II's identity term cannot disagree on it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from obscura import config, paths
 from obscura.digest import file_sha256
 from obscura.errors import ObscuraError
 from optics.camera import Camera
+from optics.optic_file import OPTIC_FILE
 from optics.presets import camera_from_spec
 from optics.srgb_capture import capture_srgb, psf_imaging
 
@@ -33,7 +35,7 @@ STAGE1_WEIGHTS = "weights"  # the run spec that means the committed weights/ fol
 CONFIG = "config.yaml"  # a run's resolved config; in weights/ it is STAGE1_CONFIG / STAGE2_CONFIG
 STAGE1_CONFIG = "stage1_config.yaml"
 STAGE2_CONFIG = "stage2_config.yaml"
-OPTIC = "optic.npz"
+OPTIC = OPTIC_FILE
 REGRESSOR = "regressor.pt"
 ADVERSARY = "adversary.pt"
 ATTACKER = "attacker.pt"
@@ -67,8 +69,10 @@ def require_stage1(spec: str, names: tuple[str, ...], what: str) -> Path:
     for name in names:
         path = stage1_config_file(folder) if name == CONFIG else folder / name
         if not path.is_file():
-            raise ObscuraError(f"{what}: {path} not found (expected a finished stage-I output folder, or 'weights', "
-                               f"with {', '.join(names)})")
+            raise ObscuraError(
+                f"{what}: {path} not found (expected a finished stage-I output folder, or 'weights', "
+                f"with {', '.join(names)})"
+            )
     return folder
 
 
@@ -84,19 +88,39 @@ def digests(folder: Path, names: tuple[str, ...] = STAGE2_NEEDS) -> dict[str, st
 
 def changed_files(recorded: dict[str, str], folder: Path) -> list[str]:
     """The recorded files whose SHA-256 in `folder` differs (or which are gone)."""
-    return [name for name, digest in recorded.items() if not (folder / name).is_file() or file_sha256(folder / name) != digest]
+    return [
+        name
+        for name, digest in recorded.items()
+        if not (folder / name).is_file() or file_sha256(folder / name) != digest
+    ]
 
 
-def build_adversary(a: AdversaryConfig, num_classes: int, margin: float | None = None, input_px: int | None = None) -> Adversary:
+def build_adversary(
+    a: AdversaryConfig, num_classes: int, margin: float | None = None, input_px: int | None = None
+) -> Adversary:
     """A fresh adversary of the config's shape (its margin and input size unless given)."""
-    return Adversary(num_classes, a.width, a.blocks, a.embedding_dim, a.arcface_scale,
-                     a.arcface_margin if margin is None else margin, a.input_px if input_px is None else input_px)
+    return Adversary(
+        num_classes,
+        a.width,
+        a.blocks,
+        a.embedding_dim,
+        a.arcface_scale,
+        a.arcface_margin if margin is None else margin,
+        a.input_px if input_px is None else input_px,
+    )
 
 
 def save_recogniser(path: Path, kind: str, adversary: Adversary, identities: list[str]) -> None:
     """Write an adversary with its identities and input size (atomically, checksummed)."""
-    checkpoint.save(path, {"format": kind, "identities": identities, "input_px": adversary.embedder.input_px,
-                           "state_dict": adversary.state_dict()})
+    checkpoint.save(
+        path,
+        {
+            "format": kind,
+            "identities": identities,
+            "input_px": adversary.embedder.input_px,
+            "state_dict": adversary.state_dict(),
+        },
+    )
 
 
 def read_recogniser(path: Path) -> dict[str, Any]:
@@ -113,12 +137,16 @@ def load_weights(adversary: Adversary, path: Path, saved: dict[str, Any], identi
     if saved.get("identities") != identities:
         raise ObscuraError(f"{path} was trained on other identities than the run's training split")
     if saved["input_px"] != adversary.embedder.input_px:
-        raise ObscuraError(f"{path} resizes faces to input_px {saved['input_px']}; this network uses "
-                           f"{adversary.embedder.input_px}: expected the same (set input_px={saved['input_px']})")
+        raise ObscuraError(
+            f"{path} resizes faces to input_px {saved['input_px']}; this network uses "
+            f"{adversary.embedder.input_px}: expected the same (set input_px={saved['input_px']})"
+        )
     try:
         adversary.load_state_dict(saved["state_dict"])
     except RuntimeError as err:
-        raise ObscuraError(f"{path}: weights do not match the stage-I config's adversary ({str(err).splitlines()[0]})") from None
+        raise ObscuraError(
+            f"{path}: weights do not match the stage-I config's adversary ({str(err).splitlines()[0]})"
+        ) from None
 
 
 def load_embedder(path: Path, stage: Stage1Config, train_identities: list[str]) -> IResNet:

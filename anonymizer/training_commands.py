@@ -1,4 +1,5 @@
 """`train-optics` (stage I), `train-anonymizer` (stage II) and `publish` (a finished run into weights/)."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Learn the phase optic jointly with the face-heatmap regressor against an identity adversary "
         "(stage I). Resumes from the newest readable checkpoint in OUT/checkpoints.",
     )
-    add_config_options(p, "stage-I YAML config (e.g. configs/stage1_cpu.yaml)",
-                       "output folder (checkpoints, optic.npz, regressor.pt, metrics, PNGs)", config_required=True)
+    add_config_options(
+        p,
+        "stage-I YAML config (e.g. configs/stage1_cpu.yaml)",
+        "output folder (checkpoints, optic.npz, regressor.pt, metrics, PNGs)",
+        config_required=True,
+    )
     p.set_defaults(func=run_train_optics)
     s = subparsers.add_parser(
         "train-anonymizer",
@@ -31,18 +36,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train the StarGAN-v2 anonymizer (generator, mapping network, style encoder, discriminator) on captures "
         "of the frozen stage-I camera and heatmaps of its regressor (stage II). Resumes from OUT/checkpoints.",
     )
-    add_config_options(s, "stage-II YAML config (e.g. configs/stage2_cpu.yaml)",
-                       "output folder (checkpoints, generator_ema.pt, metrics, PNGs)", config_required=True)
+    add_config_options(
+        s,
+        "stage-II YAML config (e.g. configs/stage2_cpu.yaml)",
+        "output folder (checkpoints, generator_ema.pt, metrics, PNGs)",
+        config_required=True,
+    )
     s.set_defaults(func=run_train_anonymizer)
-    w = subparsers.add_parser("publish", help="commit a finished stage-I or stage-II run to weights/ with its manifest",
-                              description=publish.__doc__.splitlines()[0])
+    w = subparsers.add_parser(
+        "publish",
+        help="commit a finished stage-I or stage-II run to weights/ with its manifest",
+        description=publish.__doc__.splitlines()[0],
+    )
     which = w.add_mutually_exclusive_group(required=True)
     which.add_argument("--run", type=Path, help="finished stage-I output folder")
-    which.add_argument("--anonymizer-run", type=Path, help="finished stage-II output folder (trained on the stage I in --dest)")
+    which.add_argument(
+        "--anonymizer-run", type=Path, help="finished stage-II output folder (trained on the stage I in --dest)"
+    )
     w.add_argument("--command", required=True, help="the exact command that trained the run (recorded in the manifest)")
-    w.add_argument("--report", action="append", default=[], type=Path,
-                   help="evaluate (stage I) or evaluate-anonymizer (stage II) report.json of the run (repeatable)")
-    w.add_argument("--attack", action="append", default=[], type=Path, help="adaptive-attacker report.json of the run (repeatable)")
+    w.add_argument(
+        "--report",
+        action="append",
+        default=[],
+        type=Path,
+        help="evaluate (stage I) or evaluate-anonymizer (stage II) report.json of the run (repeatable)",
+    )
+    w.add_argument(
+        "--attack", action="append", default=[], type=Path, help="adaptive-attacker report.json of the run (repeatable)"
+    )
     w.add_argument("--dest", type=Path, help="destination folder (default: weights/)")
     w.set_defaults(func=run_publish)
 

@@ -4,6 +4,7 @@ One CPU, one GPU or many GPUs under torchrun (PyTorch DistributedDataParallel, o
 device) run the same code. Every step re-seeds from (seed, step, rank) and draws its batch from a
 per-epoch DistributedSampler permutation, so resuming from a checkpoint repeats the same steps.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,15 @@ from obscura.config import bounded
 from obscura.errors import ObscuraError
 
 # Settings that may change between a run and its resumption (they do not change what is learned).
-RESUMABLE_KEYS = ("train.steps", "train.progress", "train.workers", "train.threads", "train.device", "train.checkpoint_every",
-                  "train.log_every")
+RESUMABLE_KEYS = (
+    "train.steps",
+    "train.progress",
+    "train.workers",
+    "train.threads",
+    "train.device",
+    "train.checkpoint_every",
+    "train.log_every",
+)
 
 
 @dataclass
@@ -110,16 +118,22 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 def batches(dataset: Dataset, loop: LoopConfig, rt: Runtime, start: int) -> Iterator[tuple[int, Any]]:
     """(step, batch) from `start` to loop.steps: a per-epoch DistributedSampler permutation, cut into batches."""
     b = loop.batch_size
-    sampler = DistributedSampler(dataset, num_replicas=rt.world, rank=rt.rank, shuffle=True, seed=loop.seed, drop_last=True)
+    sampler = DistributedSampler(
+        dataset, num_replicas=rt.world, rank=rt.rank, shuffle=True, seed=loop.seed, drop_last=True
+    )
     per_epoch = len(sampler) // b
     if per_epoch == 0:
-        raise ObscuraError(f"config key 'train.batch_size' is {b}; the training set has only {len(sampler)} images per process")
+        raise ObscuraError(
+            f"config key 'train.batch_size' is {b}; the training set has only {len(sampler)} images per process"
+        )
     step = start
     while step < loop.steps:
         epoch, offset = divmod(step, per_epoch)
         sampler.set_epoch(epoch)
         order = list(sampler)[offset * b : per_epoch * b]
-        loader = DataLoader(Subset(dataset, order), batch_size=b, shuffle=False, num_workers=loop.workers, drop_last=True)
+        loader = DataLoader(
+            Subset(dataset, order), batch_size=b, shuffle=False, num_workers=loop.workers, drop_last=True
+        )
         for batch in loader:
             yield step, batch
             step += 1
@@ -142,7 +156,9 @@ def comparable(cfg_dict: dict[str, Any], resumable: tuple[str, ...] = RESUMABLE_
     return {k: v for k, v in flat.items() if k not in resumable}
 
 
-def refuse_changed_config(path: Path, cfg: Any, saved: dict[str, Any], resumable: tuple[str, ...] = RESUMABLE_KEYS) -> None:
+def refuse_changed_config(
+    path: Path, cfg: Any, saved: dict[str, Any], resumable: tuple[str, ...] = RESUMABLE_KEYS
+) -> None:
     """One-line error naming the first setting (beyond `resumable`) in which the checkpoint's run differs from `cfg`."""
     ours, theirs = comparable(config.to_dict(cfg), resumable), comparable(saved, resumable)
     for key in sorted(set(ours) | set(theirs)):

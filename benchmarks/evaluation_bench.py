@@ -7,6 +7,7 @@ with the clean-image results of the cache DIR and none of its method results: th
 new method on data already evaluated. `--cache DIR` runs in DIR as it is.
 Prints JSON and writes it to `--json FILE`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-images", type=int, default=10)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--cache", help="cache folder (default: a fresh one; an empty or new folder = cold run)")
-    p.add_argument("--warm-from", help="copy this cache's clean-image results into a fresh cache (a warm run of the method)")
+    p.add_argument(
+        "--warm-from", help="copy this cache's clean-image results into a fresh cache (a warm run of the method)"
+    )
     p.add_argument("--out", help="report folder (default: a temporary one)")
     p.add_argument("--json", help="write the JSON summary here")
     args = p.parse_args(argv)
@@ -70,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         result = run(cfg)
         seconds = time.perf_counter() - start
     cpu = sum(
-        getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+        getattr(resource.getrusage(who), f)
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
         for f in ("ru_utime", "ru_stime")
     )
     summary = {

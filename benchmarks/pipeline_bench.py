@@ -10,6 +10,7 @@ export-trained --bundle` puts there) or, for a bundle without one, a 9 x 9 box b
 used. Without a bundle for a size, stand-in models are used and the JSON says so: their speed says
 nothing about the trained networks, and the 128 px goal is judged only on trained models.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -134,27 +135,37 @@ def main() -> int:
             frames, frame_kinds[str(size)] = captures(*bundle_psf(Path(bundle)))
             run = measure(Path(bundle), frames, args.camera_fps, args.warmup, args.duration)
             if run["input_size"] != size:
-                print(f"pipeline_bench.py: error: bundle {bundle} takes {run['input_size']} px, expected {size}",
-                      file=sys.stderr)
+                print(
+                    f"pipeline_bench.py: error: bundle {bundle} takes {run['input_size']} px, expected {size}",
+                    file=sys.stderr,
+                )
                 return 2
             results[f"fps_{size}"] = run["fps"]
             results[f"stages_ms_{size}"] = run["stages_ms"]
             results[f"drops_{size}"] = run["drops"]
             results[f"models_{size}"] = run["models"]
-            print(f"{size} px ({run['models']} models): {run['fps']} fps, stages ms {run['stages_ms']}", file=sys.stderr)
+            print(
+                f"{size} px ({run['models']} models): {run['fps']} fps, stages ms {run['stages_ms']}", file=sys.stderr
+            )
     stand_ins = [s for s in (128, 256) if results[f"models_{s}"] == "stand-in"]
-    results.update({
-        "stand_in": bool(stand_ins),
-        "goal": {"fps_128": GOAL_FPS_128},
-        "goal_met": None if 128 in stand_ins else results["fps_128"] >= GOAL_FPS_128,
-        "note": (f"stand-in models at {' and '.join(f'{s} px' for s in stand_ins)} (no trained bundle given): those "
-                 "figures measure the pipeline's own overhead, not the system, and do not judge the goal") if stand_ins else "",
-        "camera": {"fps": args.camera_fps, "frame": list(FRAME_SHAPE), "frames": frame_kinds},
-        "window_s": args.duration,
-        "cpu_count": os.cpu_count(),
-        "onnxruntime": ort.__version__,
-        "providers": ort.get_available_providers(),
-    })
+    results.update(
+        {
+            "stand_in": bool(stand_ins),
+            "goal": {"fps_128": GOAL_FPS_128},
+            "goal_met": None if 128 in stand_ins else results["fps_128"] >= GOAL_FPS_128,
+            "note": (
+                f"stand-in models at {' and '.join(f'{s} px' for s in stand_ins)} (no trained bundle given): those "
+                "figures measure the pipeline's own overhead, not the system, and do not judge the goal"
+            )
+            if stand_ins
+            else "",
+            "camera": {"fps": args.camera_fps, "frame": list(FRAME_SHAPE), "frames": frame_kinds},
+            "window_s": args.duration,
+            "cpu_count": os.cpu_count(),
+            "onnxruntime": ort.__version__,
+            "providers": ort.get_available_providers(),
+        }
+    )
     emit(results, args.json)
     return 0
 

@@ -8,6 +8,7 @@ On a shared machine the wall time is inflated by the other jobs; `cpu_seconds_pe
 process's CPU time, all threads) is the work itself.
 Prints JSON and writes it to `--json FILE`.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -8,6 +8,7 @@
 * intrinsics: camera matrix and distortion from checkerboard images (intrinsics.json).
 Every command writes its resolved configuration (config.yaml) next to its outputs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,7 +63,9 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--seed", type=int, default=0, help="seed of a random preset mask (default %(default)s)")
     _common(f)
     f.set_defaults(func=run_fit)
-    t = sub.add_parser("finetune", help="fine-tune the stage-I regressor on captures through a measured PSF (sim-to-real)")
+    t = sub.add_parser(
+        "finetune", help="fine-tune the stage-I regressor on captures through a measured PSF (sim-to-real)"
+    )
     t.add_argument("--measured", required=True, help="folder written by `measure` (psf.npy)")
     t.add_argument("--run", help="stage-I output folder (default: the committed weights)")
     _common(t)
@@ -80,7 +83,14 @@ def run_synth(args: argparse.Namespace) -> int:
     cfg = load_config(SynthConfig, args)
     c = cfg.capture
     optic = camera_from_spec(c.optic, seed=c.seed, psf_size=c.psf_size).optic
-    errors = Errors(c.distance_error_m, tuple(c.mask_shift_m), c.rotation_rad, c.height_scale, c.defocus_waves, tuple(c.psf_shift_px))
+    errors = Errors(
+        c.distance_error_m,
+        tuple(c.mask_shift_m),
+        c.rotation_rad,
+        c.height_scale,
+        c.defocus_waves,
+        tuple(c.psf_shift_px),
+    )
     with torch.no_grad():
         psf = as_built_psf(optic, errors).numpy()
     lights, darks = synthesise_captures(psf, tuple(c.frame), tuple(c.top_left), cfg.noise, seed=c.seed)
@@ -106,11 +116,21 @@ def run_measure(args: argparse.Namespace) -> int:
     for name, array in (("psf.npy", measured.psf), ("psf_sigma.npy", measured.sigma)):
         with atomic.atomic_path(out / name) as tmp, open(tmp, "wb") as handle:
             np.save(handle, array)
-    atomic.write_json(out / "measure.json", {"centroid_px_row_col": measured.centroid_px, "offset_px_row_col": measured.offset_px, **measured.info})
+    atomic.write_json(
+        out / "measure.json",
+        {"centroid_px_row_col": measured.centroid_px, "offset_px_row_col": measured.offset_px, **measured.info},
+    )
     config.write_resolved(cfg, out)
-    save_psf_figure(out / "psf.png", measured.psf, 1.0, f"measured PSF ({measured.info['frames']} frames, SNR {measured.info['peak_snr']:.0f})")
-    print(f"measure: PSF {measured.psf.shape} centred at ({measured.centroid_px[0]:.2f}, {measured.centroid_px[1]:.2f}) px, "
-          f"{measured.info['hot_pixels']} hot pixels, peak SNR {measured.info['peak_snr']:.0f} -> {out}")
+    save_psf_figure(
+        out / "psf.png",
+        measured.psf,
+        1.0,
+        f"measured PSF ({measured.info['frames']} frames, SNR {measured.info['peak_snr']:.0f})",
+    )
+    print(
+        f"measure: PSF {measured.psf.shape} centred at ({measured.centroid_px[0]:.2f}, {measured.centroid_px[1]:.2f}) px, "
+        f"{measured.info['hot_pixels']} hot pixels, peak SNR {measured.info['peak_snr']:.0f} -> {out}"
+    )
     return 0
 
 
@@ -121,16 +141,31 @@ def run_fit(args: argparse.Namespace) -> int:
     try:
         psf, sigma = np.load(folder / "psf.npy"), np.load(folder / "psf_sigma.npy")
     except (OSError, ValueError) as err:
-        raise ObscuraError(f"measured PSF in {folder} cannot be read ({err}); expected the folder written by `measure`") from None
+        raise ObscuraError(
+            f"measured PSF in {folder} cannot be read ({err}); expected the folder written by `measure`"
+        ) from None
     optic = camera_from_spec(args.optic, seed=args.seed, psf_size=psf.shape[-1]).optic
     result = fit_camera(optic, psf, sigma, cfg)
     out = Path(args.out)
-    atomic.write_json(out / "fit.json", {"optic": args.optic, "values": result.values, "chi2_per_pixel": result.chi2_per_pixel,
-                                         "relative_residual": result.relative_residual, "correlation": result.correlation,
-                                         "loss_history": result.history})
+    atomic.write_json(
+        out / "fit.json",
+        {
+            "optic": args.optic,
+            "values": result.values,
+            "chi2_per_pixel": result.chi2_per_pixel,
+            "relative_residual": result.relative_residual,
+            "correlation": result.correlation,
+            "loss_history": result.history,
+        },
+    )
     config.write_resolved(cfg, out)
-    save_psf_pair(out / "fit.png", psf, result.model_psf, ("measured", "fitted"),
-                  f"chi2/pixel {result.chi2_per_pixel:.2f}, relative residual {result.relative_residual:.3f}")
+    save_psf_pair(
+        out / "fit.png",
+        psf,
+        result.model_psf,
+        ("measured", "fitted"),
+        f"chi2/pixel {result.chi2_per_pixel:.2f}, relative residual {result.relative_residual:.3f}",
+    )
     print("fit: " + ", ".join(f"{k}={v:.4g}" for k, v in result.values.items()))
     print(f"fit: chi2/pixel {result.chi2_per_pixel:.2f}, relative residual {result.relative_residual:.4f} -> {out}")
     return 0
@@ -140,8 +175,10 @@ def run_finetune(args: argparse.Namespace) -> int:
     """Write regressor.pt, finetune.json, finetune.png and config.yaml."""
     result = run(load_config(FinetuneConfig, args, {"measured": args.measured, "run": args.run}), args.out)
     nme = result["landmark_nme"]
-    print(f"finetune: landmark NME on {result['val_images']} held-out faces: design PSF {nme['design_psf']:.4f}, "
-          f"measured PSF before {nme['measured_psf_before']:.4f}, after {nme['measured_psf_after']:.4f} -> {args.out}")
+    print(
+        f"finetune: landmark NME on {result['val_images']} held-out faces: design PSF {nme['design_psf']:.4f}, "
+        f"measured PSF before {nme['measured_psf_before']:.4f}, after {nme['measured_psf_after']:.4f} -> {args.out}"
+    )
     return 0
 
 
@@ -160,8 +197,12 @@ def run_intrinsics(args: argparse.Namespace) -> int:
         images.append(image)
     result = calibrate(images, [str(p) for p in paths], (cols, rows), args.square)
     out = Path(args.out)
-    atomic.write_json(out / "intrinsics.json", {**dataclasses.asdict(result), "corners": [cols, rows], "square_m": args.square})
+    atomic.write_json(
+        out / "intrinsics.json", {**dataclasses.asdict(result), "corners": [cols, rows], "square_m": args.square}
+    )
     k = result.camera_matrix
-    print(f"intrinsics: fx={k[0][0]:.2f} fy={k[1][1]:.2f} cx={k[0][2]:.2f} cy={k[1][2]:.2f} px, "
-          f"RMS reprojection {result.rms_reprojection_px:.3f} px from {result.views_used} views -> {out}")
+    print(
+        f"intrinsics: fx={k[0][0]:.2f} fy={k[1][1]:.2f} cx={k[0][2]:.2f} cy={k[1][2]:.2f} px, "
+        f"RMS reprojection {result.rms_reprojection_px:.3f} px from {result.views_used} views -> {out}"
+    )
     return 0

@@ -6,6 +6,7 @@ the run's sensor model, and the regressor is fine-tuned on them. The landmark NM
 identities is reported for the design regressor on design captures (what simulation promised),
 on measured-PSF captures before fine-tuning (what the prototype delivers) and after.
 """
+
 from __future__ import annotations
 
 import time
@@ -66,10 +67,14 @@ def read_measured_psf(folder: str | Path, channels: int) -> Tensor:
     try:
         psf = np.load(path)
     except (OSError, ValueError) as err:
-        raise ObscuraError(f"measured PSF {path} cannot be read ({err}); expected the folder written by `calibration measure`") from None
+        raise ObscuraError(
+            f"measured PSF {path} cannot be read ({err}); expected the folder written by `calibration measure`"
+        ) from None
     psf = psf[None] if psf.ndim == 2 else psf
     if psf.ndim != 3 or psf.shape[0] not in (1, channels) or not np.all(np.isfinite(psf)):
-        raise ObscuraError(f"measured PSF {path} has shape {psf.shape}; expected finite h x w, 1 x h x w or {channels} x h x w")
+        raise ObscuraError(
+            f"measured PSF {path} has shape {psf.shape}; expected finite h x w, 1 x h x w or {channels} x h x w"
+        )
     psf = np.clip(psf, 0.0, None)
     sums = psf.sum(axis=(1, 2), keepdims=True)
     if np.any(sums <= 0):
@@ -97,7 +102,9 @@ def landmark_nme(regressor: HeatmapRegressor, imaging: SrgbImaging, val, batch_s
     return float(torch.cat(errors).mean())
 
 
-def fine_tune(regressor: HeatmapRegressor, imaging: SrgbImaging, train_set, stage: Stage1Config, cfg: FinetuneConfig, out: Path) -> list[dict[str, float]]:
+def fine_tune(
+    regressor: HeatmapRegressor, imaging: SrgbImaging, train_set, stage: Stage1Config, cfg: FinetuneConfig, out: Path
+) -> list[dict[str, float]]:
     """Heatmap-loss fine-tuning on measured-PSF captures; resumes from out/checkpoints."""
     opt = torch.optim.Adam(regressor.parameters(), lr=cfg.lr)
     folder = out / runs.CHECKPOINTS
@@ -109,8 +116,12 @@ def fine_tune(regressor: HeatmapRegressor, imaging: SrgbImaging, train_set, stag
         opt.load_state_dict(state["opt"])
         start, history = int(state["step"]), list(state["history"])
     regressor.train()
-    order = np.concatenate([np.random.default_rng(cfg.seed + e).permutation(len(train_set))
-                            for e in range(cfg.steps * cfg.batch_size // len(train_set) + 1)])
+    order = np.concatenate(
+        [
+            np.random.default_rng(cfg.seed + e).permutation(len(train_set))
+            for e in range(cfg.steps * cfg.batch_size // len(train_set) + 1)
+        ]
+    )
     bar = tqdm(total=cfg.steps, initial=start, desc="sim-to-real fine-tuning", unit="step", disable=not cfg.progress)
     for step in range(start, cfg.steps):
         items = [train_set[int(i)] for i in order[step * cfg.batch_size : (step + 1) * cfg.batch_size]]
@@ -124,8 +135,11 @@ def fine_tune(regressor: HeatmapRegressor, imaging: SrgbImaging, train_set, stag
         bar.set_postfix(loss=f"{loss.item():.4f}")
         bar.update(1)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            checkpoint.save_step(folder, step + 1, {"step": step + 1, "regressor": regressor.state_dict(), "opt": opt.state_dict(),
-                                                    "history": history})
+            checkpoint.save_step(
+                folder,
+                step + 1,
+                {"step": step + 1, "regressor": regressor.state_dict(), "opt": opt.state_dict(), "history": history},
+            )
     bar.close()
     return history
 
@@ -137,8 +151,11 @@ def loss_png(path: Path, history: list[dict[str, float]], nme: dict[str, float])
     ax.plot([h["step"] for h in history], [h["heatmap_loss"] for h in history], lw=1)
     ax.set_xlabel("step")
     ax.set_ylabel("heatmap loss")
-    ax.set_title(f"NME design {nme['design_psf']:.3f} | measured PSF before {nme['measured_psf_before']:.3f}, "
-                 f"after {nme['measured_psf_after']:.3f}", fontsize=9)
+    ax.set_title(
+        f"NME design {nme['design_psf']:.3f} | measured PSF before {nme['measured_psf_before']:.3f}, "
+        f"after {nme['measured_psf_after']:.3f}",
+        fontsize=9,
+    )
     ax.grid(alpha=0.3)
     return atomic.write_figure(path, fig)
 
@@ -161,14 +178,23 @@ def run(cfg: FinetuneConfig, out_dir: str | Path) -> dict[str, Any]:
         raise ObscuraError(f"stage-I configuration of {cfg.run} has no held-out (val) identities to measure the NME on")
     regressor, _ = load_regressor(regressor_file)
     measured, design = measured_imaging(psf, stage), frozen_camera_imaging(str(optic_file))
-    nme = {"design_psf": landmark_nme(regressor, design, data.val, cfg.batch_size, cfg.seed),
-           "measured_psf_before": landmark_nme(regressor, measured, data.val, cfg.batch_size, cfg.seed)}
+    nme = {
+        "design_psf": landmark_nme(regressor, design, data.val, cfg.batch_size, cfg.seed),
+        "measured_psf_before": landmark_nme(regressor, measured, data.val, cfg.batch_size, cfg.seed),
+    }
     history = fine_tune(regressor, measured, data.train, stage, cfg, out)
     nme["measured_psf_after"] = landmark_nme(regressor, measured, data.val, cfg.batch_size, cfg.seed)
     arch = {k: getattr(stage.regressor, k) for k in ("base_channels", "depth", "stride", "max_channels")}
     save_regressor(out / runs.REGRESSOR, regressor, arch, stage.data.image_size)
-    result = {"run": cfg.run, "measured": str(Path(cfg.measured).resolve()), "landmark_nme": nme, "val_images": len(data.val),
-              "train_images": len(data.train), "steps": cfg.steps, "seconds": round(time.time() - start, 1)}
+    result = {
+        "run": cfg.run,
+        "measured": str(Path(cfg.measured).resolve()),
+        "landmark_nme": nme,
+        "val_images": len(data.val),
+        "train_images": len(data.train),
+        "steps": cfg.steps,
+        "seconds": round(time.time() - start, 1),
+    }
     atomic.write_json(out / "finetune.json", result)
     loss_png(out / "finetune.png", history, nme)
     return result

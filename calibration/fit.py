@@ -10,6 +10,7 @@ alone decide.
 Note: the distance error and the extra defocus both add defocus; they are told apart only by
 the PSF's scale (lambda z / pupil), so the distance is the loosest parameter of the fit.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -73,7 +74,9 @@ def _centroid(psf: np.ndarray) -> np.ndarray:
     """(x, y) centre of mass of a C x h x w PSF relative to pixel (h//2, w//2)."""
     total = psf.sum(axis=0)
     y, x = np.indices(total.shape)
-    return np.array([(total * (x - total.shape[1] // 2)).sum(), (total * (y - total.shape[0] // 2)).sum()]) / total.sum()
+    return (
+        np.array([(total * (x - total.shape[1] // 2)).sum(), (total * (y - total.shape[0] // 2)).sum()]) / total.sum()
+    )
 
 
 def fit_camera(optic: Optic, measured: np.ndarray, sigma: np.ndarray, cfg: FitConfig) -> FitResult:
@@ -82,10 +85,14 @@ def fit_camera(optic: Optic, measured: np.ndarray, sigma: np.ndarray, cfg: FitCo
     if unknown:
         raise ObscuraError(f"fit parameters {unknown} are unknown; expected names from {', '.join(SCALES)}")
     if measured.shape != (optic.channels, optic.config.psf_size, optic.config.psf_size):
-        raise ObscuraError(f"measured PSF has shape {measured.shape}; expected {optic.channels} x {optic.config.psf_size} x "
-                           f"{optic.config.psf_size} (the optic's channels and psf_size: set psf_size to the crop)")
+        raise ObscuraError(
+            f"measured PSF has shape {measured.shape}; expected {optic.channels} x {optic.config.psf_size} x "
+            f"{optic.config.psf_size} (the optic's channels and psf_size: set psf_size to the crop)"
+        )
     target = torch.from_numpy(measured).double()
-    weight = 1.0 / (torch.from_numpy(sigma).double() ** 2 + (cfg.relative_floor * target.amax(dim=(-2, -1), keepdim=True)) ** 2)
+    weight = 1.0 / (
+        torch.from_numpy(sigma).double() ** 2 + (cfg.relative_floor * target.amax(dim=(-2, -1), keepdim=True)) ** 2
+    )
     with torch.no_grad():
         nominal = as_built_psf(optic, Errors()).numpy()
     start_shift = _centroid(measured) - _centroid(nominal)
@@ -100,7 +107,6 @@ def fit_camera(optic: Optic, measured: np.ndarray, sigma: np.ndarray, cfg: FitCo
 
     def values() -> dict[str, torch.Tensor]:
         return {name: base + scale * units[name] for name, (scale, base) in SCALES.items()}
-
 
     history = []
     for _ in tqdm(range(cfg.steps), desc="fit", unit="step", disable=None, leave=False):

@@ -1,4 +1,5 @@
 """Reading raw frames (.npy, .tif/.tiff, .png) and writing the calibration's outputs."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,10 +36,8 @@ def read_frame(path: Path) -> np.ndarray:
         if suffix == ".npy":
             frame = np.load(path, allow_pickle=False)
         elif suffix in (".tif", ".tiff"):
-
             frame = tifffile.imread(path)
         elif suffix == ".png":
-
             frame = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
             if frame is None:
                 raise ValueError("unreadable")

@@ -4,6 +4,7 @@ The pinhole model with radial and tangential distortion (cv2.calibrateCamera): K
 [0, fy, cy], [0, 0, 1]] and distortion (k1, k2, p1, p2, k3). `to_sensor_pixels` maps points of an
 undistorted image (e.g. heatmap peaks) back to the raw sensor's pixel grid.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -36,15 +37,18 @@ def board_points(inner_corners: tuple[int, int], square_m: float) -> np.ndarray:
 def find_corners(gray: np.ndarray, inner_corners: tuple[int, int]) -> np.ndarray | None:
     """Sub-pixel inner-corner positions of a checkerboard in a grey image, or None if not found."""
 
-    found, corners = cv2.findChessboardCorners(gray, inner_corners, flags=cv2.CALIB_CB_ADAPTIVE_THRESH | cv2.CALIB_CB_NORMALIZE_IMAGE)
+    found, corners = cv2.findChessboardCorners(
+        gray, inner_corners, flags=cv2.CALIB_CB_ADAPTIVE_THRESH | cv2.CALIB_CB_NORMALIZE_IMAGE
+    )
     if not found:
         return None
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 100, 1e-4)
     return cv2.cornerSubPix(gray, corners, (5, 5), (-1, -1), criteria)
 
 
-def calibrate(images: list[np.ndarray], names: list[str], inner_corners: tuple[int, int], square_m: float,
-              min_views: int = 5) -> Intrinsics:
+def calibrate(
+    images: list[np.ndarray], names: list[str], inner_corners: tuple[int, int], square_m: float, min_views: int = 5
+) -> Intrinsics:
     """Calibrate from grey or colour uint8 images of a checkerboard with `inner_corners` (cols, rows)."""
 
     if not images:
@@ -54,7 +58,9 @@ def calibrate(images: list[np.ndarray], names: list[str], inner_corners: tuple[i
     template = board_points(inner_corners, square_m)
     for image, name in zip(images, names):
         if image.shape[:2] != size:
-            raise ObscuraError(f"checkerboard image {name} is {image.shape[1]} x {image.shape[0]}; expected {size[1]} x {size[0]} like the first")
+            raise ObscuraError(
+                f"checkerboard image {name} is {image.shape[1]} x {image.shape[0]}; expected {size[1]} x {size[0]} like the first"
+            )
         gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
         corners = find_corners(gray, inner_corners)
         if corners is None:
@@ -63,11 +69,17 @@ def calibrate(images: list[np.ndarray], names: list[str], inner_corners: tuple[i
         object_points.append(template)
         image_points.append(corners)
     if len(image_points) < min_views:
-        raise ObscuraError(f"a {inner_corners[0]} x {inner_corners[1]} inner-corner checkerboard was found in {len(image_points)} "
-                           f"of {len(images)} images; expected at least {min_views} (check --corners: inner corners, not squares)")
+        raise ObscuraError(
+            f"a {inner_corners[0]} x {inner_corners[1]} inner-corner checkerboard was found in {len(image_points)} "
+            f"of {len(images)} images; expected at least {min_views} (check --corners: inner corners, not squares)"
+        )
     # k3 stays 0: with a few views it only over-fits the corners of the field.
-    rms, matrix, dist, _, _ = cv2.calibrateCamera(object_points, image_points, (size[1], size[0]), None, None, flags=cv2.CALIB_FIX_K3)
-    return Intrinsics(matrix.tolist(), dist.ravel().tolist(), (size[1], size[0]), float(rms), len(image_points), rejected)
+    rms, matrix, dist, _, _ = cv2.calibrateCamera(
+        object_points, image_points, (size[1], size[0]), None, None, flags=cv2.CALIB_FIX_K3
+    )
+    return Intrinsics(
+        matrix.tolist(), dist.ravel().tolist(), (size[1], size[0]), float(rms), len(image_points), rejected
+    )
 
 
 def to_sensor_pixels(points_xy: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
@@ -80,15 +92,22 @@ def to_sensor_pixels(points_xy: np.ndarray, intrinsics: Intrinsics) -> np.ndarra
     return projected.reshape(-1, 2)
 
 
-def render_checkerboard(camera_matrix: np.ndarray, rvec: np.ndarray, tvec: np.ndarray, inner_corners: tuple[int, int],
-                        square_m: float, image_size: tuple[int, int], supersample: int = 4) -> np.ndarray:
+def render_checkerboard(
+    camera_matrix: np.ndarray,
+    rvec: np.ndarray,
+    tvec: np.ndarray,
+    inner_corners: tuple[int, int],
+    square_m: float,
+    image_size: tuple[int, int],
+    supersample: int = 4,
+) -> np.ndarray:
     """A synthetic grey view (uint8) of a checkerboard (inner_corners + 1 squares, white margin) through a
     distortion-free pinhole camera: each pixel looks up the board colour where its ray meets the board
     plane; supersampled for anti-aliasing. For tests with a known camera matrix."""
 
     width, height = image_size
     s = supersample
-    ys, xs = np.mgrid[0:height * s, 0:width * s]
+    ys, xs = np.mgrid[0 : height * s, 0 : width * s]
     pix = np.stack([(xs + 0.5) / s - 0.5, (ys + 0.5) / s - 0.5, np.ones_like(xs, dtype=float)], axis=-1)
     rays = pix @ np.linalg.inv(camera_matrix).T
     rot, _ = cv2.Rodrigues(rvec)
@@ -106,8 +125,14 @@ def render_checkerboard(camera_matrix: np.ndarray, rvec: np.ndarray, tvec: np.nd
     return value.reshape(height, s, width, s).mean(axis=(1, 3)).round().astype(np.uint8)
 
 
-def synthetic_views(camera_matrix: np.ndarray, image_size: tuple[int, int], inner_corners: tuple[int, int], square_m: float,
-                    count: int, seed: int = 0) -> list[np.ndarray]:
+def synthetic_views(
+    camera_matrix: np.ndarray,
+    image_size: tuple[int, int],
+    inner_corners: tuple[int, int],
+    square_m: float,
+    count: int,
+    seed: int = 0,
+) -> list[np.ndarray]:
     """`count` rendered views of the board, tilted by up to ~23 degrees, 0.3-0.4 m away, spread over the field."""
 
     rng = np.random.default_rng(seed)
@@ -117,5 +142,7 @@ def synthetic_views(camera_matrix: np.ndarray, image_size: tuple[int, int], inne
         rvec = np.array([rng.uniform(-0.4, 0.4), rng.uniform(-0.4, 0.4), rng.uniform(-0.2, 0.2)])
         rot, _ = cv2.Rodrigues(rvec)
         tvec = np.array([rng.uniform(-0.07, 0.07), rng.uniform(-0.05, 0.05), rng.uniform(0.3, 0.4)]) - rot @ centre
-        images.append(render_checkerboard(camera_matrix, rvec, tvec, inner_corners, square_m, image_size, supersample=3))
+        images.append(
+            render_checkerboard(camera_matrix, rvec, tvec, inner_corners, square_m, image_size, supersample=3)
+        )
     return images

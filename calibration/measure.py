@@ -7,6 +7,7 @@ centroid (iterated centre of mass), crop centred on the centroid's pixel, normal
 sum 1 per channel, and a per-pixel standard uncertainty (frame-to-frame scatter / sqrt(K),
 plus the dark's). Saturated or empty captures are refused: neither gives a usable PSF.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -57,8 +58,10 @@ def check_saturation(frames: np.ndarray, saturation_dn: float) -> None:
     for k, frame in enumerate(frames):
         hits = int((frame >= saturation_dn).sum())
         if hits:
-            raise ObscuraError(f"capture {k} is saturated: {hits} pixel(s) at or above {saturation_dn:g} DN "
-                               f"(max {frame.max():g}); expected an exposure whose peak stays below saturation")
+            raise ObscuraError(
+                f"capture {k} is saturated: {hits} pixel(s) at or above {saturation_dn:g} DN "
+                f"(max {frame.max():g}); expected an exposure whose peak stays below saturation"
+            )
 
 
 def hot_pixels(master_dark: np.ndarray, sigma: float) -> np.ndarray:
@@ -119,23 +122,37 @@ def measure_psf(frames: np.ndarray, darks: np.ndarray, cfg: MeasureConfig) -> Me
     # Noise of the 3 x 3 mean of the channel sum: per-pixel noise / 3, channels added in quadrature.
     snr = float(smooth[peak] / max(float(np.sqrt((noise**2).sum())) / 3.0, 1e-12))
     if snr < cfg.min_peak_snr:
-        raise ObscuraError(f"captures hold no point source: the brightest spot is {snr:.1f} noise sigma above the background; "
-                           f"expected at least {cfg.min_peak_snr:g} (is the source on and in view?)")
+        raise ObscuraError(
+            f"captures hold no point source: the brightest spot is {snr:.1f} noise sigma above the background; "
+            f"expected at least {cfg.min_peak_snr:g} (is the source on and in view?)"
+        )
     cy, cx = centroid(total, (float(peak[0]), float(peak[1])), cfg.crop_px / 2, cfg.centroid_iterations)
     row, col = int(round(cy)), int(round(cx))
     half = cfg.crop_px // 2
     top, left = row - half, col - half
     if top < 0 or left < 0 or top + cfg.crop_px > mean.shape[-2] or left + cfg.crop_px > mean.shape[-1]:
-        raise ObscuraError(f"the point source's centroid ({cy:.1f}, {cx:.1f}) is within {half} px of the frame edge; "
-                           f"expected it at least crop_px/2 = {half} px inside (re-aim the source or use a smaller crop)")
-    crop = mean[:, top: top + cfg.crop_px, left: left + cfg.crop_px]
-    crop_var = variance[:, top: top + cfg.crop_px, left: left + cfg.crop_px] + (noise**2 / border.sum())[:, None, None]
+        raise ObscuraError(
+            f"the point source's centroid ({cy:.1f}, {cx:.1f}) is within {half} px of the frame edge; "
+            f"expected it at least crop_px/2 = {half} px inside (re-aim the source or use a smaller crop)"
+        )
+    crop = mean[:, top : top + cfg.crop_px, left : left + cfg.crop_px]
+    crop_var = (
+        variance[:, top : top + cfg.crop_px, left : left + cfg.crop_px] + (noise**2 / border.sum())[:, None, None]
+    )
     sums = crop.sum(axis=(-2, -1), keepdims=True)
     if np.any(sums <= 0):
-        raise ObscuraError("a colour channel of the captures holds no light after background subtraction; expected the source in every channel")
+        raise ObscuraError(
+            "a colour channel of the captures holds no light after background subtraction; expected the source in every channel"
+        )
     info = {
-        "frames": k, "dark_frames": kd, "hot_pixels": int(hot.sum()), "background_dn": background.tolist(),
-        "background_noise_dn": noise.tolist(), "peak_snr": snr, "peak_dn": float(light.max()),
-        "crop_origin_px": [top, left], "crop_energy_fraction": (sums[:, 0, 0] / mean.sum(axis=(-2, -1))).tolist(),
+        "frames": k,
+        "dark_frames": kd,
+        "hot_pixels": int(hot.sum()),
+        "background_dn": background.tolist(),
+        "background_noise_dn": noise.tolist(),
+        "peak_snr": snr,
+        "peak_dn": float(light.max()),
+        "crop_origin_px": [top, left],
+        "crop_energy_fraction": (sums[:, 0, 0] / mean.sum(axis=(-2, -1))).tolist(),
     }
     return MeasuredPSF(crop / sums, np.sqrt(crop_var) / sums, (cy, cx), (cy - row, cx - col), info)

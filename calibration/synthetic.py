@@ -1,6 +1,7 @@
 """Synthetic point-source captures from a known PSF with a realistic sensor: photon shot noise,
 dark current (with fixed-pattern non-uniformity and hot pixels), read noise, bias, gain and
 ADC quantisation. Used to test the calibration chain end to end and to rehearse it."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -62,19 +63,22 @@ class SynthConfig:
     noise: CaptureNoise = field(default_factory=CaptureNoise)
 
 
-def synthesise_captures(psf: np.ndarray, frame_shape: tuple[int, int], top_left: tuple[int, int],
-                        noise: CaptureNoise, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def synthesise_captures(
+    psf: np.ndarray, frame_shape: tuple[int, int], top_left: tuple[int, int], noise: CaptureNoise, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Light frames (K x C x H x W) with `psf` (C x h x w, sums to 1) placed at `top_left`, and dark frames."""
     c, h, w = psf.shape
     rows, cols = frame_shape
     if top_left[0] < 0 or top_left[1] < 0 or top_left[0] + h > rows or top_left[1] + w > cols:
         raise ObscuraError(f"psf of {h} x {w} at {top_left} does not fit a {rows} x {cols} frame")
     rng = np.random.default_rng(seed)
-    dark_map = noise.dark_current_e * np.clip(1 + noise.dark_nonuniformity * rng.standard_normal((c, rows, cols)), 0, None)
+    dark_map = noise.dark_current_e * np.clip(
+        1 + noise.dark_nonuniformity * rng.standard_normal((c, rows, cols)), 0, None
+    )
     hot = rng.random((c, rows, cols)) < noise.hot_pixel_fraction
     dark_map[hot] += noise.hot_pixel_e
     signal = np.zeros((c, rows, cols))
-    signal[:, top_left[0]: top_left[0] + h, top_left[1]: top_left[1] + w] = psf * noise.signal_e
+    signal[:, top_left[0] : top_left[0] + h, top_left[1] : top_left[1] + w] = psf * noise.signal_e
 
     def expose(expected_e: np.ndarray) -> np.ndarray:
         electrons = np.minimum(rng.poisson(expected_e).astype(np.float64), noise.full_well_e)

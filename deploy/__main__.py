@@ -1,4 +1,5 @@
 """python -m deploy: the deployment steps, the same commands as `simulate.py deploy`."""
+
 from __future__ import annotations
 
 import argparse

@@ -4,10 +4,10 @@ The bundle is assembled in a temporary folder beside the target and renamed into
 interrupted build never leaves a half bundle under the final name. The device-side reader and
 verifier is `firmware.bundle_reader` (the device never imports this module or torch).
 """
+
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import shutil
@@ -25,12 +25,13 @@ from firmware.bundle_reader import (
     MANIFEST,
     BundleConfig,
     bundle_files,
-    sha256_file,
     verify_bundle,
 )
 from firmware.psf import load_psf
 from obscura import config as config_io
+from obscura.digest import bytes_sha256
 from obscura.errors import ObscuraError
+from obscura.manifest import file_entry
 from obscura.paths import REPO_ROOT
 
 DEVICE_PACKAGES = ("firmware", "obscura")
@@ -74,8 +75,11 @@ def build_bundle(
         (staging / CONFIG).write_text(yaml.safe_dump(config_io.to_dict(cfg), sort_keys=False), encoding="utf-8")
         if include_code:
             for package in DEVICE_PACKAGES:
-                shutil.copytree(REPO_ROOT / package, staging / "code" / package,
-                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                shutil.copytree(
+                    REPO_ROOT / package,
+                    staging / "code" / package,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+                )
         manifest = write_manifest(staging, version)
         os.replace(staging, target)
     except BaseException:
@@ -87,8 +91,8 @@ def build_bundle(
 
 def write_manifest(root: Path, version: str | None = None) -> dict[str, Any]:
     """Hash every file under `root` into manifest.json; the default version is date + content hash."""
-    files = {rel: {"sha256": sha256_file(root / rel), "bytes": (root / rel).stat().st_size} for rel in bundle_files(root)}
-    content = hashlib.sha256(json.dumps(files, sort_keys=True).encode("utf-8")).hexdigest()[:12]
+    files = {rel: file_entry(root / rel) for rel in bundle_files(root)}
+    content = bytes_sha256(json.dumps(files, sort_keys=True).encode("utf-8"))[:12]
     now = dt.datetime.now(dt.timezone.utc)
     manifest = {
         "format": FORMAT,

@@ -1,4 +1,5 @@
 """`simulate.py deploy` / `python -m deploy`: export-trained | bundle | verify | flash | rollback | build-engine."""
+
 from __future__ import annotations
 
 import argparse
@@ -24,10 +25,14 @@ def _add_ssh(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-i", "--identity", help="ssh private key")
     parser.add_argument("-F", "--ssh-config", help="ssh client configuration file")
     parser.add_argument("-o", "--ssh-option", action="append", default=[], help="extra ssh -o option (repeatable)")
-    parser.add_argument("--restart-cmd", help="command that restarts the service on the device "
-                                              "(default: systemctl, where systemd runs)")
-    parser.add_argument("--break-lock", action="store_true",
-                        help="take over the device's flash lock from a flash on another machine that no longer runs")
+    parser.add_argument(
+        "--restart-cmd", help="command that restarts the service on the device (default: systemctl, where systemd runs)"
+    )
+    parser.add_argument(
+        "--break-lock",
+        action="store_true",
+        help="take over the device's flash lock from a flash on another machine that no longer runs",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,14 +43,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
     """The deployment steps: export-trained, bundle, verify, flash, rollback, build-engine."""
-    x = sub.add_parser("export-trained", help="export the trained regressor and anonymizer to ONNX, checked on real captures")
-    x.add_argument("--stage1", required=True, help="stage-I result the anonymizer was trained on ('weights' or a run folder)")
+    x = sub.add_parser(
+        "export-trained", help="export the trained regressor and anonymizer to ONNX, checked on real captures"
+    )
+    x.add_argument(
+        "--stage1", required=True, help="stage-I result the anonymizer was trained on ('weights' or a run folder)"
+    )
     x.add_argument("--anonymizer", required=True, help="stage-II anonymizer file (a run's generator_ema.pt)")
     x.add_argument("--out", required=True, help="folder for the ONNX files, latent, PSF and parity report")
-    x.add_argument("--latent-seed", type=int, default=0,
-                   help="seed of the one latent the camera renders (fixed, so the drawn person is stable across frames)")
+    x.add_argument(
+        "--latent-seed",
+        type=int,
+        default=0,
+        help="seed of the one latent the camera renders (fixed, so the drawn person is stable across frames)",
+    )
     x.add_argument("--faces", help="folder of face images for the parity check (default: the stage-I test split)")
-    x.add_argument("--parity-faces", type=int, default=12, help="faces in the parity check (>= 4: batches of 1, 3, rest)")
+    x.add_argument(
+        "--parity-faces", type=int, default=12, help="faces in the parity check (>= 4: batches of 1, 3, rest)"
+    )
     x.add_argument("--bundle", help="also make a bundle of the export in this new folder")
     x.add_argument("--version", help="bundle version name (with --bundle; default: UTC time + content hash)")
 
@@ -53,14 +68,23 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     b.add_argument("out", help="new bundle folder")
     b.add_argument("--regressor", help="regressor ONNX file")
     b.add_argument("--anonymizer", help="anonymizer ONNX file")
-    b.add_argument("--constant", action="append", default=[], metavar="NAME=FILE.npy",
-                   help="a constant anonymizer input (repeatable)")
+    b.add_argument(
+        "--constant",
+        action="append",
+        default=[],
+        metavar="NAME=FILE.npy",
+        help="a constant anonymizer input (repeatable)",
+    )
     b.add_argument("--psf", help="PSF .npy (C x H x W) for simulated sources")
     b.add_argument("--config", help="bundle config YAML (firmware.bundle_reader.BundleConfig)")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     b.add_argument("--version", help="version name (default: UTC time + content hash)")
-    b.add_argument("--standin", type=int, metavar="SIZE",
-                   help="use stand-in models of this input size (until the trained networks exist)")
+    b.add_argument(
+        "--standin",
+        type=int,
+        metavar="SIZE",
+        help="use stand-in models of this input size (until the trained networks exist)",
+    )
 
     v = sub.add_parser("verify", help="verify a bundle's checksums and configuration")
     v.add_argument("bundle")
@@ -94,8 +118,10 @@ def _export_trained(args: argparse.Namespace) -> int:
         raise ObscuraError(f"bundle output {args.bundle} already exists; choose a new folder (bundles are immutable)")
     report = export_trained(args.stage1, args.anonymizer, args.out, args.latent_seed, args.faces, args.parity_faces)
     diffs = ", ".join(f"{name} {value:.2e}" for name, value in report["max_abs_diff"].items())
-    print(f"exported {args.out}: parity on {report['faces']['count']} real captures in batches {report['batch_sizes']}: "
-          f"max |ONNX - PyTorch| {diffs} (tolerance {report['tolerance']:g})")
+    print(
+        f"exported {args.out}: parity on {report['faces']['count']} real captures in batches {report['batch_sizes']}: "
+        f"max |ONNX - PyTorch| {diffs} (tolerance {report['tolerance']:g})"
+    )
     if args.bundle:
         manifest = build_trained_bundle(args.out, args.bundle, args.version)
         print(f"bundle {args.bundle}: version {manifest['version']}, {len(manifest['files'])} files")
@@ -107,8 +133,9 @@ def _bundle(args: argparse.Namespace) -> int:
     if args.standin:
         if args.regressor or args.anonymizer or args.constant:
             raise ObscuraError("--standin replaces --regressor/--anonymizer/--constant; give one or the other")
-        manifest = build_standin_bundle(args.out, args.standin, psf=args.psf, version=args.version,
-                                        **config.parse_overrides(args.set))
+        manifest = build_standin_bundle(
+            args.out, args.standin, psf=args.psf, version=args.version, **config.parse_overrides(args.set)
+        )
     else:
         cfg = load_config(BundleConfig, args)
         models = {role: getattr(args, role) for role in ("regressor", "anonymizer") if getattr(args, role)}
@@ -134,9 +161,18 @@ def _verify(args: argparse.Namespace) -> int:
 def _flash(args: argparse.Namespace) -> int:
     """Flash a bundle."""
     ssh = ssh_from_args(args.target, args.port, args.identity, args.ssh_config, args.ssh_option)
-    version = flash(args.bundle, ssh, dry_run=args.dry_run, unit_dir=args.unit_dir, python=args.python,
-                    restart_cmd=args.restart_cmd, break_lock=args.break_lock)
-    print(f"{'checked' if args.dry_run else 'flashed'} version {version} {'for' if args.dry_run else 'to'} {args.target}")
+    version = flash(
+        args.bundle,
+        ssh,
+        dry_run=args.dry_run,
+        unit_dir=args.unit_dir,
+        python=args.python,
+        restart_cmd=args.restart_cmd,
+        break_lock=args.break_lock,
+    )
+    print(
+        f"{'checked' if args.dry_run else 'flashed'} version {version} {'for' if args.dry_run else 'to'} {args.target}"
+    )
     return 0
 
 
@@ -151,11 +187,17 @@ def _engine(args: argparse.Namespace) -> int:
     """Build a TensorRT engine."""
     calibration = Path(args.calibration) if args.calibration else None
     if args.bundle and args.engine_dir and not (args.onnx or args.out):
-        paths = build_bundle_engines(Path(args.bundle), Path(args.engine_dir), args.precision, args.workspace_mib,
-                                     args.max_batch, calibration)
+        paths = build_bundle_engines(
+            Path(args.bundle), Path(args.engine_dir), args.precision, args.workspace_mib, args.max_batch, calibration
+        )
     elif args.onnx and args.out and not (args.bundle or args.engine_dir):
-        paths = [build_engine(EngineSpec(Path(args.onnx), Path(args.out), args.precision, args.workspace_mib,
-                                         args.max_batch, calibration))]
+        paths = [
+            build_engine(
+                EngineSpec(
+                    Path(args.onnx), Path(args.out), args.precision, args.workspace_mib, args.max_batch, calibration
+                )
+            )
+        ]
     else:
         raise ObscuraError("build-engine takes either ONNX --out ENGINE, or --bundle DIR --engine-dir DIR")
     for path in paths:

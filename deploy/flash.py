@@ -10,6 +10,7 @@ workstations cannot interleave their steps on one device. The holder is `host:pi
 left by a process of this machine that no longer runs (a flash killed mid-copy) is taken over,
 one from another machine only with `--break-lock`.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from firmware.bundle_reader import MANIFEST, sha256_file, verify_bundle
+from firmware.bundle_reader import MANIFEST, verify_bundle
+from obscura.digest import file_sha256
 from obscura.errors import ObscuraError
 
 REMOTE_SCRIPT = Path(__file__).with_name("remote.sh")
@@ -50,7 +52,9 @@ class Target:
         """Parse and check a target string."""
         dest, sep, root = text.partition(":")
         if not sep or not dest or not root.startswith("/") or not SAFE_PATH.match(root) or dest.startswith("-"):
-            raise ObscuraError(f"--target {text!r}: expected [user@]host:/absolute/path, e.g. pi@camera.local:/opt/obscura")
+            raise ObscuraError(
+                f"--target {text!r}: expected [user@]host:/absolute/path, e.g. pi@camera.local:/opt/obscura"
+            )
         return cls(dest, root.rstrip("/") or "/")
 
 
@@ -66,8 +70,16 @@ class Ssh:
 
     def _common(self, port_flag: str) -> list[str]:
         """Options understood by both ssh and scp (scp spells the port -P)."""
-        args = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=10",
-                "-o", "ServerAliveCountMax=3"]
+        args = [
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=15",
+            "-o",
+            "ServerAliveInterval=10",
+            "-o",
+            "ServerAliveCountMax=3",
+        ]
         if self.config:
             args += ["-F", self.config]
         if self.port:
@@ -113,7 +125,7 @@ def render_unit(root: str, python: str) -> str:
 def checksum_lines(bundle: Path, manifest: dict) -> str:
     """`sha256sum -c` input for every bundle file, the manifest included."""
     lines = [f"{entry['sha256']}  {rel}" for rel, entry in sorted(manifest["files"].items())]
-    lines.append(f"{sha256_file(bundle / MANIFEST)}  {MANIFEST}")
+    lines.append(f"{file_sha256(bundle / MANIFEST)}  {MANIFEST}")
     for line in lines:
         if not SAFE_PATH.match(line.split("  ", 1)[1]):
             raise ObscuraError(f"bundle {bundle}: file name {line.split('  ', 1)[1]!r} is not safe to send to a device")
@@ -163,8 +175,16 @@ def release_lock(ssh: Ssh, holder: str) -> None:
         pass
 
 
-def flash(bundle: str | Path, ssh: Ssh, dry_run: bool = False, unit_dir: str = "/etc/systemd/system",
-          python: str = "/usr/bin/python3", restart_cmd: str | None = None, log=print, break_lock: bool = False) -> str:
+def flash(
+    bundle: str | Path,
+    ssh: Ssh,
+    dry_run: bool = False,
+    unit_dir: str = "/etc/systemd/system",
+    python: str = "/usr/bin/python3",
+    restart_cmd: str | None = None,
+    log=print,
+    break_lock: bool = False,
+) -> str:
     """Install `bundle` on the device and make it current; returns the version. See the module docstring."""
     bundle = Path(bundle)
     manifest = verify_bundle(bundle)
@@ -223,15 +243,18 @@ def rollback(ssh: Ssh, restart_cmd: str | None = None, log=print, break_lock: bo
     holder = lock_holder()
     take_lock(ssh, holder, break_lock, log)
     try:
-        out = ssh.run_steps(f"rollback {q(ssh.target.root)}\nrestart {UNIT_NAME} {q(restart_cmd or '')}",
-                            f"rollback on {ssh.target.destination}")
+        out = ssh.run_steps(
+            f"rollback {q(ssh.target.root)}\nrestart {UNIT_NAME} {q(restart_cmd or '')}",
+            f"rollback on {ssh.target.destination}",
+        )
     finally:
         release_lock(ssh, holder)
     for line in out.strip().splitlines():
         log(line)
 
 
-def ssh_from_args(target: str, port: int | None, identity: str | None, config: str | None,
-                  options: Sequence[str]) -> Ssh:
+def ssh_from_args(
+    target: str, port: int | None, identity: str | None, config: str | None, options: Sequence[str]
+) -> Ssh:
     """An Ssh from command-line values."""
     return Ssh(Target.parse(target), port, identity, config, list(options))

@@ -5,6 +5,7 @@ convolutional networks here; torch marks it deprecated in favour of the torch.ex
 which needs `onnxscript`. The parity check runs the same inputs through PyTorch and onnxruntime
 (CPU) and refuses an export whose fp32 outputs differ by more than 1e-4 anywhere.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -37,8 +38,14 @@ class Parity:
         return max(self.max_abs_diff.values())
 
 
-def export_onnx(module, example_inputs: Sequence, path: str | Path, input_names: Sequence[str],
-                output_names: Sequence[str], opset: int = MIN_OPSET) -> Path:
+def export_onnx(
+    module,
+    example_inputs: Sequence,
+    path: str | Path,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    opset: int = MIN_OPSET,
+) -> Path:
     """Export `module` (put in eval mode) with every input and output dynamic in its first (batch) axis."""
 
     if opset < MIN_OPSET:
@@ -49,9 +56,17 @@ def export_onnx(module, example_inputs: Sequence, path: str | Path, input_names:
     dynamic = {name: {0: "batch"} for name in [*input_names, *output_names]}
     with atomic.atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
-        torch.onnx.export(module, tuple(example_inputs), str(tmp), input_names=list(input_names),
-                          output_names=list(output_names), opset_version=opset, dynamic_axes=dynamic,
-                          dynamo=False, do_constant_folding=True)
+        torch.onnx.export(
+            module,
+            tuple(example_inputs),
+            str(tmp),
+            input_names=list(input_names),
+            output_names=list(output_names),
+            opset_version=opset,
+            dynamic_axes=dynamic,
+            dynamo=False,
+            do_constant_folding=True,
+        )
         _check_exported(tmp, opset, input_names)
     return Path(path)
 
@@ -69,8 +84,9 @@ def _check_exported(path: Path, opset: int, input_names: Sequence[str]) -> None:
             raise ObscuraError(f"export: input {graph_input.name} has a fixed batch size; expected a dynamic one")
 
 
-def check_parity(module, path: str | Path, batches: Sequence[Sequence[np.ndarray]],
-                 tolerance: float = PARITY_TOLERANCE) -> Parity:
+def check_parity(
+    module, path: str | Path, batches: Sequence[Sequence[np.ndarray]], tolerance: float = PARITY_TOLERANCE
+) -> Parity:
     """Run every batch (a tuple of float32 arrays, one per input) through both; raise if any output differs > tolerance."""
 
     session = make_session(path, ["CPUExecutionProvider"], threads=1)
@@ -91,5 +107,7 @@ def check_parity(module, path: str | Path, batches: Sequence[Sequence[np.ndarray
     parity = Parity(worst, len(batches))
     if parity.worst > tolerance:
         name = max(worst, key=worst.get)
-        raise ObscuraError(f"parity: ONNX output {name} differs from PyTorch by {worst[name]:.3g} (> {tolerance:g}) in {path}")
+        raise ObscuraError(
+            f"parity: ONNX output {name} differs from PyTorch by {worst[name]:.3g} (> {tolerance:g}) in {path}"
+        )
     return parity

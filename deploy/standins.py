@@ -8,6 +8,7 @@ or output as the real system's.
 - anonymizer: (capture, heatmaps, style N x 3) -> clip(upsample4(heatmaps) + style - capture, 0, 1).
 Both are exact closed forms, so a test can recompute them with numpy.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -29,12 +30,14 @@ def regressor_model(size: int):
 
     h = size // HEATMAP_STRIDE
     nodes = [
-        helper.make_node("AveragePool", ["capture"], ["pooled"], kernel_shape=[HEATMAP_STRIDE] * 2,
-                         strides=[HEATMAP_STRIDE] * 2),
+        helper.make_node(
+            "AveragePool", ["capture"], ["pooled"], kernel_shape=[HEATMAP_STRIDE] * 2, strides=[HEATMAP_STRIDE] * 2
+        ),
         helper.make_node("ReduceMean", ["pooled"], ["heatmaps"], axes=[1], keepdims=1),
     ]
     graph = helper.make_graph(
-        nodes, "standin_regressor",
+        nodes,
+        "standin_regressor",
         [helper.make_tensor_value_info("capture", TensorProto.FLOAT, ["N", 3, size, size])],
         [helper.make_tensor_value_info("heatmaps", TensorProto.FLOAT, ["N", 1, h, h])],
     )
@@ -57,7 +60,8 @@ def anonymizer_model(size: int):
         helper.make_node("Clip", ["raw", "zero", "one"], ["output"]),
     ]
     graph = helper.make_graph(
-        nodes, "standin_anonymizer",
+        nodes,
+        "standin_anonymizer",
         [
             helper.make_tensor_value_info("capture", TensorProto.FLOAT, ["N", 3, size, size]),
             helper.make_tensor_value_info("heatmaps", TensorProto.FLOAT, ["N", 1, h, h]),
@@ -99,13 +103,19 @@ def expected_output(capture01: np.ndarray, style: np.ndarray) -> np.ndarray:
     return np.clip(up + style.reshape(n, 3, 1, 1) - capture01, 0.0, 1.0)
 
 
-def build_standin_bundle(out_dir: str | Path, size: int, psf: str | Path | None = None,
-                         version: str | None = None, **config: object) -> dict:
+def build_standin_bundle(
+    out_dir: str | Path, size: int, psf: str | Path | None = None, version: str | None = None, **config: object
+) -> dict:
     """A complete bundle made of the stand-ins (marked `stand_in: true`); returns its manifest."""
-
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_standins(tmp, size)
         cfg = BundleConfig(input_size=size, stand_in=True, **config)
-        return build_bundle(out_dir, {"regressor": paths["regressor"], "anonymizer": paths["anonymizer"]}, cfg,
-                            psf=psf, constants={"style": paths["style"]}, version=version)
+        return build_bundle(
+            out_dir,
+            {"regressor": paths["regressor"], "anonymizer": paths["anonymizer"]},
+            cfg,
+            psf=psf,
+            constants={"style": paths["style"]},
+            version=version,
+        )

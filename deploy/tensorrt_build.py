@@ -8,6 +8,7 @@ calibrator still works and is what both versions share. Engines are tied to the 
 TensorRT version, so this runs on the device. `tensorrt` and `pycuda` are imported only here,
 only when a build starts.
 """
+
 from __future__ import annotations
 
 import logging
@@ -47,8 +48,9 @@ def import_tensorrt() -> tuple[Any, int]:
     try:
         import tensorrt as trt
     except ImportError:
-        raise ObscuraError("TensorRT is not installed here (it ships with JetPack: python3-libnvinfer); "
-                           "build engines on the device") from None
+        raise ObscuraError(
+            "TensorRT is not installed here (it ships with JetPack: python3-libnvinfer); build engines on the device"
+        ) from None
     try:
         major = int(str(trt.__version__).split(".")[0])
     except ValueError:
@@ -88,8 +90,10 @@ def build_engine(spec: EngineSpec) -> Path:
     if spec.precision == "int8":
         _require(builder.platform_has_fast_int8, "this GPU has no fast INT8")
         if major >= 10:
-            log.warning("TensorRT %s: the INT8 calibrator is deprecated (explicit Q/DQ is preferred); using it anyway",
-                        trt.__version__)
+            log.warning(
+                "TensorRT %s: the INT8 calibrator is deprecated (explicit Q/DQ is preferred); using it anyway",
+                trt.__version__,
+            )
         config.set_flag(trt.BuilderFlag.INT8)
         config.set_flag(trt.BuilderFlag.FP16)  # layers without INT8 kernels fall back to FP16, not FP32
         shape = tuple(network.get_input(0).shape)[1:]
@@ -102,8 +106,14 @@ def build_engine(spec: EngineSpec) -> Path:
     return spec.out
 
 
-def build_bundle_engines(bundle: Path, engine_dir: Path, precision: str = "fp16", workspace_mib: int = 1024,
-                         max_batch: int = 1, calibration: Path | None = None) -> list[Path]:
+def build_bundle_engines(
+    bundle: Path,
+    engine_dir: Path,
+    precision: str = "fp16",
+    workspace_mib: int = 1024,
+    max_batch: int = 1,
+    calibration: Path | None = None,
+) -> list[Path]:
     """An engine for every model of a verified bundle, named by the model's sha256 (what the firmware looks up)."""
 
     manifest = verify_bundle(bundle)
@@ -137,7 +147,9 @@ def _batch_profile(builder: Any, network: Any, max_batch: int) -> Any:
         tensor = network.get_input(i)
         shape = tuple(tensor.shape)
         if any(d < 0 for d in shape[1:]):
-            raise ObscuraError(f"input {tensor.name} has dynamic axes beyond the batch {shape}; export with a fixed size")
+            raise ObscuraError(
+                f"input {tensor.name} has dynamic axes beyond the batch {shape}; export with a fixed size"
+            )
         rest = shape[1:]
         profile.set_shape(tensor.name, (1, *rest), (1, *rest), (max_batch, *rest))
     return profile
@@ -153,7 +165,6 @@ def _build(builder: Any, network: Any, config: Any) -> Any:
 
 def calibration_batches(folder: Path, shape: tuple[int, ...]) -> Iterator[np.ndarray]:
     """Captures from `folder` as 1 x C x H x W float32 batches, preprocessed as the firmware does."""
-
 
     files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:CALIBRATION_IMAGES]
     if not files:

@@ -15,6 +15,7 @@ Real faces are the stage-I run's test-split identities (never seen in training) 
 config names, or a folder given with `faces_dir`. The parity batches include 1 and > 1 faces, which
 proves the batch axis is dynamic.
 """
+
 from __future__ import annotations
 
 import json
@@ -83,12 +84,16 @@ def load_trained(stage1: str, anonymizer_file: str | Path) -> Anonymizer:
     size, crop = model.nets.generator.img_size, model.crop_size
     if size < crop:
         # onnxruntime's antialiased Resize differs from torch's by ~0.04, far above the parity tolerance
-        raise ObscuraError(f"--anonymizer {anonymizer_file}: its generator works at {size} px, below the stage-I crop of "
-                           f"{crop} px; shrinking the capture has no ONNX form that matches PyTorch, export a generator of >= {crop} px")
+        raise ObscuraError(
+            f"--anonymizer {anonymizer_file}: its generator works at {size} px, below the stage-I crop of "
+            f"{crop} px; shrinking the capture has no ONNX form that matches PyTorch, export a generator of >= {crop} px"
+        )
     return model
 
 
-def parity_faces(model: Anonymizer, stage1: str, faces_dir: str | Path | None, count: int) -> tuple[Tensor, list[str], str]:
+def parity_faces(
+    model: Anonymizer, stage1: str, faces_dir: str | Path | None, count: int
+) -> tuple[Tensor, list[str], str]:
     """`count` sRGB face crops N x 3 x S x S in [0, 1], their files, and where they come from."""
     if count < MIN_FACES:
         raise ObscuraError(f"--parity-faces {count}: expected >= {MIN_FACES} (a batch of 1 and one of 3)")
@@ -102,8 +107,10 @@ def parity_faces(model: Anonymizer, stage1: str, faces_dir: str | Path | None, c
         try:
             root = resolve_root(model.parts.root)
         except ObscuraError:
-            raise ObscuraError(f"no real faces for the parity check: the stage-I face set {model.parts.root!r} is not under "
-                               f"{shared_data_dir()} (set OBSCURA_DATA, or pass --faces DIR of face images)") from None
+            raise ObscuraError(
+                f"no real faces for the parity check: the stage-I face set {model.parts.root!r} is not under "
+                f"{shared_data_dir()} (set OBSCURA_DATA, or pass --faces DIR of face images)"
+            ) from None
         split = runs.stage1_folder(stage1) / runs.TEST_SPLIT
         listing = list_images(root)
         paths = round_robin([listing[name] for name in read_split(split) if name in listing])
@@ -136,8 +143,14 @@ def known_export_warnings() -> Iterator[None]:
         yield
 
 
-def export_trained(stage1: str, anonymizer_file: str | Path, out: str | Path, latent_seed: int = 0,
-                   faces_dir: str | Path | None = None, faces: int = 12) -> dict[str, Any]:
+def export_trained(
+    stage1: str,
+    anonymizer_file: str | Path,
+    out: str | Path,
+    latent_seed: int = 0,
+    faces_dir: str | Path | None = None,
+    faces: int = 12,
+) -> dict[str, Any]:
     """Write the ONNX models, latent, PSF, preview and parity report into `out`; returns the report (raises if parity fails)."""
     model = load_trained(stage1, anonymizer_file)
     clean, files, source = parity_faces(model, stage1, faces_dir, faces)
@@ -177,30 +190,55 @@ def export_trained(stage1: str, anonymizer_file: str | Path, out: str | Path, la
     return report
 
 
-def export_models(regressor: nn.Module, anonymizer: LatentAnonymizer, capture1: Tensor, heatmaps1: Tensor, latent: Tensor,
-                  folder: Path) -> dict[str, Path]:
+def export_models(
+    regressor: nn.Module,
+    anonymizer: LatentAnonymizer,
+    capture1: Tensor,
+    heatmaps1: Tensor,
+    latent: Tensor,
+    folder: Path,
+) -> dict[str, Path]:
     """regressor.onnx and anonymizer.onnx in `folder`, traced on one real capture (the batch axis stays dynamic)."""
     paths = {"regressor": folder / REGRESSOR, "anonymizer": folder / ANONYMIZER}
     with known_export_warnings():
         export_onnx(regressor, (capture1,), paths["regressor"], ["capture"], ["heatmaps"])
-        export_onnx(anonymizer, (capture1, heatmaps1, latent), paths["anonymizer"], ["capture", "heatmaps", "latent"], ["output"])
+        export_onnx(
+            anonymizer,
+            (capture1, heatmaps1, latent),
+            paths["anonymizer"],
+            ["capture", "heatmaps", "latent"],
+            ["output"],
+        )
     return paths
 
 
-def parity(regressor: nn.Module, anonymizer: LatentAnonymizer, paths: dict[str, Path], captures: Tensor, heatmaps: Tensor,
-           latent: Tensor, sizes: list[int]) -> dict[str, float]:
+def parity(
+    regressor: nn.Module,
+    anonymizer: LatentAnonymizer,
+    paths: dict[str, Path],
+    captures: Tensor,
+    heatmaps: Tensor,
+    latent: Tensor,
+    sizes: list[int],
+) -> dict[str, float]:
     """Max |onnxruntime - PyTorch| per output over batches of `sizes`; on failure the ONNX files are removed and it raises."""
     starts = np.cumsum([0, *sizes]).tolist()
     spans = [slice(a, b) for a, b in zip(starts[:-1], starts[1:])]
     try:
         reg = check_parity(regressor, paths["regressor"], [(captures[s].numpy(),) for s in spans])
-        anon = check_parity(anonymizer, paths["anonymizer"],
-                            [(captures[s].numpy(), heatmaps[s].numpy(), latent.expand(s.stop - s.start, -1).numpy()) for s in spans])
+        anon = check_parity(
+            anonymizer,
+            paths["anonymizer"],
+            [(captures[s].numpy(), heatmaps[s].numpy(), latent.expand(s.stop - s.start, -1).numpy()) for s in spans],
+        )
     except ObscuraError:
         for path in paths.values():
             path.unlink(missing_ok=True)  # a model that fails parity must not look like a finished export
         raise
-    return {**{f"regressor.{k}": v for k, v in reg.max_abs_diff.items()}, **{f"anonymizer.{k}": v for k, v in anon.max_abs_diff.items()}}
+    return {
+        **{f"regressor.{k}": v for k, v in reg.max_abs_diff.items()},
+        **{f"anonymizer.{k}": v for k, v in anon.max_abs_diff.items()},
+    }
 
 
 def write_preview(path: Path, clean: Tensor, captures: Tensor, models: dict[str, Path], latent: np.ndarray) -> Path:
@@ -210,8 +248,16 @@ def write_preview(path: Path, clean: Tensor, captures: Tensor, models: dict[str,
     feeds = {"capture": x, "heatmaps": heat, "latent": np.repeat(latent, len(x), axis=0).astype(np.float32)}
     out = make_session(models["anonymizer"], ["CPUExecutionProvider"]).run(None, feeds)[0]
     size = x.shape[-1]
-    rows = [np.hstack([to_uint8(f), to_uint8(c), cv2.resize(to_uint8(torch.from_numpy(o)), (size, size), interpolation=cv2.INTER_AREA)])
-            for f, c, o in zip(clean, captures, out)]
+    rows = [
+        np.hstack(
+            [
+                to_uint8(f),
+                to_uint8(c),
+                cv2.resize(to_uint8(torch.from_numpy(o)), (size, size), interpolation=cv2.INTER_AREA),
+            ]
+        )
+        for f, c, o in zip(clean, captures, out)
+    ]
     return write_png(path, np.vstack(rows))
 
 
@@ -221,7 +267,11 @@ def build_trained_bundle(export_dir: str | Path, bundle_dir: str | Path, version
     try:
         report = json.loads((folder / PARITY).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise ObscuraError(f"{folder / PARITY}: cannot read the export's parity report ({err}); run export-trained first") from None
+        raise ObscuraError(
+            f"{folder / PARITY}: cannot read the export's parity report ({err}); run export-trained first"
+        ) from None
     cfg = BundleConfig(input_size=int(report["input_size"]), value_range="0..1")
     models = {"regressor": folder / REGRESSOR, "anonymizer": folder / ANONYMIZER}
-    return build_bundle(bundle_dir, models, cfg, psf=folder / PSF, constants={"latent": folder / LATENT}, version=version)
+    return build_bundle(
+        bundle_dir, models, cfg, psf=folder / PSF, constants={"latent": folder / LATENT}, version=version
+    )

@@ -6,14 +6,15 @@ aligned on the output itself) and `<recogniser>.oracle` (output aligned with the
 landmarks) for the output, `util.<detector>.box/.lm` at 256x256 for utility, and for capture
 methods with a regressor `regressor.lm` (its 68 landmarks on the output, image pixels).
 """
+
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from evaluation.methods import Method, get
 from faces.face_models import Face, recognitions, utility_detectors
@@ -38,7 +39,6 @@ class Analyzer:
     """Face models plus caches for one method; `run(task)` returns (clean record, output record)."""
 
     def __init__(self, method: Method, cache_root: str | Path) -> None:
-
 
         cv2.setNumThreads(1)
         self.method = method
@@ -142,7 +142,7 @@ def init_worker(method_name: str, cache_root: str) -> None:
     """Pool initialiser: one thread per worker, models loaded once."""
     global _WORKER
 
-    os.environ["OMP_NUM_THREADS"] = "1"  # read when an optical method first imports torch
+    torch.set_num_threads(1)  # two workers on two cores: each one thread (torch is imported with the methods)
     _WORKER = Analyzer(get(method_name), cache_root)
 
 

@@ -11,6 +11,7 @@ anonymized faces. Judged at 256 x 256 (sources and outputs resized), by models n
 - realism: Frechet distance between SFace embeddings of outputs and of the real source faces,
   and Inception FID when the pytorch-fid weights file is given.
 """
+
 from __future__ import annotations
 
 import time
@@ -92,8 +93,10 @@ def source_images(cfg: AnonymizerEvalConfig) -> list[Path]:
     return [img.path for img in ordered[: cfg.max_sources]]
 
 
-VERIFIERS = {"sface": lambda a, b: float(a @ b) >= SFACE_COSINE_THRESHOLD,
-             "dlib": lambda a, b: float(np.linalg.norm(a - b)) < DLIB_DISTANCE_THRESHOLD}
+VERIFIERS = {
+    "sface": lambda a, b: float(a @ b) >= SFACE_COSINE_THRESHOLD,
+    "dlib": lambda a, b: float(np.linalg.norm(a - b)) < DLIB_DISTANCE_THRESHOLD,
+}
 
 
 def verified_share(sources: list[dict], outputs: list[list[dict]], name: str) -> tuple[float, int, int]:
@@ -111,7 +114,9 @@ def impostor_pairing(identities: list[str]) -> list[int] | None:
     return None if -1 in pairing else pairing
 
 
-def leakage(sources: list[dict], outputs: list[list[dict]], identities: list[str] | None = None) -> dict[str, float | int]:
+def leakage(
+    sources: list[dict], outputs: list[list[dict]], identities: list[str] | None = None
+) -> dict[str, float | int]:
     """Share of outputs each recogniser verifies as its own source face (no face: not verified).
 
     With the sources' identities, also `<name>_impostor`: the same share against the source face of
@@ -121,7 +126,9 @@ def leakage(sources: list[dict], outputs: list[list[dict]], identities: list[str
     result: dict[str, float | int] = {}
     pairing = impostor_pairing(identities) if identities else None
     for name in VERIFIERS:
-        result[name], result[f"{name}_outputs_judged"], result[f"{name}_outputs_with_face"] = verified_share(sources, outputs, name)
+        result[name], result[f"{name}_outputs_judged"], result[f"{name}_outputs_with_face"] = verified_share(
+            sources, outputs, name
+        )
         if pairing is not None:
             result[f"{name}_impostor"] = verified_share([sources[j] for j in pairing], outputs, name)[0]
     return result
@@ -140,12 +147,18 @@ def diversity(outputs: list[list[dict]]) -> float:
 
 def utility(sources: list[dict], outputs: list[list[dict]]) -> dict[str, dict]:
     """FD, BB, LM (and NME) per utility detector, over every (source, output) pair."""
-    return {name: metrics.utility([s[f"util.{name}"] for s, outs in zip(sources, outputs) for _ in outs],
-                                  [o[f"util.{name}"] for outs in outputs for o in outs])
-            for name in ("mtcnn", "dlib")}
+    return {
+        name: metrics.utility(
+            [s[f"util.{name}"] for s, outs in zip(sources, outputs) for _ in outs],
+            [o[f"util.{name}"] for outs in outputs for o in outs],
+        )
+        for name in ("mtcnn", "dlib")
+    }
 
 
-def realism(sources: list[dict], outputs: list[list[dict]], real: np.ndarray, fake: np.ndarray, weights: str) -> dict[str, Any]:
+def realism(
+    sources: list[dict], outputs: list[list[dict]], real: np.ndarray, fake: np.ndarray, weights: str
+) -> dict[str, Any]:
     """Frechet distance of SFace embeddings (outputs vs real faces), and Inception FID with the given weights."""
     real_e = np.array([s["sface"] for s in sources if s["sface"] is not None])
     fake_e = np.array([o["sface"] for outs in outputs for o in outs if o["sface"] is not None])
@@ -156,19 +169,22 @@ def realism(sources: list[dict], outputs: list[list[dict]], real: np.ndarray, fa
         result["inception_fid"] = frechet_distance(features(real), features(fake))
     else:
         result["inception_fid"] = None
-        result["inception_fid_note"] = "not run: pass inception_weights (pytorch-fid's weights file; it cannot be downloaded here)"
+        result["inception_fid_note"] = (
+            "not run: pass inception_weights (pytorch-fid's weights file; it cannot be downloaded here)"
+        )
     return result
 
 
 def run(cfg: AnonymizerEvalConfig) -> dict[str, Any]:
     """Anonymize the sources, judge them, and write report.json, report.md, examples.png and config.yaml."""
 
-
     for key in ("data", "anonymizer", "out"):
         if not getattr(cfg, key):
             raise ObscuraError(f"--{key} is required")
     if cfg.styles < 2 or cfg.max_sources < 2:
-        raise ObscuraError(f"styles {cfg.styles}, max_sources {cfg.max_sources}: expected >= 2 each (diversity and Frechet need pairs)")
+        raise ObscuraError(
+            f"styles {cfg.styles}, max_sources {cfg.max_sources}: expected >= 2 each (diversity and Frechet need pairs)"
+        )
     start = time.time()
     model = Anonymizer.load(cfg.anonymizer, cfg.stage1 or None)
     paths = source_images(cfg)
@@ -214,15 +230,22 @@ def run(cfg: AnonymizerEvalConfig) -> dict[str, Any]:
 def markdown(r: dict[str, Any]) -> str:
     """A short human-readable report."""
     u, leak = r["utility"], r["identity_leakage"]
-    lines = [f"# Stage-II anonymizer on {r['n_sources']} sources x {r['styles']} styles ({r['source']})", "",
-             f"- identity leakage: SFace {leak['sface']:.4f}, dlib {leak['dlib']:.4f} (share of outputs verified as their source); "
-             f"against another person's face (false accepts): SFace {leak.get('sface_impostor', float('nan')):.4f}, "
-             f"dlib {leak.get('dlib_impostor', float('nan')):.4f}",
-             f"- diversity (mean pairwise SFace distance among one source's outputs): {r['diversity_sface']:.3f}",
-             f"- realism: Frechet distance of SFace embeddings {r['realism']['sface_frechet']:.3f}; Inception FID "
-             f"{r['realism']['inception_fid'] if r['realism']['inception_fid'] is not None else 'not run'}",
-             *(f"- {name}: FD {v['fd']:.3f}, BB {v['bb']:.2f} px, LM {v['lm']:.2f} px at {r['judge_size']} px" for name, v in u.items()),
-             f"- time: {r['seconds']} s", ""]
+    lines = [
+        f"# Stage-II anonymizer on {r['n_sources']} sources x {r['styles']} styles ({r['source']})",
+        "",
+        f"- identity leakage: SFace {leak['sface']:.4f}, dlib {leak['dlib']:.4f} (share of outputs verified as their source); "
+        f"against another person's face (false accepts): SFace {leak.get('sface_impostor', float('nan')):.4f}, "
+        f"dlib {leak.get('dlib_impostor', float('nan')):.4f}",
+        f"- diversity (mean pairwise SFace distance among one source's outputs): {r['diversity_sface']:.3f}",
+        f"- realism: Frechet distance of SFace embeddings {r['realism']['sface_frechet']:.3f}; Inception FID "
+        f"{r['realism']['inception_fid'] if r['realism']['inception_fid'] is not None else 'not run'}",
+        *(
+            f"- {name}: FD {v['fd']:.3f}, BB {v['bb']:.2f} px, LM {v['lm']:.2f} px at {r['judge_size']} px"
+            for name, v in u.items()
+        ),
+        f"- time: {r['seconds']} s",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -231,11 +254,12 @@ def examples_png(path: Path, examples: list, source: str) -> Path:
 
     matplotlib.use("Agg")
 
-
     cols = 2 + len(examples[0][2])
     fig, axes = plt.subplots(len(examples), cols, figsize=(1.8 * cols, 1.9 * len(examples)), squeeze=False)
     for row, (crop, seen, outs) in enumerate(examples):
-        for col, (img, title) in enumerate([(crop, "source"), (seen, source), *((o, f"style {k + 1}") for k, o in enumerate(outs))]):
+        for col, (img, title) in enumerate(
+            [(crop, "source"), (seen, source), *((o, f"style {k + 1}") for k, o in enumerate(outs))]
+        ):
             axes[row, col].imshow(img)
             axes[row, col].axis("off")
             if row == 0:

@@ -4,6 +4,7 @@ Protocol (see docs/baselines.md): gallery = first readable image by name of each
 probes = every other image of that identity after the method; closed-set rank-1 over all gallery
 identities; verification over every probe-versus-gallery pair.
 """
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -91,7 +92,6 @@ def analyse(cfg: EvaluateConfig, face_set: FaceSet, method: Method, cache_root: 
         init_worker(method.name, str(cache_root))
         results = [run_task(t) for t in tqdm(tasks, **bar)]
     else:
-
         # spawn, not fork: checking the method has already run torch in this process (an optic's PSF),
         # and a child forked while torch's thread pool holds a lock waits on it forever (seen with optic:RUN)
         with mp.get_context("spawn").Pool(cfg.workers, init_worker, (method.name, str(cache_root))) as pool:
@@ -128,7 +128,9 @@ def privacy(rec: Records, cfg: EvaluateConfig) -> dict[str, dict]:
         gallery_t_oracle = _embeddings(rec.gallery, 1, f"{name}.oracle")
         main = metrics.privacy_metrics(similarity(auto, gallery), labels, cfg.far, cfg.bootstrap, cfg.seed)
         oracle_scores = similarity(oracle, gallery)
-        r1_oracle, r1_oracle_ci = metrics.rank1_with_ci(metrics.rank1_correct(oracle_scores, labels), cfg.bootstrap, cfg.seed)
+        r1_oracle, r1_oracle_ci = metrics.rank1_with_ci(
+            metrics.rank1_correct(oracle_scores, labels), cfg.bootstrap, cfg.seed
+        )
         ver_oracle = metrics.verification(metrics.pair_scores(oracle_scores, labels), cfg.far)
         both = similarity(auto, gallery_t)
         both_oracle = similarity(oracle, gallery_t_oracle)
@@ -171,7 +173,9 @@ def utility(rec: Records) -> dict:
         for name in UTILITY_DETECTORS
     }
     if any("regressor.lm" in out for _, out in rec.probes):
-        nme = metrics.landmark_nme([clean.get("dlib.lm") for clean, _ in rec.probes], [out.get("regressor.lm") for _, out in rec.probes])
+        nme = metrics.landmark_nme(
+            [clean.get("dlib.lm") for clean, _ in rec.probes], [out.get("regressor.lm") for _, out in rec.probes]
+        )
         result["landmark_nme"] = nme["landmark_nme"]
         result["landmark_nme_pairs"] = nme["n_pairs"]
         refs = [clean.get("dlib.lm") for clean, _ in rec.probes]

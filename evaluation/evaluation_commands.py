@@ -1,4 +1,5 @@
 """`evaluate` (privacy and utility of a method), `evaluate-anonymizer`, `evaluate-summary` and `attack-optic` (the adaptive attacker)."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,14 +18,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Privacy (SFace, dlib) and utility (MTCNN, dlib, a stage-I regressor) of one method on a face set.",
     )
     p.add_argument("--data", help="folder of <identity>/<image> files (e.g. ../shared/data/lfw-a)")
-    p.add_argument("--method", help="method under test: clean, lowres8/16/32, blur2/4/8, pixelate16, defocus, zernike-random, "
-                   "optic (the committed learned optic), optic:RUN (a stage-I output or optic .npz), psf:FILE.npy")
+    p.add_argument(
+        "--method",
+        help="method under test: clean, lowres8/16/32, blur2/4/8, pixelate16, defocus, zernike-random, "
+        "optic (the committed learned optic), optic:RUN (a stage-I output or optic .npz), psf:FILE.npy",
+    )
     p.add_argument("--min-images", type=int, help="keep identities with at least K readable images (default 10)")
     p.add_argument("--split", help="file of identity names (one per line) to evaluate on")
     p.add_argument("--cache", help="cache folder for per-image results (default ~/.cache/obscura/evaluation)")
     p.add_argument("--workers", type=int, help="worker processes (default 2)")
-    add_config_options(p, "YAML/JSON file of evaluation settings", "output folder for report.json, report.md, PNGs and config.yaml",
-                       out_required=False)
+    add_config_options(
+        p,
+        "YAML/JSON file of evaluation settings",
+        "output folder for report.json, report.md, PNGs and config.yaml",
+        out_required=False,
+    )
     p.set_defaults(func=_evaluate)
     a = subparsers.add_parser(
         "evaluate-anonymizer",
@@ -34,8 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--split", help="file of identity names to use (e.g. the stage-I run's splits/test.txt)")
     a.add_argument("--anonymizer", help="stage-II generator_ema.pt")
     a.add_argument("--source", help="capture (default) or lowres16: what the generator reads")
-    add_config_options(a, "YAML/JSON file of evaluation.anonymization.AnonymizerEvalConfig settings",
-                       "output folder for report.json, report.md, examples.png and config.yaml", out_required=False)
+    add_config_options(
+        a,
+        "YAML/JSON file of evaluation.anonymization.AnonymizerEvalConfig settings",
+        "output folder for report.json, report.md, examples.png and config.yaml",
+        out_required=False,
+    )
     a.set_defaults(func=_evaluate_anonymizer)
     t = subparsers.add_parser(
         "evaluate-summary",
@@ -51,9 +63,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="The adaptive attacker of a stage-I optic: fine-tune the run's adversary on captures of its training "
         "identities, then report rank-1 and verification on identities it never saw. Resumes from OUT/checkpoints.",
     )
-    k.add_argument("--run", required=True, metavar="DIR", help="stage-I output folder (config.yaml, optic.npz, adversary.pt)")
+    k.add_argument(
+        "--run", required=True, metavar="DIR", help="stage-I output folder (config.yaml, optic.npz, adversary.pt)"
+    )
     k.add_argument("--test-data", metavar="DIR", help="judge on this face folder instead of the run's test split")
-    add_config_options(k, "YAML/JSON file of attacker settings", "output folder (report.json, attacker.pt, PNG, checkpoints)")
+    add_config_options(
+        k, "YAML/JSON file of attacker settings", "output folder (report.json, attacker.pt, PNG, checkpoints)"
+    )
     k.set_defaults(func=_attack)
 
 
@@ -70,30 +86,44 @@ def _evaluate(args: argparse.Namespace) -> int:
     }
     cfg = load_config(evaluate.EvaluateConfig, args, flags)
     result = evaluate.run(cfg)
-    print(f"{result['method']} on {result['n_identities']} identities, {result['n_probes']} probes "
-          f"({result['seconds']} s); report in {cfg.out}/report.md")
+    print(
+        f"{result['method']} on {result['n_identities']} identities, {result['n_probes']} probes "
+        f"({result['seconds']} s); report in {cfg.out}/report.md"
+    )
     for name, p in result["privacy"].items():
-        print(f"  {name}: rank-1 {p['rank1']:.3f} (oracle {p['rank1_oracle']:.3f}), AUC {p['auc']:.3f}, "
-              f"TAR@FAR=1e-3 {p['tar_at_far_1e-3']:.3f}, chance {p['chance']:.4f}")
+        print(
+            f"  {name}: rank-1 {p['rank1']:.3f} (oracle {p['rank1_oracle']:.3f}), AUC {p['auc']:.3f}, "
+            f"TAR@FAR=1e-3 {p['tar_at_far_1e-3']:.3f}, chance {p['chance']:.4f}"
+        )
     utility = result["utility"]
     for name in ("mtcnn", "dlib"):
         u = utility[name]
         print(f"  utility {name}: FD {u['fd']:.3f}, BB {u['bb']:.2f} px, LM {u['lm']:.2f} px, NME {u['nme']:.3f}")
     if "landmark_nme" in utility:
-        print(f"  regressor landmarks on captures: NME {utility['landmark_nme']:.3f} over {utility['landmark_nme_pairs']} faces "
-              f"(the mean shape: {utility['landmark_nme_mean_shape']:.3f})")
+        print(
+            f"  regressor landmarks on captures: NME {utility['landmark_nme']:.3f} over {utility['landmark_nme_pairs']} faces "
+            f"(the mean shape: {utility['landmark_nme_mean_shape']:.3f})"
+        )
     return 0
 
 
 def _evaluate_anonymizer(args: argparse.Namespace) -> int:
     """Resolve the configuration (file < --set < flags), run, print the headline figures."""
-    flags = {"data": args.data, "split": args.split, "anonymizer": args.anonymizer, "source": args.source, "out": args.out}
+    flags = {
+        "data": args.data,
+        "split": args.split,
+        "anonymizer": args.anonymizer,
+        "source": args.source,
+        "out": args.out,
+    }
     r = anonymization.run(load_config(anonymization.AnonymizerEvalConfig, args, flags))
     leak = r["identity_leakage"]
-    print(f"anonymizer ({r['source']}) on {r['n_sources']} sources x {r['styles']} styles ({r['seconds']} s): "
-          f"leakage SFace {leak['sface']:.4f} / dlib {leak['dlib']:.4f}, diversity {r['diversity_sface']:.3f}, "
-          f"SFace Frechet {r['realism']['sface_frechet']:.3f}; MTCNN FD {r['utility']['mtcnn']['fd']:.3f}, "
-          f"dlib FD {r['utility']['dlib']['fd']:.3f}; report in {args.out}/report.md")
+    print(
+        f"anonymizer ({r['source']}) on {r['n_sources']} sources x {r['styles']} styles ({r['seconds']} s): "
+        f"leakage SFace {leak['sface']:.4f} / dlib {leak['dlib']:.4f}, diversity {r['diversity_sface']:.3f}, "
+        f"SFace Frechet {r['realism']['sface_frechet']:.3f}; MTCNN FD {r['utility']['mtcnn']['fd']:.3f}, "
+        f"dlib FD {r['utility']['dlib']['fd']:.3f}; report in {args.out}/report.md"
+    )
     return 0
 
 
@@ -113,8 +143,10 @@ def _attack(args: argparse.Namespace) -> int:
     """Fine-tune and judge the adaptive attacker; print its figures on the unseen identities."""
     flags = {"run": args.run, "out": args.out, "test_data": args.test_data}
     result = adaptive_recogniser.run(load_config(adaptive_recogniser.AttackConfig, args, flags))
-    print(f"adaptive attacker on {result['n_identities']} unseen identities, {result['n_probes']} probes "
-          f"(chance {result['chance']:.4f}, {result['seconds']} s); report in {args.out}/report.json")
+    print(
+        f"adaptive attacker on {result['n_identities']} unseen identities, {result['n_probes']} probes "
+        f"(chance {result['chance']:.4f}, {result['seconds']} s); report in {args.out}/report.json"
+    )
     for name in adaptive_recogniser.PROTOCOLS:
         r = result[name]
         print(f"  {name}: rank-1 {r['rank1']:.3f}, AUC {r['auc']:.3f}, TAR@FAR=1e-3 {r['tar_at_far_1e-3']:.3f}")

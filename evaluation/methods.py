@@ -4,6 +4,7 @@ Every method maps an sRGB uint8 HxWx3 image to one of the same size. Image-space
 on the sRGB values directly; optical baselines decode sRGB to linear light, image through an
 `optics.presets` camera, and encode back to sRGB.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -103,10 +104,7 @@ _FIXED: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str]] = {
         f"lowres{n}": ((lambda im, n=n: lowres(im, n)), f"area-downsampled to {n}x{n}, bilinear back")
         for n in (8, 16, 32)
     },
-    **{
-        f"blur{s}": ((lambda im, s=s: gaussian_blur(im, float(s))), f"Gaussian blur, sigma {s} px")
-        for s in (2, 4, 8)
-    },
+    **{f"blur{s}": ((lambda im, s=s: gaussian_blur(im, float(s))), f"Gaussian blur, sigma {s} px") for s in (2, 4, 8)},
     "pixelate16": ((lambda im: pixelate(im, 16)), "mosaic of 16x16-px blocks, each its mean colour"),
     "defocus": (optical("defocus"), "defocused thin lens through optics.presets ('defocus')"),
     "zernike-random": (
@@ -120,8 +118,13 @@ def learned_optic(spec: str) -> Method:
     """`optic` (the committed stage-I optic and regressor in weights/) or `optic:PATH` (a stage-I output or optic .npz)."""
     path = spec.partition(":")[2] or str(paths.WEIGHTS_DIR / runs.OPTIC)
     learned = load_learned_optic(path)
-    return Method(spec, learned.capture, learned.key, f"the learned optic {path} (stage I), seeded sensor noise",
-                  landmarks=learned.landmarks)
+    return Method(
+        spec,
+        learned.capture,
+        learned.key,
+        f"the learned optic {path} (stage I), seeded sensor noise",
+        landmarks=learned.landmarks,
+    )
 
 
 def psf_file(spec: str) -> Method:
@@ -134,16 +137,25 @@ def psf_file(spec: str) -> Method:
     try:
         psf = np.load(path)
     except (OSError, ValueError) as err:
-        raise ObscuraError(f"--method {spec}: cannot read a PSF from {path} ({err}); expected a .npy array C x h x w") from None
+        raise ObscuraError(
+            f"--method {spec}: cannot read a PSF from {path} ({err}); expected a .npy array C x h x w"
+        ) from None
     if psf.ndim != 3 or psf.shape[0] != 3 or not np.all(np.isfinite(psf)) or np.any(psf.sum(axis=(1, 2)) <= 0):
         raise ObscuraError(f"--method {spec}: PSF has shape {psf.shape}; expected a finite, non-zero 3 x h x w array")
     method = psf_method(torch.from_numpy(psf / psf.sum(axis=(1, 2), keepdims=True)), f"psf:{path.name}")
-    regressor = next((r for r in (path.parent / runs.REGRESSOR, paths.WEIGHTS_DIR / runs.REGRESSOR) if r.is_file()), None)
+    regressor = next(
+        (r for r in (path.parent / runs.REGRESSOR, paths.WEIGHTS_DIR / runs.REGRESSOR) if r.is_file()), None
+    )
     if regressor is None:
         return method
     model, size = load_regressor(regressor)
-    return Method(spec, method.apply, f"{method.cache_key}-{file_sha256(regressor)[:12]}", f"{method.description}; landmarks by {regressor}",
-                  landmarks=lambda capture: regressor_landmarks(model, size, capture))
+    return Method(
+        spec,
+        method.apply,
+        f"{method.cache_key}-{file_sha256(regressor)[:12]}",
+        f"{method.description}; landmarks by {regressor}",
+        landmarks=lambda capture: regressor_landmarks(model, size, capture),
+    )
 
 
 def names() -> list[str]:
@@ -160,7 +172,9 @@ def get(name: str) -> Method:
         return learned_optic(name)
     if name.startswith("psf:"):
         return psf_file(name)
-    raise ObscuraError(f"--method {name!r}: unknown method (expected one of: {', '.join(names())}, optic, optic:PATH, psf:FILE.npy)")
+    raise ObscuraError(
+        f"--method {name!r}: unknown method (expected one of: {', '.join(names())}, optic, optic:PATH, psf:FILE.npy)"
+    )
 
 
 def method_imaging(name: str) -> SrgbImaging:

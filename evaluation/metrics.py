@@ -3,6 +3,7 @@
 Scores are similarities (higher = more alike). Verification accepts a pair when its score is
 strictly above the threshold; ties in the ROC AUC count one half (Mann-Whitney).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -144,7 +145,14 @@ def utility(sources: list, outputs: list) -> dict[str, float | int]:
     both = [(s, o) for s, o in pairs if o is not None]
     if not both:
         nan = float("nan")
-        return {"fd": 0.0 if pairs else nan, "bb": nan, "lm": nan, "nme": nan, "n_source_faces": len(pairs), "n_pairs": 0}
+        return {
+            "fd": 0.0 if pairs else nan,
+            "bb": nan,
+            "lm": nan,
+            "nme": nan,
+            "n_source_faces": len(pairs),
+            "n_pairs": 0,
+        }
     bb = [float(np.linalg.norm(s.centre - o.centre)) for s, o in both]
     lm = [float(np.mean(np.abs(s.landmarks - o.landmarks))) for s, o in both]
     nme = [
@@ -164,6 +172,8 @@ def utility(sources: list, outputs: list) -> dict[str, float | int]:
 def landmark_nme(references: list, predictions: list) -> dict[str, float | int]:
     """Mean landmark distance over the reference's inter-ocular distance, over images with both (68 x 2 each)."""
     both = [(r, p) for r, p in zip(references, predictions) if r is not None and p is not None]
-    errors = [float(np.mean(np.linalg.norm(np.asarray(p, float) - np.asarray(r, float), axis=1))) / max(inter_ocular(r), 1e-9)
-              for r, p in both]
+    errors = [
+        float(np.mean(np.linalg.norm(np.asarray(p, float) - np.asarray(r, float), axis=1))) / max(inter_ocular(r), 1e-9)
+        for r, p in both
+    ]
     return {"landmark_nme": float(np.mean(errors)) if errors else float("nan"), "n_pairs": len(both)}

@@ -6,6 +6,7 @@ pool features. The Inception weights (pytorch-fid's `pt_inception-2015-12-05-672
 cannot be downloaded here, so Inception FID runs only when the user passes that file; the
 always-available figure uses SFace embeddings of real and generated faces instead.
 """
+
 from __future__ import annotations
 
 import os
@@ -72,7 +73,6 @@ def inception_features(weights: str | Path, batch_size: int = 32) -> Features:
 
 def torch_features(model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """Run a torch feature network (input N x 3 x H x W in [0, 1]; output N x D or N x D x 1 x 1) over uint8 images."""
-
 
     out = []
     with torch.no_grad():

@@ -1,4 +1,5 @@
 """report.json, report.md and PNGs (example probes; privacy versus utility) of an evaluation run."""
+
 from __future__ import annotations
 
 import json
@@ -95,9 +96,12 @@ def markdown(r: dict) -> str:
         cells = [_fmt(u[k]) for k in ("fd", "bb", "lm", "nme")]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {u['n_pairs']} |")
     if "landmark_nme" in r["utility"]:
-        lines += ["", f"Regressor landmarks on the captures versus dlib's on the clean images: NME "
-                  f"{_fmt(r['utility']['landmark_nme'])} over {r['utility']['landmark_nme_pairs']} probes "
-                  f"(answering every probe with the mean clean shape: {_fmt(r['utility']['landmark_nme_mean_shape'])})."]
+        lines += [
+            "",
+            f"Regressor landmarks on the captures versus dlib's on the clean images: NME "
+            f"{_fmt(r['utility']['landmark_nme'])} over {r['utility']['landmark_nme_pairs']} probes "
+            f"(answering every probe with the mean clean shape: {_fmt(r['utility']['landmark_nme_mean_shape'])}).",
+        ]
     lines += ["", "## Protocol", ""] + [f"- **{k}**: {v}" for k, v in r["protocol"].items()]
     lines += ["", f"Run time {r['seconds']} s with {r['workers']} worker(s); cache `{r['cache_dir']}`.", ""]
     return "\n".join(lines)
@@ -107,7 +111,6 @@ def _examples_png(rec: "Records", method: "Method", path: Path, count: int) -> N
     """Clean probes (top) and their outputs (bottom), one probe from identities spread over the set."""
 
     matplotlib.use("Agg")
-
 
     n = min(count, len(rec.probe_paths))
     if n == 0:

@@ -1,4 +1,5 @@
 """One markdown table from many evaluation reports (the rows of docs/baselines.md)."""
+
 from __future__ import annotations
 
 import json
@@ -33,17 +34,30 @@ def _n(x: float | None, digits: int = 3) -> str:
 
 def row(r: dict) -> str:
     """One table row of a report."""
-    cells = [Path(r["data"]).name + f" >= {r['min_images']}", f"`{r['method']}`", str(r["n_identities"]), str(r["n_probes"])]
+    cells = [
+        Path(r["data"]).name + f" >= {r['min_images']}",
+        f"`{r['method']}`",
+        str(r["n_identities"]),
+        str(r["n_probes"]),
+    ]
     for name in ("sface", "dlib"):
         p = r["privacy"][name]
         lo, hi = p["rank1_ci95"]
-        cells += [f"{_n(p['rank1'])} [{_n(lo)}, {_n(hi)}]", _n(p["rank1_oracle"]), _n(p["auc"]), _n(p["tar_at_far_1e-3"])]
+        cells += [
+            f"{_n(p['rank1'])} [{_n(lo)}, {_n(hi)}]",
+            _n(p["rank1_oracle"]),
+            _n(p["auc"]),
+            _n(p["tar_at_far_1e-3"]),
+        ]
     cells.append(_n(r["privacy"]["sface"]["chance"], 4))
     for name in ("mtcnn", "dlib"):
         u = r["utility"][name]
         cells.append(f"{_n(u['fd'])} / {_n(u['bb'], 2)} / {_n(u['lm'], 2)} / {_n(u['nme'])}")
     u = r["utility"]
-    cells.append(_n(u.get("landmark_nme")) + (f" (mean shape {_n(u['landmark_nme_mean_shape'])})" if "landmark_nme_mean_shape" in u else ""))
+    cells.append(
+        _n(u.get("landmark_nme"))
+        + (f" (mean shape {_n(u['landmark_nme_mean_shape'])})" if "landmark_nme_mean_shape" in u else "")
+    )
     cells.append(f"{r['seconds']:.0f}")
     return "| " + " | ".join(cells) + " |"
 
@@ -77,23 +91,38 @@ def privacy_utility_png(paths: list[Path], out: str | Path) -> Path:
 
     matplotlib.use("Agg")
 
-
     reports = [json.loads(p.read_text()) for p in paths]
     sets = sorted({Path(r["data"]).name for r in reports})
     fig, axes = plt.subplots(1, len(sets), figsize=(7 * len(sets), 5.5), squeeze=False)
     for ax, data in zip(axes[0], sets):
         rows = [r for r in reports if Path(r["data"]).name == data]
-        learned = sorted((r for r in rows if "landmark_nme" in r["utility"]), key=lambda r: r["privacy"]["sface"]["rank1_oracle"])
+        learned = sorted(
+            (r for r in rows if "landmark_nme" in r["utility"]), key=lambda r: r["privacy"]["sface"]["rank1_oracle"]
+        )
         if learned:
-            ax.plot([r["privacy"]["sface"]["rank1_oracle"] for r in learned], [landmark_error(r)[0] for r in learned],
-                    "o-", color="tab:red", label="learned optics (regressor NME)")
+            ax.plot(
+                [r["privacy"]["sface"]["rank1_oracle"] for r in learned],
+                [landmark_error(r)[0] for r in learned],
+                "o-",
+                color="tab:red",
+                label="learned optics (regressor NME)",
+            )
         baselines = [r for r in rows if "landmark_nme" not in r["utility"]]
-        ax.scatter([r["privacy"]["sface"]["rank1_oracle"] for r in baselines], [landmark_error(r)[0] for r in baselines],
-                   color="tab:blue", label="baselines (dlib NME where dlib finds a face; FD in brackets)")
+        ax.scatter(
+            [r["privacy"]["sface"]["rank1_oracle"] for r in baselines],
+            [landmark_error(r)[0] for r in baselines],
+            color="tab:blue",
+            label="baselines (dlib NME where dlib finds a face; FD in brackets)",
+        )
         for r in rows:
             fd = "" if "landmark_nme" in r["utility"] else f" (FD {r['utility']['dlib']['fd']:.2f})"
-            ax.annotate(short_name(r["method"]) + fd, (r["privacy"]["sface"]["rank1_oracle"], landmark_error(r)[0]),
-                        fontsize=7, xytext=(4, 3), textcoords="offset points")
+            ax.annotate(
+                short_name(r["method"]) + fd,
+                (r["privacy"]["sface"]["rank1_oracle"], landmark_error(r)[0]),
+                fontsize=7,
+                xytext=(4, 3),
+                textcoords="offset points",
+            )
         ax.axvline(rows[0]["privacy"]["sface"]["chance"], color="grey", ls="--", lw=1, label="chance")
         ax.set_xlabel("SFace rank-1, oracle alignment (lower = more private)")
         ax.set_ylabel("landmark NME, inter-ocular (lower = more useful)")

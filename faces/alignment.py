@@ -3,6 +3,7 @@
 Landmark order everywhere: eye on the image's left, eye on the image's right, nose tip, mouth
 corner on the image's left, mouth corner on the image's right (YuNet and MTCNN both emit this).
 """
+
 from __future__ import annotations
 
 import cv2

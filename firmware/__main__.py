@@ -1,4 +1,5 @@
 """python -m firmware run --source URI --sink URI [--bundle DIR] | check-bundle DIR."""
+
 from __future__ import annotations
 
 import argparse
@@ -24,15 +25,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m firmware", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="stream de-identified frames from a source to sinks")
-    run.add_argument("--source", help="picam://0, csi://0, v4l2:///dev/video0, file://PATH, sim://FOLDER?psf=FILE "
-                                      "(default: the bundle's)")
-    run.add_argument("--sink", action="append", default=[], help="http://HOST:PORT/?token_file=F, file://OUT, "
-                     "rtp://HOST:PORT, rtsp://HOST:PORT/PATH; repeatable (default: the bundle's)")
-    run.add_argument("--bundle", help="verified bundle folder with the models (without one, the optical capture is streamed)")
-    run.add_argument("--engine-dir", help="TensorRT engines built on this device by `python -m deploy build-engine "
-                     "--bundle` (used where one matches a model; otherwise onnxruntime)")
+    run.add_argument(
+        "--source",
+        help="picam://0, csi://0, v4l2:///dev/video0, file://PATH, sim://FOLDER?psf=FILE (default: the bundle's)",
+    )
+    run.add_argument(
+        "--sink",
+        action="append",
+        default=[],
+        help="http://HOST:PORT/?token_file=F, file://OUT, "
+        "rtp://HOST:PORT, rtsp://HOST:PORT/PATH; repeatable (default: the bundle's)",
+    )
+    run.add_argument(
+        "--bundle", help="verified bundle folder with the models (without one, the optical capture is streamed)"
+    )
+    run.add_argument(
+        "--engine-dir",
+        help="TensorRT engines built on this device by `python -m deploy build-engine "
+        "--bundle` (used where one matches a model; otherwise onnxruntime)",
+    )
     run.add_argument("--queue-size", type=int, default=2, help="frames held between stages (oldest dropped)")
-    run.add_argument("--stall-timeout", type=float, default=3.0, help="seconds without a frame before the source is restarted")
+    run.add_argument(
+        "--stall-timeout", type=float, default=3.0, help="seconds without a frame before the source is restarted"
+    )
     run.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until SIGTERM)")
     run.add_argument("--log-level", default="INFO")
     run.set_defaults(func=_run)
@@ -56,7 +71,6 @@ def _run(args: argparse.Namespace) -> int:
     source_uri, sink_uris = args.source, args.sink
     log = logging.getLogger("firmware")
     if args.bundle:
-
         regressor, anonymizer, cfg = load_stages(args.bundle, engine_dir=args.engine_dir)
         source_uri = _with_bundle_psf(source_uri or cfg.source, args.bundle, cfg.psf)
         sink_uris = sink_uris or cfg.sinks
@@ -72,8 +86,15 @@ def _run(args: argparse.Namespace) -> int:
     open_source(source_uri)  # builds (without opening) to check the URI and its files now
     metrics = Metrics(source_uri)
     sinks = [build_sink(uri, metrics.snapshot) for uri in sink_uris]
-    pipeline = Pipeline(lambda: open_source(source_uri), sinks, regressor, anonymizer, metrics,
-                        queue_size=args.queue_size, stall_timeout_s=args.stall_timeout)
+    pipeline = Pipeline(
+        lambda: open_source(source_uri),
+        sinks,
+        regressor,
+        anonymizer,
+        metrics,
+        queue_size=args.queue_size,
+        stall_timeout_s=args.stall_timeout,
+    )
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
@@ -89,7 +110,6 @@ def _run(args: argparse.Namespace) -> int:
 
 def _with_bundle_psf(uri: str, bundle: str, psf: str | None) -> str:
     """sim:// without ?psf= uses the bundle's PSF, so a bundle carries its optic to the workstation."""
-
 
     if not uri.startswith("sim://") or psf is None or "psf" in parse_uri(uri).options:
         return uri

@@ -4,9 +4,9 @@ Layout: manifest.json, config.yaml, models/*.onnx, optional psf.npy and constant
 device code under code/ (this package and `obscura`). A bundle whose files are missing, altered
 or not listed is refused before anything is loaded from it.
 """
+
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -14,11 +14,11 @@ from typing import Any, Literal
 
 from obscura import config as config_io
 from obscura.errors import ObscuraError
+from obscura.manifest import mismatch
 
 MANIFEST = "manifest.json"
 CONFIG = "config.yaml"
 FORMAT = "obscura-bundle/1"
-CHUNK = 1 << 20
 
 
 class BundleError(ObscuraError):
@@ -41,15 +41,6 @@ class BundleConfig:
     sinks: list[str] = field(default_factory=lambda: ["http://0.0.0.0:8080/?token_file=/etc/obscura/token"])
     providers: list[str] = field(default_factory=list)
     threads: int = 1
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def bundle_files(root: Path) -> list[str]:
@@ -84,7 +75,11 @@ def read_manifest(root: Path) -> dict[str, Any]:
         pure = PurePosixPath(rel)
         if pure.is_absolute() or ".." in pure.parts or rel == MANIFEST:
             raise BundleError(f"bundle {root}: {MANIFEST} lists an unsafe path {rel!r}")
-        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not isinstance(entry.get("bytes"), int):
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("sha256"), str)
+            or not isinstance(entry.get("bytes"), int)
+        ):
             raise BundleError(f"bundle {root}: {MANIFEST} entry for {rel} needs 'sha256' and 'bytes'")
     return manifest
 
@@ -95,17 +90,23 @@ def verify_bundle(root: str | Path) -> dict[str, Any]:
     manifest = read_manifest(root)
     listed = manifest["files"]
     for rel, entry in sorted(listed.items()):
-        path = root / rel
-        if not path.is_file():
+        problem = mismatch(root / rel, entry)
+        if problem == "missing":
             raise BundleError(f"bundle {root}: missing file {rel} (partial or interrupted copy)")
-        size = path.stat().st_size
-        if size != entry["bytes"]:
-            raise BundleError(f"bundle {root}: file {rel} has {size} bytes, manifest says {entry['bytes']} (truncated or altered)")
-        if sha256_file(path) != entry["sha256"]:
-            raise BundleError(f"bundle {root}: file {rel} does not match its sha256 in the manifest (tampered or corrupt)")
+        if problem == "size":
+            raise BundleError(
+                f"bundle {root}: file {rel} has {(root / rel).stat().st_size} bytes, manifest says {entry['bytes']} "
+                "(truncated or altered)"
+            )
+        if problem == "sha256":
+            raise BundleError(
+                f"bundle {root}: file {rel} does not match its sha256 in the manifest (tampered or corrupt)"
+            )
     extra = sorted(set(bundle_files(root)) - set(listed))
     if extra:
-        raise BundleError(f"bundle {root}: file {extra[0]} is not listed in the manifest (added after the bundle was made)")
+        raise BundleError(
+            f"bundle {root}: file {extra[0]} is not listed in the manifest (added after the bundle was made)"
+        )
     return manifest
 
 

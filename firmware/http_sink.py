@@ -8,6 +8,7 @@ A token is accepted from `Authorization: Bearer`, `?token=` or the cookie; anyth
 Each client has its own thread and always gets the newest frame: a slow client skips frames,
 and after `write_timeout` seconds without progress it is dropped; the pipeline never waits for it.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -90,9 +91,17 @@ def resolve_token(options: dict[str, str], uri: str) -> str:
 class HttpSink:
     """Serves the stream, the viewer and the metrics; `write` only encodes and publishes one JPEG."""
 
-    def __init__(self, host: str, port: int, token: str, stream: str = "output", quality: int = 80,
-                 metrics: Callable[[], dict[str, Any]] | None = None, max_clients: int = 8,
-                 write_timeout_s: float = 10.0):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        token: str,
+        stream: str = "output",
+        quality: int = 80,
+        metrics: Callable[[], dict[str, Any]] | None = None,
+        max_clients: int = 8,
+        write_timeout_s: float = 10.0,
+    ):
         if stream not in ("output", "capture"):
             raise ObscuraError(f"http sink: stream={stream!r}; expected 'output' or 'capture'")
         if not 1 <= quality <= 100:
@@ -123,15 +132,18 @@ class HttpSink:
         server.daemon_threads = True
         self.port = server.server_address[1]
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="http-sink", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="http-sink", daemon=True
+        )
         self._thread.start()
         log.info("serving %s (stream=%s)", self.url, self.stream)
 
     def write(self, image: np.ndarray, index: int) -> None:
         """Encode one RGB frame as JPEG and make it the newest frame."""
 
-        ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        ok, jpeg = cv2.imencode(
+            ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, self.quality]
+        )
         if not ok:
             raise OSError("JPEG encoding failed")
         self.frames.publish(jpeg.tobytes())
@@ -148,7 +160,7 @@ class HttpSink:
         """The way the request proved the token ('header', 'query', 'cookie'), or None."""
         candidates = []
         if header and header.startswith("Bearer "):
-            candidates.append(("header", header[len("Bearer "):].strip()))
+            candidates.append(("header", header[len("Bearer ") :].strip()))
         if query.get("token"):
             candidates.append(("query", query["token"][-1]))
         if cookie_header:
@@ -200,11 +212,20 @@ class _Handler(BaseHTTPRequestHandler):
         query = parse_qs(parts.query)
         how = self.sink.authorized(self.headers.get("Authorization"), query, self.headers.get("Cookie"))
         if how is None:
-            self._send(401, b"401 unauthorized: a valid token is required\n", "text/plain; charset=utf-8",
-                       {"WWW-Authenticate": 'Bearer realm="obscura"'})
+            self._send(
+                401,
+                b"401 unauthorized: a valid token is required\n",
+                "text/plain; charset=utf-8",
+                {"WWW-Authenticate": 'Bearer realm="obscura"'},
+            )
             return
-        routes = {"/": self._viewer, "/index.html": self._viewer, "/stream.mjpg": self._stream,
-                  "/frame.jpg": self._frame, "/metrics": self._metrics}
+        routes = {
+            "/": self._viewer,
+            "/index.html": self._viewer,
+            "/stream.mjpg": self._stream,
+            "/frame.jpg": self._frame,
+            "/metrics": self._metrics,
+        }
         route = routes.get(parts.path)
         if route is None:
             self._send(404, b"404 not found\n", "text/plain; charset=utf-8")

@@ -6,6 +6,7 @@ Conventions an exported model must follow (deploy/ writes them this way):
   input fed from a constant .npy in the bundle (e.g. a style code); first output = N x 3 x S x S RGB.
 Pixel values map to `value_range` ("0..1" or "-1..1") on the way in and back on the way out.
 """
+
 from __future__ import annotations
 
 import logging
@@ -55,7 +56,7 @@ def to_model_input(capture: np.ndarray, size: int, value_range: str) -> np.ndarr
     h, w = capture.shape[:2]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
-    square = capture[top:top + side, left:left + side]
+    square = capture[top : top + side, left : left + side]
     if side != size:
         square = cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA)
     x = square.astype(np.float32).transpose(2, 0, 1)[None] / 255.0
@@ -101,7 +102,9 @@ class OnnxAnonymizer:
             raise ObscuraError(f"anonymizer model needs an input named 'capture', has {names}")
         unknown = [n for n in names if n not in ("capture", "heatmaps") and n not in self.constants]
         if unknown:
-            raise ObscuraError(f"anonymizer input {unknown[0]!r} has no value (add it to constants in the bundle config)")
+            raise ObscuraError(
+                f"anonymizer input {unknown[0]!r} has no value (add it to constants in the bundle config)"
+            )
         self.needs_heatmaps = "heatmaps" in names
 
     def __call__(self, capture: np.ndarray, heatmaps: np.ndarray | None) -> np.ndarray:
@@ -114,8 +117,11 @@ class OnnxAnonymizer:
         return from_model_output(self.session.run(None, feeds)[0], self.value_range)
 
 
-def load_stages(bundle: str | Path, providers: Sequence[str] = (), engine_dir: str | Path | None = None,
-                ) -> tuple[OnnxRegressor | None, OnnxAnonymizer | None, BundleConfig]:
+def load_stages(
+    bundle: str | Path,
+    providers: Sequence[str] = (),
+    engine_dir: str | Path | None = None,
+) -> tuple[OnnxRegressor | None, OnnxAnonymizer | None, BundleConfig]:
     """Verify a bundle and build its regressor and anonymizer stages (either may be absent).
 
     A model runs on a TensorRT engine when `engine_dir` holds one built from exactly that ONNX file
@@ -129,7 +135,6 @@ def load_stages(bundle: str | Path, providers: Sequence[str] = (), engine_dir: s
     def session(rel: str):
         engine = None if engine_dir is None else engine_path(engine_dir, manifest["files"][rel]["sha256"])
         if engine is not None and engine.is_file():
-
             log.info("%s runs on TensorRT engine %s", rel, engine)
             return TensorRtSession(engine)
         return make_session(root / rel, chosen, cfg.threads)
@@ -138,8 +143,9 @@ def load_stages(bundle: str | Path, providers: Sequence[str] = (), engine_dir: s
     if cfg.regressor:
         regressor = OnnxRegressor(session(cfg.regressor), cfg.input_size, cfg.value_range)
     if cfg.anonymizer:
-        constants = {name: np.load(root / rel, allow_pickle=False).astype(np.float32)
-                     for name, rel in cfg.constants.items()}
+        constants = {
+            name: np.load(root / rel, allow_pickle=False).astype(np.float32) for name, rel in cfg.constants.items()
+        }
         anonymizer = OnnxAnonymizer(session(cfg.anonymizer), cfg.input_size, cfg.value_range, constants)
         if anonymizer.needs_heatmaps and regressor is None:
             raise ObscuraError(f"bundle {root}: the anonymizer takes heatmaps but the config names no regressor")

@@ -4,6 +4,7 @@ The camera thread never waits for anything downstream: every hand-over is a `put
 oldest frame when the next stage is busy. A source that stalls, ends or fails is restarted with
 exponential back-off, and its state is reported through `Metrics` (served on /metrics).
 """
+
 from __future__ import annotations
 
 import logging
@@ -161,8 +162,10 @@ class Pipeline:
             ("regressor", lambda: self._stage("regressor", self.captured, self._locate, [self.located])),
             ("anonymizer", lambda: self._stage("anonymizer", self.located, self._anonymize, self.sink_queues)),
         ]
-        targets += [(f"sink{i}", lambda s=s, q=q: self._drain(s, q)) for i, (s, q) in
-                    enumerate(zip(self.sinks, self.sink_queues))]
+        targets += [
+            (f"sink{i}", lambda s=s, q=q: self._drain(s, q))
+            for i, (s, q) in enumerate(zip(self.sinks, self.sink_queues))
+        ]
         for name, target in targets:
             thread = threading.Thread(target=target, name=f"pipeline-{name}", daemon=True)
             thread.start()
@@ -248,8 +251,13 @@ class Pipeline:
         frame.heatmaps = None
         self.metrics.count("emitted")
 
-    def _stage(self, name: str, inbox: DropOldestQueue[Frame], work: Callable[[Frame], None],
-               outboxes: Sequence[DropOldestQueue[Frame]]) -> None:
+    def _stage(
+        self,
+        name: str,
+        inbox: DropOldestQueue[Frame],
+        work: Callable[[Frame], None],
+        outboxes: Sequence[DropOldestQueue[Frame]],
+    ) -> None:
         """Take frames from `inbox`, process them, and pass them on; a failing frame is counted and dropped."""
         while not self._stop.is_set():
             frame = inbox.get(POLL_S)

@@ -3,6 +3,7 @@
 Convention (DESIGN.md): a PSF is C x H x W, non-negative, sums to 1 per colour channel, and its
 optical axis sits at pixel (H // 2, W // 2). The convolution happens in linear light.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -62,7 +63,7 @@ class PsfConvolver:
         full = sfft.irfft2(spectrum, s=self._fft_shape, axes=(1, 2))
         # The optical axis at (kh // 2, kw // 2) maps an input pixel onto itself.
         cy, cx = kh // 2, kw // 2
-        return np.moveaxis(full[:, cy:cy + h, cx:cx + w], 0, -1).astype(np.float32)
+        return np.moveaxis(full[:, cy : cy + h, cx : cx + w], 0, -1).astype(np.float32)
 
     def capture(self, srgb: np.ndarray) -> np.ndarray:
         """What the sensor records: sRGB uint8 frame -> linear -> PSF -> sRGB uint8."""

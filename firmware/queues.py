@@ -3,6 +3,7 @@
 Between pipeline stages this keeps the newest frames flowing, so a slow stage costs frames,
 never camera time.
 """
+
 from __future__ import annotations
 
 import collections

@@ -9,6 +9,7 @@ Every sink takes `stream=output` (default, the de-identified frame) or `stream=c
 capture, itself privacy-preserving). Nothing else exists to send: the clean frame of sim:// never
 leaves its source.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,8 +41,14 @@ def build_sink(uri: str, metrics: Callable[[], dict[str, Any]] | None = None) ->
         host, _, port = parsed.location.split("/")[0].rpartition(":")
         if not host or not port.isdigit():
             raise ObscuraError(f"sink {uri}: expected http://HOST:PORT/ (e.g. http://0.0.0.0:8080/)")
-        return HttpSink(host, int(port), resolve_token(parsed.options, uri), _stream(parsed),
-                        int(parsed.number("quality", 80)), metrics)
+        return HttpSink(
+            host,
+            int(port),
+            resolve_token(parsed.options, uri),
+            _stream(parsed),
+            int(parsed.number("quality", 80)),
+            metrics,
+        )
     if parsed.scheme == "file":
         return FileSink(Path(parsed.location), _stream(parsed), parsed.number("fps", 30))
     return GstreamerSink(parsed, _stream(parsed))

@@ -9,6 +9,7 @@ sim://FOLDER?psf=FILE      clean frames from a folder or video, passed through t
 Query options: width, height, fps (capture rate; for file:// and sim:// the playback pace, 0 = as fast
 as possible). Heavy or device-only modules (cv2, picamera2) are imported when a source opens.
 """
+
 from __future__ import annotations
 
 import time
@@ -201,7 +202,9 @@ class CsiSource(_OpenCvCapture):
         super().__init__()
         self.uri = parsed.text
         self.pipeline = csi_pipeline(
-            _camera_index(parsed), int(parsed.number("width", 1280)), int(parsed.number("height", 720)),
+            _camera_index(parsed),
+            int(parsed.number("width", 1280)),
+            int(parsed.number("height", 720)),
             int(parsed.number("fps", 30)),
         )
 

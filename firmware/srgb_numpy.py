@@ -1,4 +1,5 @@
 """sRGB transfer curve (IEC 61966-2-1): optics act on linear light, cameras and files hold sRGB."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Live pipeline figures for /metrics: frame rate, per-stage latency, drops, and the source's health."""
+
 from __future__ import annotations
 
 import collections
@@ -23,8 +24,14 @@ class Metrics:
         self._captured: collections.deque[float] = collections.deque()
         self._queues: dict[str, Any] = {}
         self.source: dict[str, Any] = {
-            "uri": source_uri, "state": "starting", "errors": 0, "stalls": 0, "ends": 0,
-            "restarts": 0, "last_error": None, "retry_in_s": None,
+            "uri": source_uri,
+            "state": "starting",
+            "errors": 0,
+            "stalls": 0,
+            "ends": 0,
+            "restarts": 0,
+            "last_error": None,
+            "retry_in_s": None,
         }
         self.extra: dict[str, Any] = {}
 
@@ -79,7 +86,8 @@ class Metrics:
                         "last": round(1000 * v[-1], 3),
                         "max": round(1000 * max(v), 3),
                     }
-                    for stage, v in self._latency.items() if v
+                    for stage, v in self._latency.items()
+                    if v
                 },
                 "drops": {name: q.dropped for name, q in self._queues.items()},
                 "source": dict(self.source),

@@ -7,6 +7,7 @@ ENGINE_DIR/<first 16 hex digits of the model's sha256>.engine. TensorRT >= 8.5 i
 its named-tensor API (the only one in 10); older 8.x through bindings. `tensorrt` and `pycuda`
 are imported only when an engine is loaded.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -92,7 +93,9 @@ class TensorRtSession:
                 bindings[self._binding(info.name)] = int(device)
         results = []
         for info in self._outputs:
-            shape = tuple(ctx.get_tensor_shape(info.name) if self.named else ctx.get_binding_shape(self._binding(info.name)))
+            shape = tuple(
+                ctx.get_tensor_shape(info.name) if self.named else ctx.get_binding_shape(self._binding(info.name))
+            )
             host = np.empty(shape, np.float32)
             device = self._device(info.name, host.nbytes)
             results.append((host, device))

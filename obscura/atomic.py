@@ -2,6 +2,7 @@
 
 An interrupted run therefore leaves either the previous file or the new one, never half of one.
 """
+
 from __future__ import annotations
 
 import json

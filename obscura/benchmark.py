@@ -1,4 +1,5 @@
 """How every benchmark script under benchmarks/ ends: its JSON summary printed and written."""
+
 from __future__ import annotations
 
 import json

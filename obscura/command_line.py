@@ -5,6 +5,7 @@ Each sub-command sets `func(args) -> int`; `dispatch` parses, runs it, and turns
 configuration get `--config FILE`, repeatable `--set KEY=VALUE` and `--out DIR` from
 `add_config_options`, and resolve them with `load_config` (defaults < file < --set < flags).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,15 +34,25 @@ def dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None,
     return run_reporting_errors(name or parser.prog, lambda: args.func(args))
 
 
-def add_config_options(parser: argparse.ArgumentParser, config_help: str, out_help: str | None = "output folder",
-                       config_required: bool = False, out_required: bool = True) -> None:
+def add_config_options(
+    parser: argparse.ArgumentParser,
+    config_help: str,
+    out_help: str | None = "output folder",
+    config_required: bool = False,
+    out_required: bool = True,
+) -> None:
     """--config FILE, repeatable --set KEY=VALUE and (unless out_help is None) --out DIR.
 
     `out_required` False leaves --out to the configuration (a config whose `out` key may come from its file).
     """
     parser.add_argument("--config", metavar="FILE", required=config_required, help=config_help)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. train.steps=10 (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. train.steps=10 (repeatable)",
+    )
     if out_help is not None:
         parser.add_argument("--out", required=out_required, metavar="DIR", help=out_help)
 

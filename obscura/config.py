@@ -7,6 +7,7 @@ strictly: an unknown key, a value of the wrong type or one outside the range its
 (`bounded`) is a one-line error naming the key. The resolved configuration is written back next
 to the outputs of the run that used it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,8 +43,12 @@ class Range:
             return True
         if isinstance(value, float) and math.isnan(value):
             return False
-        return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
-                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+        return (
+            (self.ge is None or value >= self.ge)
+            and (self.gt is None or value > self.gt)
+            and (self.le is None or value <= self.le)
+            and (self.lt is None or value < self.lt)
+        )
 
     def describe(self) -> str:
         """'>= 1', '> 0', 'in [0, 1)', '0 or >= 16': what the error message says was expected."""
@@ -58,8 +63,15 @@ class Range:
         return " or ".join([*(f"{v:g}" for v in self.also), text])
 
 
-def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
-            lt: float | None = None, also: tuple[float, ...] = ()) -> Any:
+def bounded(
+    default: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    also: tuple[float, ...] = (),
+) -> Any:
     """A dataclass field whose numeric range is declared once here and checked by the loader."""
     return dataclasses.field(default=default, metadata={_RANGE: Range(ge, gt, le, lt, also)})
 
@@ -154,7 +166,8 @@ def from_dict(cls: type[T], data: Any, where: str = "", prefix: str = "") -> T:
     hints = typing.get_type_hints(cls)
     kwargs = {name: _coerce(hints[name], value, _join(prefix, name), where) for name, value in data.items()}
     missing = [
-        name for name, f in fields.items()
+        name
+        for name, f in fields.items()
         if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:
@@ -178,7 +191,9 @@ def _check_ranges(cfg: Any, where: str, prefix: str) -> None:
     for f in dataclasses.fields(cfg):
         allowed, value = f.metadata.get(_RANGE), getattr(cfg, f.name)
         if allowed is not None and value is not None and not allowed.admits(value):
-            raise ObscuraError(f"{where}config key '{_join(prefix, f.name)}' is {value!r}; expected {allowed.describe()}")
+            raise ObscuraError(
+                f"{where}config key '{_join(prefix, f.name)}' is {value!r}; expected {allowed.describe()}"
+            )
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -1,4 +1,5 @@
 """SHA-256 content hashes: the keys of result caches, checkpoints' checksums and provenance, the weights and bundle manifests."""
+
 from __future__ import annotations
 
 import hashlib

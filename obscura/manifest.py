@@ -1,16 +1,19 @@
-"""The manifest of committed trained artifacts (weights/manifest.json): what each file is and how it was made.
+"""Manifests: files listed with their SHA-256 and size, and the one check of a file against its entry.
 
-Each entry holds the file's SHA-256 and size, the exact command that produced it, the data split
+`file_entry` and `mismatch` serve every manifest (the committed weights here, and the device
+bundles of `firmware.bundle_reader`). The weights manifest (weights/manifest.json) says what each
+committed trained artifact is and how it was made: each entry holds the file's SHA-256 and size, the exact command that produced it, the data split
 it was trained on and the metrics it reached. `verify` re-hashes the files, so a stale or damaged
 artifact is refused by name before anything runs on it. `simulate.py manifest [FILE]` verifies
 from the command line.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from obscura import atomic, paths
 from obscura.digest import file_sha256
@@ -20,10 +23,25 @@ FORMAT = "obscura-weights-manifest-v1"
 NAME = "manifest.json"
 
 
-def entry(path: str | Path, command: str, data: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
-    """One manifest entry for a file that exists now."""
+def file_entry(path: str | Path) -> dict[str, Any]:
+    """What a manifest records of a file that exists now: its SHA-256 and its size in bytes."""
     path = Path(path)
-    return {"sha256": file_sha256(path), "bytes": path.stat().st_size, "command": command, "data": data, "metrics": metrics}
+    return {"sha256": file_sha256(path), "bytes": path.stat().st_size}
+
+
+def mismatch(path: str | Path, recorded: Mapping[str, Any]) -> str | None:
+    """How a file differs from its recorded entry: 'missing', 'size' or 'sha256' (first found); None when it matches."""
+    path = Path(path)
+    if not path.is_file():
+        return "missing"
+    if "bytes" in recorded and path.stat().st_size != recorded["bytes"]:
+        return "size"
+    return "sha256" if file_sha256(path) != recorded["sha256"] else None
+
+
+def entry(path: str | Path, command: str, data: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """One weights-manifest entry for a file that exists now: what `file_entry` records, and how it was made."""
+    return {**file_entry(path), "command": command, "data": data, "metrics": metrics}
 
 
 def write(folder: str | Path, entries: dict[str, dict[str, Any]], notes: dict[str, Any] | None = None) -> Path:
@@ -58,17 +76,23 @@ def verify(path: str | Path, names: list[str] | None = None) -> dict[str, Any]:
         if name not in files:
             raise ObscuraError(f"manifest {path}: no entry for {name}")
         target = path.parent / name
-        if not target.is_file():
+        problem = mismatch(target, files[name])
+        if problem == "missing":
             raise ObscuraError(f"{target}: listed in {path} but missing")
-        if file_sha256(target) != files[name]["sha256"]:
-            raise ObscuraError(f"{target}: SHA-256 differs from {path} (a stale or damaged file; re-publish or restore it)")
+        if problem is not None:
+            raise ObscuraError(
+                f"{target}: SHA-256 differs from {path} (a stale or damaged file; re-publish or restore it)"
+            )
     return manifest
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `manifest` sub-command: verify a weights manifest."""
-    p = subparsers.add_parser("manifest", help="check the committed weights (or another folder's) against their manifest",
-                              description="Re-hash every file a weights manifest lists and compare with its SHA-256.")
+    p = subparsers.add_parser(
+        "manifest",
+        help="check the committed weights (or another folder's) against their manifest",
+        description="Re-hash every file a weights manifest lists and compare with its SHA-256.",
+    )
     p.add_argument("file", nargs="?", type=Path, help=f"a {NAME} (default: weights/{NAME})")
     p.set_defaults(func=run_verify)
 

@@ -1,4 +1,5 @@
 """Where the project finds its committed weights and the shared face data."""
+
 from __future__ import annotations
 
 import os

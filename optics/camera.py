@@ -1,4 +1,5 @@
 """The simulated camera: optic (trainable) + sensor (fixed)."""
+
 from __future__ import annotations
 
 import torch
@@ -48,7 +49,9 @@ class Camera(nn.Module):
         """Blur the scene with the PSF (linear convolution), then digitise it on the sensor."""
         check_images(scene_linear)
         if scene_linear.shape[1] != self.optic.channels:
-            raise ObscuraError(f"scene has {scene_linear.shape[1]} channels; expected {self.optic.channels} (linear RGB)")
+            raise ObscuraError(
+                f"scene has {scene_linear.shape[1]} channels; expected {self.optic.channels} (linear RGB)"
+            )
         if generator is None and self.noise_seed is not None and self.sensor.noise:
             generator = torch.Generator(device=scene_linear.device).manual_seed(self.noise_seed)
         psf = self.psf().to(device=scene_linear.device, dtype=scene_linear.dtype)

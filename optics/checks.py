@@ -1,4 +1,5 @@
 """Validation of physical inputs: one-line ObscuraError naming the value and what was expected."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """Image formation: linear (zero-padded, not circular) convolution of a scene with a PSF."""
+
 from __future__ import annotations
 
 import scipy.fft
@@ -26,7 +27,9 @@ def convolve(images: Tensor, psf: Tensor) -> Tensor:
     """
     check_images(images)
     if psf.dim() != 3 or psf.shape[0] != images.shape[1]:
-        raise ObscuraError(f"psf has shape {tuple(psf.shape)}; expected {images.shape[1]} x h x w to match the scene's channels")
+        raise ObscuraError(
+            f"psf has shape {tuple(psf.shape)}; expected {images.shape[1]} x h x w to match the scene's channels"
+        )
     (h_img, w_img), (h, w) = images.shape[-2:], psf.shape[-2:]
     size = (scipy.fft.next_fast_len(h_img + h - 1, real=True), scipy.fft.next_fast_len(w_img + w - 1, real=True))
     spectrum = torch.fft.rfft2(images, s=size) * torch.fft.rfft2(psf.to(images), s=size)

@@ -1,4 +1,5 @@
 """Reading scenes and writing captures: 8/16-bit sRGB files <-> N x 3 x H x W linear float tensors."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,7 +23,9 @@ def list_images(inputs: list[str]) -> list[Path]:
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
-                raise ObscuraError(f"folder {path} holds no images; expected files ending in {', '.join(IMAGE_SUFFIXES)}")
+                raise ObscuraError(
+                    f"folder {path} holds no images; expected files ending in {', '.join(IMAGE_SUFFIXES)}"
+                )
             paths.extend(found)
         elif path.is_file():
             paths.append(path)

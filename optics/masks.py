@@ -3,6 +3,7 @@ constraint and N-level quantisation with a straight-through gradient.
 
 phase(lambda) = 2 pi (n(lambda) - 1) h / lambda, with n from the mask material's Sellmeier fit.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,11 +36,15 @@ def quantise_ste(height_m: Tensor, max_height_m: float, levels: int, wrap: bool)
 class ZernikeSurface(nn.Module):
     """Height = sum_j c_j Z_j over the unit pupil; coefficients are trainable, in micrometres."""
 
-    def __init__(self, rho: np.ndarray, theta: np.ndarray, num_terms: int, fixed_zero_terms: int = 3, rho_max: float = 1.0) -> None:
+    def __init__(
+        self, rho: np.ndarray, theta: np.ndarray, num_terms: int, fixed_zero_terms: int = 3, rho_max: float = 1.0
+    ) -> None:
         super().__init__()
         checks.positive_int("zernike num_terms", num_terms)
         if not 0 <= fixed_zero_terms < num_terms:
-            raise ObscuraError(f"zernike fixed_zero_terms is {fixed_zero_terms}; expected 0 <= it < num_terms={num_terms}")
+            raise ObscuraError(
+                f"zernike fixed_zero_terms is {fixed_zero_terms}; expected 0 <= it < num_terms={num_terms}"
+            )
         basis = zernike_basis(num_terms, rho, theta, rho_max)
         self.register_buffer("basis", torch.from_numpy(basis).float())
         free = torch.ones(num_terms)
@@ -89,7 +94,9 @@ class PhaseMask(nn.Module):
         if constraint != "none":
             checks.positive("mask max_height_m", max_height_m)
         if levels and (constraint == "none" or levels < 2):
-            raise ObscuraError(f"mask levels is {levels}; expected 0 (off) or >= 2 together with a wrap/clamp max height")
+            raise ObscuraError(
+                f"mask levels is {levels}; expected 0 (off) or >= 2 together with a wrap/clamp max height"
+            )
         self.max_height_m = float(max_height_m)
         self.constraint = constraint
         self.levels = int(levels)

@@ -1,4 +1,5 @@
 """Refractive indices from Sellmeier dispersion formulas (wavelengths in metres)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

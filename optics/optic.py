@@ -7,6 +7,7 @@ single-step Fresnel integral of the pupil field, evaluated by matrix Fourier tra
 `pixel_oversample`^2 points per pixel and summed over each pixel (area integration). The
 optical axis falls on the centre of pixel (H // 2, W // 2).
 """
+
 from __future__ import annotations
 
 import math
@@ -60,7 +61,9 @@ def build_mask(config: MaskConfig, rho: Tensor, theta: Tensor, rho_max: float) -
     if config.kind == "none":
         return None
     if config.kind == "zernike":
-        surface: nn.Module = ZernikeSurface(rho.numpy(), theta.numpy(), config.num_terms, config.fixed_zero_terms, rho_max)
+        surface: nn.Module = ZernikeSurface(
+            rho.numpy(), theta.numpy(), config.num_terms, config.fixed_zero_terms, rho_max
+        )
     else:
         surface = FreeformSurface(rho.shape[-1])
     if config.init_rms_height_m:
@@ -155,7 +158,9 @@ class Optic(nn.Module):
 
     def psf_and_energy(self, object_distance_m: float | None = None) -> tuple[Tensor, Tensor]:
         """PSF (C, H, W) and the fraction of each channel's light that falls inside the window (C,)."""
-        s_o = checks.positive_or_inf("object_distance_m", self.config.object_distance_m if object_distance_m is None else object_distance_m)
+        s_o = checks.positive_or_inf(
+            "object_distance_m", self.config.object_distance_m if object_distance_m is None else object_distance_m
+        )
         real = self.amplitude.dtype
         complex_dtype = torch.complex128 if real == torch.float64 else torch.complex64
         device = self.amplitude.device
@@ -169,7 +174,9 @@ class Optic(nn.Module):
         field = torch.polar(self.amplitude.expand_as(phase), phase).to(complex_dtype)
         sensor = self.sensor_m.to(device)
         pupil = self.pupil_m.double()
-        field_out = scaled_fresnel(field, pupil, pupil, sensor, sensor, lam64.to(device), self.config.sensor_distance_m, chirps=False)
+        field_out = scaled_fresnel(
+            field, pupil, pupil, sensor, sensor, lam64.to(device), self.config.sensor_distance_m, chirps=False
+        )
         intensity = field_out.real**2 + field_out.imag**2
         s = self.config.pixel_oversample
         sub_area = (self.config.pixel_pitch_m / s) ** 2

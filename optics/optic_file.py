@@ -1,6 +1,7 @@
 """The saved-optic file: one .npz with the trainable arrays, the mask's height map and a JSON
 string of every parameter (CameraConfig). Written atomically; anything else is refused.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,6 +20,7 @@ from optics.optic import Optic
 from optics.settings import CameraConfig, SensorConfig
 
 FORMAT = "obscura-optic"
+OPTIC_FILE = "optic.npz"  # the optic's name in a stage-I run folder and in weights/
 VERSION = 1
 _PARAM = "param/"
 
@@ -58,13 +60,17 @@ def read_optic(path: str | Path) -> OpticFile:
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta_json"]))
-            params = {k[len(_PARAM):]: data[k] for k in data.files if k.startswith(_PARAM)}
+            params = {k[len(_PARAM) :]: data[k] for k in data.files if k.startswith(_PARAM)}
     except FileNotFoundError:
         raise ObscuraError(f"optic file {path} does not exist") from None
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
-        raise ObscuraError(f"optic file {path} is not a readable Obscura optic file (an .npz archive written by save_optic)") from None
+        raise ObscuraError(
+            f"optic file {path} is not a readable Obscura optic file (an .npz archive written by save_optic)"
+        ) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ObscuraError(f"optic file {path}: format is {meta.get('format') if isinstance(meta, dict) else meta!r}; expected {FORMAT!r}")
+        raise ObscuraError(
+            f"optic file {path}: format is {meta.get('format') if isinstance(meta, dict) else meta!r}; expected {FORMAT!r}"
+        )
     if meta.get("version") != VERSION:
         raise ObscuraError(f"optic file {path}: version is {meta.get('version')!r}; expected {VERSION}")
     cfg = config.from_dict(CameraConfig, _restore_inf(meta.get("config")), where=f"{path}: ")
@@ -75,11 +81,15 @@ def load_params(optic: torch.nn.Module, params: dict[str, np.ndarray], source: s
     """Copy saved arrays into an optic, refusing missing, extra or mis-shaped ones."""
     own = dict(optic.named_parameters())
     if set(own) != set(params):
-        raise ObscuraError(f"optic file {source}: parameters {sorted(params)} do not match the configured optic's {sorted(own)}")
+        raise ObscuraError(
+            f"optic file {source}: parameters {sorted(params)} do not match the configured optic's {sorted(own)}"
+        )
     with torch.no_grad():
         for name, p in own.items():
             if tuple(params[name].shape) != tuple(p.shape):
-                raise ObscuraError(f"optic file {source}: parameter {name} has shape {params[name].shape}; expected {tuple(p.shape)}")
+                raise ObscuraError(
+                    f"optic file {source}: parameter {name} has shape {params[name].shape}; expected {tuple(p.shape)}"
+                )
             if not np.all(np.isfinite(params[name])):
                 raise ObscuraError(f"optic file {source}: parameter {name} holds NaN or infinite values")
             p.copy_(torch.from_numpy(params[name]).to(p))

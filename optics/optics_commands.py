@@ -1,4 +1,5 @@
 """`simulate.py psf` and `simulate.py capture`: PSFs and captures through a named or saved optic."""
+
 from __future__ import annotations
 
 import argparse
@@ -27,17 +28,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `psf` and `capture` sub-commands."""
     psf = subparsers.add_parser("psf", help="simulate the PSF of an optic", description="Simulate the PSF of an optic.")
     _optic_options(psf)
-    psf.add_argument("--depths", type=float, nargs="+", metavar="M", help="also write psf_depths.npy for these object distances (m)")
+    psf.add_argument(
+        "--depths", type=float, nargs="+", metavar="M", help="also write psf_depths.npy for these object distances (m)"
+    )
     psf.add_argument("--out", required=True, help="output folder")
     psf.set_defaults(func=run_psf)
 
-    cap = subparsers.add_parser("capture", help="simulate captures of images through an optic", description="Simulate captures of images through an optic.")
+    cap = subparsers.add_parser(
+        "capture",
+        help="simulate captures of images through an optic",
+        description="Simulate captures of images through an optic.",
+    )
     _optic_options(cap)
-    cap.add_argument("inputs", nargs="+", metavar="IMAGES_OR_FOLDER", help="image files and/or folders of images (sRGB)")
+    cap.add_argument(
+        "inputs", nargs="+", metavar="IMAGES_OR_FOLDER", help="image files and/or folders of images (sRGB)"
+    )
     cap.add_argument("--no-noise", action="store_true", help="noise-free sensor (quantisation is kept)")
     cap.add_argument("--bayer", action="store_true", help="RGGB mosaic + bilinear demosaic")
     cap.add_argument("--bit-depth", type=int, help="sensor bit depth (default 10)")
-    cap.add_argument("--max-side", type=int, default=1024, help="shrink larger images to this longest side (default %(default)s)")
+    cap.add_argument(
+        "--max-side", type=int, default=1024, help="shrink larger images to this longest side (default %(default)s)"
+    )
     cap.add_argument("--out", required=True, help="output folder")
     cap.set_defaults(func=run_capture)
 
@@ -47,15 +58,30 @@ def _optic_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optic", default="lens", help=f"{OPTIC_HELP} (default: %(default)s)")
     parser.add_argument("--focal-length", type=float, metavar="M", help="lens focal length (m)")
     parser.add_argument("--aperture", type=float, metavar="M", help="aperture diameter (m)")
-    parser.add_argument("--wavelength", type=float, nargs="+", metavar="M", help="one centre wavelength per channel (m); one value gives a monochromatic PSF")
-    parser.add_argument("--samples-per-channel", type=int, help="wavelengths sampled per channel (default 3; 1 with --wavelength)")
+    parser.add_argument(
+        "--wavelength",
+        type=float,
+        nargs="+",
+        metavar="M",
+        help="one centre wavelength per channel (m); one value gives a monochromatic PSF",
+    )
+    parser.add_argument(
+        "--samples-per-channel", type=int, help="wavelengths sampled per channel (default 3; 1 with --wavelength)"
+    )
     parser.add_argument("--pixel-pitch", type=float, metavar="M", help="sensor pixel pitch (m)")
     parser.add_argument("--size", type=int, metavar="PX", help="PSF window side in pixels")
     parser.add_argument("--object-distance", type=float, metavar="M", help="point-source distance (m; inf = infinity)")
-    parser.add_argument("--sensor-distance", type=float, metavar="M", help="lens-to-sensor distance (m); for --optic lens it defaults to the in-focus distance")
+    parser.add_argument(
+        "--sensor-distance",
+        type=float,
+        metavar="M",
+        help="lens-to-sensor distance (m); for --optic lens it defaults to the in-focus distance",
+    )
     parser.add_argument("--pupil-samples", type=int, help="pupil grid samples across the aperture")
     parser.add_argument("--oversample", type=int, help="sub-samples per pixel side for area integration")
-    parser.add_argument("--seed", type=int, default=0, help="seed of random masks and sensor noise (default %(default)s)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of random masks and sensor noise (default %(default)s)"
+    )
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
 
@@ -89,7 +115,11 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def build_camera(args: argparse.Namespace) -> Camera:
     """The camera the options describe, on the requested device and dtype."""
     overrides = _overrides(args)
-    if args.optic == "lens" and args.sensor_distance is None and ("optic.lens.focal_length_m" in overrides or "optic.object_distance_m" in overrides):
+    if (
+        args.optic == "lens"
+        and args.sensor_distance is None
+        and ("optic.lens.focal_length_m" in overrides or "optic.object_distance_m" in overrides)
+    ):
         # Keep the ideal lens in focus: 1/z = 1/f - 1/s_o.
         f = overrides.get("optic.lens.focal_length_m", 0.05)
         s_o = overrides.get("optic.object_distance_m", math.inf)
@@ -145,8 +175,10 @@ def run_psf(args: argparse.Namespace) -> int:
     atomic.write_json(out / "psf.json", strict_json(info))
     config.write_resolved(cfg, out)
     save_psf_figure(out / "psf.png", psf, pitch, f"PSF of '{args.optic}' ({psf.shape[1]} px at {pitch * 1e6:.3g} um)")
-    print(f"psf: {psf.shape} -> {out}/psf.npy; r80 = {', '.join(f'{r:.1f}' for r in info['encircled_energy_r80_px'])} px; "
-          f"window energy {', '.join(f'{e:.3f}' for e in info['window_energy_fraction'])}")
+    print(
+        f"psf: {psf.shape} -> {out}/psf.npy; r80 = {', '.join(f'{r:.1f}' for r in info['encircled_energy_r80_px'])} px; "
+        f"window energy {', '.join(f'{e:.3f}' for e in info['window_energy_fraction'])}"
+    )
     return 0
 
 
@@ -171,8 +203,19 @@ def run_capture(args: argparse.Namespace) -> int:
             rows.append((path.stem, [("scene", image_io.to_uint8(scene[0])), (f"capture ({args.optic})", capture8)]))
     save_side_by_side(out / "side_by_side.png", rows[:8])
     cfg = camera_config(camera)
-    atomic.write_json(out / "capture.json", strict_json({"optic": args.optic, "inputs": [str(p) for p in paths], "captures": written,
-                                                         "seed": args.seed, "dtype": args.dtype, "config": config.to_dict(cfg)}))
+    atomic.write_json(
+        out / "capture.json",
+        strict_json(
+            {
+                "optic": args.optic,
+                "inputs": [str(p) for p in paths],
+                "captures": written,
+                "seed": args.seed,
+                "dtype": args.dtype,
+                "config": config.to_dict(cfg),
+            }
+        ),
+    )
     config.write_resolved(cfg, out)
     print(f"capture: {len(written)} image(s) through '{args.optic}' -> {out}")
     return 0

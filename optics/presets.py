@@ -12,6 +12,7 @@ Scene pixels map 1:1 onto sensor pixels (3.713 um), so a capture has its scene's
   first three fixed at 0, 1 um RMS height of fused silica, coefficient spread (n+1)^-3 over the
   radial order n); with seed 0 about 80 % of the light falls within ~18 px of the centre.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -8,6 +8,7 @@
 
 Each warns with `SamplingWarning` when its sampling breaks the method's validity condition.
 """
+
 from __future__ import annotations
 
 import functools
@@ -25,7 +26,9 @@ class SamplingWarning(UserWarning):
     """The sampling of a propagation violates the validity condition of the method used."""
 
 
-def _padded_frequencies(shape: tuple[int, int], pitch_m: float, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+def _padded_frequencies(
+    shape: tuple[int, int], pitch_m: float, device: torch.device, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
     """Spatial frequencies (cycles/m) of an FFT grid of `shape`, broadcastable as (H, 1) and (1, W)."""
     fy = torch.fft.fftfreq(shape[0], d=pitch_m, device=device, dtype=dtype)[:, None]
     fx = torch.fft.fftfreq(shape[1], d=pitch_m, device=device, dtype=dtype)[None, :]
@@ -47,10 +50,14 @@ def _check_field(field: Tensor, wavelength_m: float, distance_m: float, pitch_m:
     checks.positive("propagation distance_m", distance_m)
     checks.positive("pitch_m", pitch_m)
     if not field.is_complex() or field.dim() < 2:
-        raise ObscuraError(f"field has dtype {field.dtype} and shape {tuple(field.shape)}; expected a complex tensor (..., H, W)")
+        raise ObscuraError(
+            f"field has dtype {field.dtype} and shape {tuple(field.shape)}; expected a complex tensor (..., H, W)"
+        )
 
 
-def angular_spectrum(field: Tensor, wavelength_m: float, distance_m: float, pitch_m: float, pad_factor: int = 2) -> Tensor:
+def angular_spectrum(
+    field: Tensor, wavelength_m: float, distance_m: float, pitch_m: float, pad_factor: int = 2
+) -> Tensor:
     """Propagate `field` (..., H, W) by `distance_m` with the band-limited angular spectrum method."""
     _check_field(field, wavelength_m, distance_m, pitch_m)
     padded = (field.shape[-2] * pad_factor, field.shape[-1] * pad_factor)
@@ -67,7 +74,9 @@ def angular_spectrum(field: Tensor, wavelength_m: float, distance_m: float, pitc
     return _apply_transfer(field, transfer, padded)
 
 
-def fresnel_transfer(field: Tensor, wavelength_m: float, distance_m: float, pitch_m: float, pad_factor: int = 2) -> Tensor:
+def fresnel_transfer(
+    field: Tensor, wavelength_m: float, distance_m: float, pitch_m: float, pad_factor: int = 2
+) -> Tensor:
     """Propagate `field` (..., H, W) by `distance_m` with the Fresnel transfer function."""
     _check_field(field, wavelength_m, distance_m, pitch_m)
     padded = (field.shape[-2] * pad_factor, field.shape[-1] * pad_factor)
@@ -85,8 +94,15 @@ def fresnel_transfer(field: Tensor, wavelength_m: float, distance_m: float, pitc
 
 
 @functools.lru_cache(maxsize=16)
-def _transfer(kind: str, padded: tuple[int, int], pitch_m: float, wavelength_m: float, distance_m: float,
-              dtype: torch.dtype, device: torch.device) -> Tensor:
+def _transfer(
+    kind: str,
+    padded: tuple[int, int],
+    pitch_m: float,
+    wavelength_m: float,
+    distance_m: float,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> Tensor:
     """Transfer function on the padded FFT grid (cached: training repeats the same propagation).
 
     The constant phase k z is split off and applied as a float64 scalar, so the per-frequency
@@ -110,7 +126,9 @@ def _transfer(kind: str, padded: tuple[int, int], pitch_m: float, wavelength_m: 
     return torch.polar(amplitude, phase).to(dtype) * constant
 
 
-def centred_coordinates(samples: int, pitch_m: float, device: torch.device | None = None, dtype: torch.dtype = torch.float64) -> Tensor:
+def centred_coordinates(
+    samples: int, pitch_m: float, device: torch.device | None = None, dtype: torch.dtype = torch.float64
+) -> Tensor:
     """Sample positions (i - samples/2) * pitch: the optical axis sits on sample samples // 2."""
     return (torch.arange(samples, device=device, dtype=dtype) - samples // 2) * pitch_m
 
@@ -118,7 +136,9 @@ def centred_coordinates(samples: int, pitch_m: float, device: torch.device | Non
 def fourier_matrix(out_m: Tensor, in_m: Tensor, wavelength_m: Tensor, distance_m: float) -> Tensor:
     """exp(-i 2 pi x xi / (lambda z)) for every wavelength: shape (L, len(out), len(in))."""
     scale = (2.0 * math.pi / (wavelength_m * distance_m))[:, None, None]
-    return torch.polar(torch.ones((), dtype=out_m.dtype, device=out_m.device), -scale * out_m[None, :, None] * in_m[None, None, :])
+    return torch.polar(
+        torch.ones((), dtype=out_m.dtype, device=out_m.device), -scale * out_m[None, :, None] * in_m[None, None, :]
+    )
 
 
 def scaled_fresnel(
@@ -161,7 +181,10 @@ def scaled_fresnel(
     out = a_y @ u @ a_x.transpose(-1, -2) * (d_in * d_y)
     if chirps:
         r2_out = out_y_m[:, None] ** 2 + out_x_m[None, :] ** 2
-        front = torch.polar(1.0 / (lam[:, None, None] * distance_m) * torch.ones_like(r2_out), k * distance_m + k * r2_out / (2.0 * distance_m) - math.pi / 2)
+        front = torch.polar(
+            1.0 / (lam[:, None, None] * distance_m) * torch.ones_like(r2_out),
+            k * distance_m + k * r2_out / (2.0 * distance_m) - math.pi / 2,
+        )
         out = out * front.to(field.dtype)
     else:
         out = out / (lam[:, None, None] * distance_m).to(out.real.dtype)

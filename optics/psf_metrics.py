@@ -1,4 +1,5 @@
 """Simple numbers that describe a PSF: encircled-energy radius and centroid."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """PNG figures of PSFs, MTFs and captures (matplotlib, Agg backend)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -2,6 +2,7 @@
 with an optional RGGB Bayer mosaic. Differentiable: shot noise uses the Gaussian approximation
 of the Poisson law (reparameterised), quantisation a straight-through gradient.
 """
+
 from __future__ import annotations
 
 import torch
@@ -33,7 +34,9 @@ def mosaic(images: Tensor) -> Tensor:
 def demosaic_bilinear(raw: Tensor) -> Tensor:
     """N x 1 x H x W RGGB mosaic -> N x 3 x H x W by bilinear interpolation of each colour plane."""
     planes = raw * bayer_masks(*raw.shape[-2:], raw.device, raw.dtype)
-    kernels = torch.tensor([_BILINEAR_RED_BLUE, _BILINEAR_GREEN, _BILINEAR_RED_BLUE], device=raw.device, dtype=raw.dtype)
+    kernels = torch.tensor(
+        [_BILINEAR_RED_BLUE, _BILINEAR_GREEN, _BILINEAR_RED_BLUE], device=raw.device, dtype=raw.dtype
+    )
     return nn.functional.conv2d(planes, kernels[:, None], padding=1, groups=3)
 
 

@@ -3,6 +3,7 @@
 Defaults follow the reference system (CVPR 2024): 4 mm aperture, 50 mm image distance,
 640/550/440 nm channel centres, 3.713 um pixels, 256 x 256 sensor window.
 """
+
 from __future__ import annotations
 
 import math

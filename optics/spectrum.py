@@ -1,4 +1,5 @@
 """Polychromatic sampling: wavelengths and weights per colour channel from a sensor response."""
+
 from __future__ import annotations
 
 import math

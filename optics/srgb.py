@@ -1,4 +1,5 @@
 """sRGB transfer curve (IEC 61966-2-1): the optics work in linear light, files are sRGB."""
+
 from __future__ import annotations
 
 import torch

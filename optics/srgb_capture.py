@@ -5,6 +5,7 @@ values. Every caller (training, evaluation, calibration, deployment, the demo) i
 these functions, with a `Camera`, or a fixed PSF and sensor (`psf_imaging`) where the PSF is
 frozen or measured.
 """
+
 from __future__ import annotations
 
 from typing import Callable

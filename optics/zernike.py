@@ -4,6 +4,7 @@ Noll (1976), J. Opt. Soc. Am. 66, 207: index j = 1, 2, ... ; even j carry cos(m 
 sin(m theta); each polynomial has unit RMS over the unit disc, so a coefficient is the RMS of
 its term.
 """
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """Shared fixtures: the face data folder, skipped with a reason where a machine has none."""
+
 from __future__ import annotations
 
 from pathlib import Path

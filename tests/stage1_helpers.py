@@ -1,4 +1,5 @@
 """A tiny real stage-I configuration and its command-line runner, shared by the tests that need a trained run."""
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,9 @@ def train_cli(overrides: dict, out, **more) -> int:
     parser = argparse.ArgumentParser()
     training_commands.register(parser.add_subparsers())
     sets = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in {**overrides, **more}.items()]
-    args = parser.parse_args(["train-optics", "--config", str(empty_config(out)), "--out", str(out), *sum((["--set", s] for s in sets), [])])
+    args = parser.parse_args(
+        ["train-optics", "--config", str(empty_config(out)), "--out", str(out), *sum((["--set", s] for s in sets), [])]
+    )
     return args.func(args)
 
 

@@ -1,4 +1,5 @@
 """Checksummed checkpoints: damage is refused by name, and resumption falls back to the previous one."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Heatmap targets and their decoding: Gaussians decode to their centres within a fraction of a pixel."""
+
 from __future__ import annotations
 
 import numpy as np

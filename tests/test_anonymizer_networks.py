@@ -1,4 +1,5 @@
 """The regressor (size, ONNX parity) and the identity adversary (ArcFace margin, privacy loss)."""
+
 from __future__ import annotations
 
 import math
@@ -32,14 +33,18 @@ def test_regressor_fits_a_raspberry_pi_budget_and_outputs_69_maps() -> None:
     assert out.shape == (2, 69, 16, 16)
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter (dynamo=False) is the deployable path
+@pytest.mark.filterwarnings(
+    "ignore::DeprecationWarning"
+)  # the TorchScript exporter (dynamo=False) is the deployable path
 def test_regressor_exports_to_onnx_with_onnxruntime_parity(tmp_path) -> None:
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
     model = HeatmapRegressor().eval()
     x = torch.rand(1, 3, 64, 64)
     path = tmp_path / "regressor.onnx"
-    torch.onnx.export(model, (x,), str(path), input_names=["capture"], output_names=["heatmaps"], opset_version=17, dynamo=False)
+    torch.onnx.export(
+        model, (x,), str(path), input_names=["capture"], output_names=["heatmaps"], opset_version=17, dynamo=False
+    )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {"capture": x.numpy()})
     with torch.no_grad():
@@ -49,7 +54,9 @@ def test_regressor_exports_to_onnx_with_onnxruntime_parity(tmp_path) -> None:
 
 def test_regressor_file_round_trip_and_refuses_damage(tmp_path) -> None:
     model = HeatmapRegressor(8, 3, 4, 32)
-    path = save_regressor(tmp_path / "regressor.pt", model, {"base_channels": 8, "depth": 3, "stride": 4, "max_channels": 32}, 64)
+    path = save_regressor(
+        tmp_path / "regressor.pt", model, {"base_channels": 8, "depth": 3, "stride": 4, "max_channels": 32}, 64
+    )
     loaded, size = load_regressor(path)
     x = torch.rand(1, 3, 64, 64)
     assert size == 64 and torch.equal(loaded(x), model.eval()(x))

@@ -1,4 +1,5 @@
 """Stage I end to end on a tiny real subset: outputs, exact resumption, corrupt checkpoints, bad configs."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,8 +13,8 @@ import yaml
 from stage1_helpers import train_cli
 
 from anonymizer import checkpoint, training_commands
-from evaluation import evaluation_commands
 from anonymizer.stage1.stage1_config import Stage1Config
+from evaluation import evaluation_commands
 from obscura import config
 from obscura.errors import ObscuraError
 
@@ -44,7 +45,15 @@ def _assert_same_models(a: dict, b: dict) -> None:
 
 
 def test_three_step_run_writes_every_output(straight, tiny) -> None:
-    for name in ("config.yaml", "metrics.json", "optic.npz", "regressor.pt", "adversary.pt", "splits/train.txt", "splits/test.txt"):
+    for name in (
+        "config.yaml",
+        "metrics.json",
+        "optic.npz",
+        "regressor.pt",
+        "adversary.pt",
+        "splits/train.txt",
+        "splits/test.txt",
+    ):
         assert (straight / name).is_file(), name
     for name in ("loss_curves.png", "psf.png", "captures.png"):
         assert (straight / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
@@ -63,7 +72,9 @@ def test_optic_is_trained(straight, tiny) -> None:
     from optics.optic import Optic
     from optics.optic_file import read_optic
 
-    initial = dict(Optic(config.load(Stage1Config, straight / "config.yaml").camera.optic).named_parameters())  # the seeded start
+    initial = dict(
+        Optic(config.load(Stage1Config, straight / "config.yaml").camera.optic).named_parameters()
+    )  # the seeded start
     saved = read_optic(straight / "optic.npz").params
     assert set(saved) == set(initial)
     for name, value in saved.items():
@@ -187,9 +198,29 @@ def test_evaluate_a_saved_result_as_method_optic_path(straight, shared_data: Pat
             (data / name / src.name).symlink_to(src)
     parser = argparse.ArgumentParser()
     evaluation_commands.register(parser.add_subparsers())
-    args = parser.parse_args(["evaluate", "--data", str(data), "--method", f"optic:{straight}", "--out", str(tmp_path / "eval"),
-                              "--min-images", "3", "--cache", str(tmp_path / "cache"), "--workers", "1",
-                              "--set", "bootstrap=10", "--set", "progress=false", "--set", "examples=1"])
+    args = parser.parse_args(
+        [
+            "evaluate",
+            "--data",
+            str(data),
+            "--method",
+            f"optic:{straight}",
+            "--out",
+            str(tmp_path / "eval"),
+            "--min-images",
+            "3",
+            "--cache",
+            str(tmp_path / "cache"),
+            "--workers",
+            "1",
+            "--set",
+            "bootstrap=10",
+            "--set",
+            "progress=false",
+            "--set",
+            "examples=1",
+        ]
+    )
     assert args.func(args) == 0
     assert "regressor landmarks on captures: NME" in capsys.readouterr().out
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
@@ -221,13 +252,33 @@ def _faces(shared_data: Path, folder: Path, identities: int, images: int, skip: 
 def _attack(run: Path, out: Path, test_data: Path, **sets) -> int:
     parser = argparse.ArgumentParser()
     evaluation_commands.register(parser.add_subparsers())
-    pairs = {"steps": 2, "batch_size": 4, "checkpoint_every": 1, "bootstrap": 10, "progress": False, "threads": 1, **sets}
-    args = parser.parse_args(["attack-optic", "--run", str(run), "--out", str(out), "--test-data", str(test_data),
-                              *sum((["--set", f"{k}={v}"] for k, v in pairs.items()), [])])
+    pairs = {
+        "steps": 2,
+        "batch_size": 4,
+        "checkpoint_every": 1,
+        "bootstrap": 10,
+        "progress": False,
+        "threads": 1,
+        **sets,
+    }
+    args = parser.parse_args(
+        [
+            "attack-optic",
+            "--run",
+            str(run),
+            "--out",
+            str(out),
+            "--test-data",
+            str(test_data),
+            *sum((["--set", f"{k}={v}"] for k, v in pairs.items()), []),
+        ]
+    )
     return args.func(args)
 
 
-def test_adaptive_attacker_fine_tunes_the_run_adversary_and_judges_unseen_faces(straight, shared_data: Path, tmp_path: Path) -> None:
+def test_adaptive_attacker_fine_tunes_the_run_adversary_and_judges_unseen_faces(
+    straight, shared_data: Path, tmp_path: Path
+) -> None:
     faces = _faces(shared_data, tmp_path / "faces", identities=3, images=3)
     assert _attack(straight, tmp_path / "attack", faces) == 0
     report = json.loads((tmp_path / "attack" / "report.json").read_text())
@@ -242,8 +293,13 @@ def test_adaptive_attacker_fine_tunes_the_run_adversary_and_judges_unseen_faces(
     assert any(not torch.equal(tuned[k], start[k]) for k in start if tuned[k].is_floating_point())
     # resumption: two more steps continue from the step-2 checkpoint
     assert _attack(straight, tmp_path / "attack", faces, steps=4) == 0
-    assert [p.name for p in checkpoint.listed(tmp_path / "attack" / "checkpoints")] == ["ckpt-00000004.pt", "ckpt-00000003.pt"]
-    assert [h["step"] for h in checkpoint.load(tmp_path / "attack" / "checkpoints" / "ckpt-00000004.pt")["history"]] == [1, 2, 3, 4]
+    assert [p.name for p in checkpoint.listed(tmp_path / "attack" / "checkpoints")] == [
+        "ckpt-00000004.pt",
+        "ckpt-00000003.pt",
+    ]
+    assert [
+        h["step"] for h in checkpoint.load(tmp_path / "attack" / "checkpoints" / "ckpt-00000004.pt")["history"]
+    ] == [1, 2, 3, 4]
 
 
 def test_attacker_judge_scores_a_perfect_and_a_blind_recogniser() -> None:
@@ -286,8 +342,9 @@ def clean_recogniser(straight, shared_data: Path, tmp_path_factory) -> Path:
     return folder / "run" / "attacker.pt"
 
 
-def test_an_attacker_starts_from_an_earlier_recogniser_of_the_same_identities(straight, clean_recogniser: Path, shared_data: Path,
-                                                                               tmp_path: Path) -> None:
+def test_an_attacker_starts_from_an_earlier_recogniser_of_the_same_identities(
+    straight, clean_recogniser: Path, shared_data: Path, tmp_path: Path
+) -> None:
     faces = _faces(shared_data, tmp_path / "faces", identities=3, images=3)
     first = clean_recogniser
     assert _attack(straight, tmp_path / "tuned", faces, init=str(first), lr=0.0) == 0  # input_px: the file's (32)
@@ -314,10 +371,10 @@ def test_face_crops_without_targets_skip_only_the_heatmaps(tiny, tmp_path: Path)
     assert torch.equal(full[0], bare[0]) and full[2] == bare[2] and torch.equal(full[3], bare[3])
 
 
-def test_the_attacker_can_be_measured_on_a_baseline_method_instead_of_the_optic(straight, shared_data: Path, tmp_path: Path) -> None:
-    from evaluation.methods import method_imaging
-
-    from evaluation.methods import lowres
+def test_the_attacker_can_be_measured_on_a_baseline_method_instead_of_the_optic(
+    straight, shared_data: Path, tmp_path: Path
+) -> None:
+    from evaluation.methods import lowres, method_imaging
     from optics.image_io import from_uint8, to_uint8
 
     images = torch.rand(2, 3, 32, 32)
@@ -330,7 +387,9 @@ def test_the_attacker_can_be_measured_on_a_baseline_method_instead_of_the_optic(
         _attack(straight, tmp_path / "refused", faces, method="lowres5")
 
 
-def test_stage1_can_start_its_adversary_from_a_recogniser_of_the_training_identities(tiny, clean_recogniser: Path, tmp_path: Path) -> None:
+def test_stage1_can_start_its_adversary_from_a_recogniser_of_the_training_identities(
+    tiny, clean_recogniser: Path, tmp_path: Path
+) -> None:
     from anonymizer.publish import publish
     from anonymizer.runs import read_recogniser
     from obscura import manifest
@@ -341,9 +400,13 @@ def test_stage1_can_start_its_adversary_from_a_recogniser_of_the_training_identi
     trained = read_recogniser(tmp_path / "run" / "adversary.pt")
     assert trained["input_px"] == 32  # recorded, so attack-optic and stage II rebuild it at its size
     assert _same_weights(checkpoint.load(clean_recogniser)["state_dict"], trained["state_dict"], atol=1e-9)
-    published = manifest.verify(publish(tmp_path / "run", tmp_path / "weights", "python simulate.py train-optics ...", [], []))
+    published = manifest.verify(
+        publish(tmp_path / "run", tmp_path / "weights", "python simulate.py train-optics ...", [], [])
+    )
     assert published["files"]["optic.npz"]["metrics"]["training"]["adversary_init"] == {
-        "file": str(clean_recogniser), "sha256": file_sha256(clean_recogniser)}
+        "file": str(clean_recogniser),
+        "sha256": file_sha256(clean_recogniser),
+    }
     with pytest.raises(ObscuraError, match="resizes faces to input_px 32; this network uses 0"):
         train_cli(tiny, tmp_path / "other-size", **{**start, "adversary.input_px": 0})
     with pytest.raises(ObscuraError, match="'adversary.init' is '/no/such.pt'"):
@@ -374,8 +437,13 @@ def test_publish_writes_weights_with_a_manifest_that_catches_tampering(straight,
     checked = manifest.verify(path)
     assert set(checked["files"]) == {"optic.npz", "regressor.pt", "adversary.pt"}
     e = checked["files"]["optic.npz"]
-    assert e["command"].startswith("python simulate.py train-optics") and e["data"]["trained_on_split"] == "splits/train.txt"
-    assert (tmp_path / "weights" / "splits" / "train.txt").read_text() == (straight / "splits" / "train.txt").read_text()
+    assert (
+        e["command"].startswith("python simulate.py train-optics")
+        and e["data"]["trained_on_split"] == "splits/train.txt"
+    )
+    assert (tmp_path / "weights" / "splits" / "train.txt").read_text() == (
+        straight / "splits" / "train.txt"
+    ).read_text()
     assert e["metrics"]["training"]["steps"] == 3 and e["metrics"]["training"]["adversary_init"] is None
     with open(tmp_path / "weights" / "regressor.pt", "ab") as f:
         f.write(b"\0")

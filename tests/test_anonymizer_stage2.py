@@ -1,4 +1,5 @@
 """Stage II: StarGAN-v2 networks, the losses, and tiny real runs (outputs, exact resumption, refused configs)."""
+
 from __future__ import annotations
 
 import argparse
@@ -102,14 +103,31 @@ def _assert_same_state(a: dict, b: dict) -> None:
 
 # --- networks ---------------------------------------------------------------------------------
 
+
 def test_reference_sized_networks_have_stargan_v2_parameter_counts() -> None:
     """At 256 px with the reference's widths and two domains: StarGAN-v2's published 43.5 M / 2.4 M / 20.9 M / 20.9 M."""
-    nets = build_networks({"img_size": 256, "num_domains": 2, "style_dim": 64, "latent_dim": 16, "dim_in": 64,
-                           "max_conv_dim": 512, "mapping_dim": 512, "w_hpf": 1.0})
+    nets = build_networks(
+        {
+            "img_size": 256,
+            "num_domains": 2,
+            "style_dim": 64,
+            "latent_dim": 16,
+            "dim_in": 64,
+            "max_conv_dim": 512,
+            "mapping_dim": 512,
+            "w_hpf": 1.0,
+        }
+    )
     counts = {name: count_parameters(net) for name, net in nets.named().items()}
-    unused_shortcuts = 512 * 256 + 256 * 128 + 128 * 64  # 1x1 decoder shortcuts the reference builds but never uses with w_hpf > 0
-    assert counts == {"generator": 43_467_395 - unused_shortcuts, "mapping_network": 2_438_272, "style_encoder": 20_916_928,
-                      "discriminator": 20_852_290}
+    unused_shortcuts = (
+        512 * 256 + 256 * 128 + 128 * 64
+    )  # 1x1 decoder shortcuts the reference builds but never uses with w_hpf > 0
+    assert counts == {
+        "generator": 43_467_395 - unused_shortcuts,
+        "mapping_network": 2_438_272,
+        "style_encoder": 20_916_928,
+        "discriminator": 20_852_290,
+    }
 
 
 @pytest.mark.parametrize("name", ["stage2_cpu.yaml", "stage2_gpu.yaml"])
@@ -123,7 +141,10 @@ def test_committed_configurations_build_networks_of_the_right_shapes(name: str, 
     assert m.img_size == (128 if "cpu" in name else 256)
     nets = build_networks(arch(cfg))
     n, s = 2, m.img_size
-    capture, heat = torch.rand(n, 3, s, s), torch.rand(n, N_CHANNELS, 128 // 4, 128 // 4)  # heatmaps of a 128 px stage-I crop
+    capture, heat = (
+        torch.rand(n, 3, s, s),
+        torch.rand(n, N_CHANNELS, 128 // 4, 128 // 4),
+    )  # heatmaps of a 128 px stage-I crop
     y = torch.tensor([0, m.num_domains - 1])
     with torch.no_grad():
         style = nets.mapping_network(torch.randn(n, m.latent_dim), y)
@@ -144,7 +165,9 @@ def test_one_domain_head_per_domain_is_selected() -> None:
     z, x = torch.randn(1, 4).expand(3, 4), torch.rand(1, 3, 64, 64).expand(3, 3, 64, 64)
     y = torch.tensor([0, 1, 2])
     for out in (f(z, y), e(x, y), d(x, y)):
-        assert not torch.allclose(out[0], out[1]) and not torch.allclose(out[1], out[2])  # same input, different domain heads
+        assert not torch.allclose(out[0], out[1]) and not torch.allclose(
+            out[1], out[2]
+        )  # same input, different domain heads
 
 
 def test_heatmap_masks_keep_the_inner_face_and_drop_the_jaw() -> None:
@@ -155,8 +178,12 @@ def test_heatmap_masks_keep_the_inner_face_and_drop_the_jaw() -> None:
     heat[0, 0, 8, 0] = 1.0  # the outer jaw
     face, inner = heatmap_masks(heat)
     assert face.shape == inner.shape == (1, 1, 16, 16)
-    assert face[0, 0, 5, 4] == pytest.approx(1.0, abs=1e-4) and inner[0, 0, 5, 4] == pytest.approx(1.0, abs=1e-4)  # peak 1
-    assert face[0, 0, 12, 8] == pytest.approx(1.0, abs=1e-4) and inner[0, 0, 12, 8] == 0  # the mouth is in the face mask only
+    assert face[0, 0, 5, 4] == pytest.approx(1.0, abs=1e-4) and inner[0, 0, 5, 4] == pytest.approx(
+        1.0, abs=1e-4
+    )  # peak 1
+    assert (
+        face[0, 0, 12, 8] == pytest.approx(1.0, abs=1e-4) and inner[0, 0, 12, 8] == 0
+    )  # the mouth is in the face mask only
     assert face[0, 0, 8, 0] == 0 and face[0, 0, 10, 10] == 0  # jaw and noise are not
     assert float(face.max()) <= 1.0 and float(face.min()) >= 0.0
 
@@ -175,6 +202,7 @@ def test_generator_skips_carry_the_masked_source_detail() -> None:
 
 # --- losses -----------------------------------------------------------------------------------
 
+
 def test_r1_is_zero_for_a_constant_discriminator_and_exact_for_a_linear_one() -> None:
     x = torch.rand(4, 3, 8, 8, requires_grad=True)
     bias = torch.nn.Parameter(torch.tensor(0.3))
@@ -191,7 +219,11 @@ def test_adversarial_losses_are_non_saturating() -> None:
     zero = torch.zeros(3)
     real, fake = losses.adversarial_d(zero, zero)
     assert real.item() == pytest.approx(0.6931472) and fake.item() == pytest.approx(0.6931472)  # log 2 at D = 0
-    assert losses.adversarial_g(torch.full((3,), 4.0)) < losses.adversarial_g(zero) < losses.adversarial_g(torch.full((3,), -4.0))
+    assert (
+        losses.adversarial_g(torch.full((3,), 4.0))
+        < losses.adversarial_g(zero)
+        < losses.adversarial_g(torch.full((3,), -4.0))
+    )
     fake_logits = torch.full((3,), -8.0, requires_grad=True)  # a confident discriminator
     losses.adversarial_g(fake_logits).backward()
     assert fake_logits.grad.abs().min() > 0.3  # non-saturating: the generator still gets a gradient
@@ -249,14 +281,21 @@ def test_heatmap_consistency_gradient_reaches_the_generator(stage1_run: Path) ->
     assert all(p.grad is None for p in g.parameters())
 
 
-def test_identity_loss_is_lower_for_a_different_face_than_for_the_same_face(stage1_run: Path, shared_data: Path) -> None:
+def test_identity_loss_is_lower_for_a_different_face_than_for_the_same_face(
+    stage1_run: Path, shared_data: Path
+) -> None:
     from anonymizer.runs import load_stage1
     from faces.face_sets import list_images, read_rgb
 
     parts = load_stage1(str(stage1_run), torch.device("cpu"))
     listing = list_images(shared_data / "celeba-crops")
     names = sorted(listing)[:2]
-    faces = torch.stack([torch.from_numpy(read_rgb(listing[n][0])[0][48:112, 48:112].copy()).permute(2, 0, 1).float() / 255 for n in names])
+    faces = torch.stack(
+        [
+            torch.from_numpy(read_rgb(listing[n][0])[0][48:112, 48:112].copy()).permute(2, 0, 1).float() / 255
+            for n in names
+        ]
+    )
     source = faces[:1]
     same = losses.identity_similarity(parts.embedder, source, source)
     other = losses.identity_similarity(parts.embedder, faces[1:], source)
@@ -269,6 +308,7 @@ def test_identity_loss_is_lower_for_a_different_face_than_for_the_same_face(stag
 
 
 # --- tiny real runs ---------------------------------------------------------------------------
+
 
 def test_three_step_run_writes_every_output(straight: Path, tiny: dict) -> None:
     import yaml
@@ -285,7 +325,12 @@ def test_three_step_run_writes_every_output(straight: Path, tiny: dict) -> None:
     assert [h["step"] for h in metrics["history"]] == [1, 2, 3]
     assert [h["ds_weight"] for h in metrics["history"]] == [1.0, 0.75, 0.5]
     assert metrics["data"]["train_identities"] == 3 and metrics["data"]["crop_size"] == 64
-    assert metrics["seconds_per_step"] > 0 and set(metrics["parameters"]) == {"generator", "mapping_network", "style_encoder", "discriminator"}
+    assert metrics["seconds_per_step"] > 0 and set(metrics["parameters"]) == {
+        "generator",
+        "mapping_network",
+        "style_encoder",
+        "discriminator",
+    }
     assert all(n > 0 for n in metrics["parameters"].values())  # the discriminator is counted though left frozen
     for key in ("d_r1", "g_heatmap", "g_cycle", "identity_cosine"):
         assert all(h[key] == h[key] for h in metrics["history"]), key  # no NaN
@@ -294,7 +339,12 @@ def test_three_step_run_writes_every_output(straight: Path, tiny: dict) -> None:
     assert set(info["stage1_digest"]) == {"optic.npz", "regressor.pt", "adversary.pt", "splits/train.txt"}
     with torch.no_grad():
         style = nets.mapping_network(torch.randn(2, 4), torch.zeros(2, dtype=torch.long))
-        assert nets.generator(torch.rand(2, 3, 64, 64), style, torch.rand(2, N_CHANNELS, 16, 16)).shape == (2, 3, 64, 64)
+        assert nets.generator(torch.rand(2, 3, 64, 64), style, torch.rand(2, N_CHANNELS, 16, 16)).shape == (
+            2,
+            3,
+            64,
+            64,
+        )
 
 
 def test_training_moves_the_networks_and_their_ema(straight: Path, tiny: dict) -> None:
@@ -309,7 +359,9 @@ def test_training_moves_the_networks_and_their_ema(straight: Path, tiny: dict) -
     trained = state["nets"]["generator"]
     start = fresh.generator.state_dict()
     moved = [k for k in ema if not torch.equal(ema[k], start[k])]
-    assert moved and all((ema[k] - start[k]).abs().max() < (trained[k] - start[k]).abs().max() + 1e-12 for k in moved)  # beta = 0.999 lags
+    assert moved and all(
+        (ema[k] - start[k]).abs().max() < (trained[k] - start[k]).abs().max() + 1e-12 for k in moved
+    )  # beta = 0.999 lags
 
 
 def test_identities_come_from_the_stage1_training_split(straight: Path, stage1_run: Path) -> None:
@@ -329,7 +381,9 @@ def test_resuming_from_a_checkpoint_repeats_the_same_steps(straight: Path, tiny:
     _assert_same_state(_state(out, 3), _state(straight, 3))
 
 
-def test_corrupt_checkpoint_is_refused_and_the_previous_one_used(straight: Path, tiny: dict, tmp_path: Path, capsys) -> None:
+def test_corrupt_checkpoint_is_refused_and_the_previous_one_used(
+    straight: Path, tiny: dict, tmp_path: Path, capsys
+) -> None:
     out = tmp_path / "corrupt"
     _train(tiny, out, **{"train.steps": 2})
     newest = checkpoint.step_path(out / "checkpoints", 2)
@@ -347,7 +401,9 @@ def test_resuming_with_a_different_configuration_is_refused(tiny: dict, tmp_path
     _train(tiny, out, **{"train.steps": 1})
     with pytest.raises(ObscuraError, match="loss.cycle"):
         _train(tiny, out, **{"loss.cycle": 0.5})
-    _train(tiny, out, **{"train.steps": 1, "train.sample_every": 5, "train.log_every": 2})  # bookkeeping keys may change
+    _train(
+        tiny, out, **{"train.steps": 1, "train.sample_every": 5, "train.log_every": 2}
+    )  # bookkeeping keys may change
 
 
 def test_resuming_on_changed_stage1_files_is_refused(stage1_run: Path, tiny: dict, tmp_path: Path) -> None:
@@ -362,7 +418,9 @@ def test_resuming_on_changed_stage1_files_is_refused(stage1_run: Path, tiny: dic
     model, size = load_regressor(copy / "regressor.pt")
     with torch.no_grad():
         model.head[1].bias += 1.0
-    save_regressor(copy / "regressor.pt", model, {"base_channels": 8, "depth": 3, "stride": 4, "max_channels": 32}, size)
+    save_regressor(
+        copy / "regressor.pt", model, {"base_channels": 8, "depth": 3, "stride": 4, "max_channels": 32}, size
+    )
     with pytest.raises(ObscuraError, match="regressor.pt .* has changed"):
         _train(tiny, out, **{"stage1": str(copy), "train.steps": 2})
 
@@ -391,8 +449,9 @@ def _recogniser(stage1_run: Path, path: Path, identities: list[str]) -> "torch.n
     return net
 
 
-def test_a_run_continues_against_a_clean_face_recogniser_of_the_training_identities(stage1_run: Path, tiny: dict,
-                                                                                    tmp_path: Path) -> None:
+def test_a_run_continues_against_a_clean_face_recogniser_of_the_training_identities(
+    stage1_run: Path, tiny: dict, tmp_path: Path
+) -> None:
     from anonymizer.runs import load_stage1
     from faces.face_sets import read_split
     from obscura.digest import file_sha256
@@ -404,16 +463,22 @@ def test_a_run_continues_against_a_clean_face_recogniser_of_the_training_identit
     assert not parts.embedder.stem[0].weight.requires_grad and parts.embedder.input_px == 32
     out = tmp_path / "run"
     _train(tiny, out, **{"train.steps": 1})
-    _train(tiny, out, **{"train.steps": 2, "loss.identity_embedder": str(tmp_path / "attacker.pt"), "loss.identity": 2.0})
+    _train(
+        tiny, out, **{"train.steps": 2, "loss.identity_embedder": str(tmp_path / "attacker.pt"), "loss.identity": 2.0}
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert [h["step"] for h in metrics["history"]] == [1, 2] and metrics["resumed_from"]
     assert metrics["identity_embedder"]["sha256"] == file_sha256(tmp_path / "attacker.pt")
     _recogniser(stage1_run, tmp_path / "knows-more.pt", [*train_ids, "a-test-person"])
-    with pytest.raises(ObscuraError, match="knows-more.pt: expected a recogniser trained on stage I's training identities only.*a-test-person"):
+    with pytest.raises(
+        ObscuraError,
+        match="knows-more.pt: expected a recogniser trained on stage I's training identities only.*a-test-person",
+    ):
         load_stage1(str(stage1_run), torch.device("cpu"), str(tmp_path / "knows-more.pt"))
 
 
 # --- configuration ----------------------------------------------------------------------------
+
 
 def test_unknown_key_fails_before_training_naming_it(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
@@ -489,7 +554,9 @@ def test_a_run_leaves_the_stage1_files_unchanged(straight: Path, stage1_run: Pat
         assert file_sha256(stage1_run / name) == digest, name
 
 
-def test_anonymizer_evaluation_reports_leakage_diversity_realism_and_utility(straight: Path, shared_data: Path, tmp_path: Path) -> None:
+def test_anonymizer_evaluation_reports_leakage_diversity_realism_and_utility(
+    straight: Path, shared_data: Path, tmp_path: Path
+) -> None:
     """`evaluate-anonymizer` on a few real faces: captures and lowres16 inputs, every figure present and in range."""
     from evaluation.anonymization import AnonymizerEvalConfig, run
 
@@ -500,8 +567,18 @@ def test_anonymizer_evaluation_reports_leakage_diversity_realism_and_utility(str
             (faces / name / src.name).symlink_to(src)
     for source in ("capture", "lowres16"):
         out = tmp_path / source
-        r = run(AnonymizerEvalConfig(data=str(faces), anonymizer=str(straight / "generator_ema.pt"), out=str(out), source=source,
-                                     styles=2, max_sources=4, batch_size=4, progress=False))
+        r = run(
+            AnonymizerEvalConfig(
+                data=str(faces),
+                anonymizer=str(straight / "generator_ema.pt"),
+                out=str(out),
+                source=source,
+                styles=2,
+                max_sources=4,
+                batch_size=4,
+                progress=False,
+            )
+        )
         assert r["n_sources"] == 4 and r["n_outputs"] == 8 and r["source"] == source
         for name in ("sface", "dlib"):
             value = r["identity_leakage"][name]
@@ -540,7 +617,9 @@ def test_impostor_control_pairs_each_source_with_another_person() -> None:
     assert "sface_impostor" not in leakage([alice], [[generic]])
 
 
-def test_published_anonymizer_is_half_size_and_renders_the_same_faces(straight: Path, stage1_run: Path, tmp_path: Path) -> None:
+def test_published_anonymizer_is_half_size_and_renders_the_same_faces(
+    straight: Path, stage1_run: Path, tmp_path: Path
+) -> None:
     """Publishing beside its stage I: float16 file, both stages in one manifest, outputs within float16 rounding."""
     from anonymizer.anonymize import Anonymizer
     from anonymizer.publish import publish, publish_anonymizer
@@ -554,7 +633,9 @@ def test_published_anonymizer_is_half_size_and_renders_the_same_faces(straight: 
     assert set(checked["files"]) == {"optic.npz", "regressor.pt", "adversary.pt", ANONYMIZER_FILE}
     assert checked["files"][ANONYMIZER_FILE]["data"]["stored_as"] == "float16"
     assert (dest / ANONYMIZER_FILE).stat().st_size < 0.6 * (straight / "generator_ema.pt").stat().st_size
-    faces = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))  # not the global RNG: order-independent
+    faces = torch.rand(
+        2, 3, 64, 64, generator=torch.Generator().manual_seed(0)
+    )  # not the global RNG: order-independent
     full = Anonymizer.load(straight / "generator_ema.pt").anonymize(faces, 2, seed=3)
     half = Anonymizer.load(dest / ANONYMIZER_FILE).anonymize(faces, 2, seed=3)
     assert torch.equal(full.captures, half.captures)

@@ -1,4 +1,5 @@
 """dlib 68-point targets: faceless images are skipped and counted, results are cached by file hash."""
+
 from __future__ import annotations
 
 import shutil

@@ -1,4 +1,5 @@
 """Atomic outputs: a failed write leaves the previous file and no temporary behind."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """The benchmark scripts' shared parts: the JSON they print and write, and the warm evaluation cache."""
+
 from __future__ import annotations
 
 import importlib.util

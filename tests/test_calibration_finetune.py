@@ -1,4 +1,5 @@
 """Sim-to-real fine-tuning of the stage-I regressor on captures through a measured PSF."""
+
 from __future__ import annotations
 
 import json
@@ -50,7 +51,18 @@ def test_finetune_reports_nme_before_and_after_and_resumes(stage1_run: Path, tmp
     psf = _design_psf(stage1_run)
     shifted = np.roll(psf, (3, -2), axis=(1, 2))  # a prototype whose PSF sits off the design axis
     folder = _measured(tmp_path / "m", shifted)
-    sets = ["--set", "steps=2", "--set", "batch_size=4", "--set", "val_images=4", "--set", "progress=false", "--set", "checkpoint_every=1"]
+    sets = [
+        "--set",
+        "steps=2",
+        "--set",
+        "batch_size=4",
+        "--set",
+        "val_images=4",
+        "--set",
+        "progress=false",
+        "--set",
+        "checkpoint_every=1",
+    ]
     out = tmp_path / "ft"
     assert main(["finetune", "--run", str(stage1_run), "--measured", str(folder), "--out", str(out), *sets]) == 0
     assert "measured PSF before" in capsys.readouterr().out
@@ -64,7 +76,23 @@ def test_finetune_reports_nme_before_and_after_and_resumes(stage1_run: Path, tmp
     tuned, _ = load_regressor(out / "regressor.pt")
     original, _ = load_regressor(stage1_run / "regressor.pt")
     assert any(not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), original.state_dict().values()))
-    assert main(["finetune", "--run", str(stage1_run), "--measured", str(folder), "--out", str(out), *sets, "--set", "steps=3"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--run",
+                str(stage1_run),
+                "--measured",
+                str(folder),
+                "--out",
+                str(out),
+                *sets,
+                "--set",
+                "steps=3",
+            ]
+        )
+        == 0
+    )
     from anonymizer import checkpoint
 
     history = checkpoint.load(checkpoint.step_path(out / "checkpoints", 3))["history"]

@@ -1,4 +1,5 @@
 """Fitting the simulated camera to a measured PSF synthesised from a perturbed known model plus noise."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,8 +16,14 @@ from optics.presets import camera_from_spec
 # A random Zernike optic (0.5 um RMS), one wavelength per channel, 64 pupil samples: small enough
 # to fit in seconds on one core, structured enough that every parameter leaves a trace.
 OPTIC = dict(seed=3, pupil_samples=64, optic__spectrum__samples_per_channel=1, optic__mask__init_rms_height_m=0.5e-6)
-TRUE = Errors(distance_error_m=0.5e-3, mask_shift_m=(15e-6, -10e-6), rotation_rad=0.02, height_scale=0.95,
-              defocus_waves=0.2, psf_shift_px=(0.3, -0.4))
+TRUE = Errors(
+    distance_error_m=0.5e-3,
+    mask_shift_m=(15e-6, -10e-6),
+    rotation_rad=0.02,
+    height_scale=0.95,
+    defocus_waves=0.2,
+    psf_shift_px=(0.3, -0.4),
+)
 R_M, LAMBDA_D, Z_M = 2e-3, 550e-9, 0.05
 
 
@@ -46,7 +53,8 @@ def test_fit_recovers_the_true_parameters(fitted):
     assert v["mask_shift_x_m"] == pytest.approx(15e-6, abs=3e-6)
     assert v["mask_shift_y_m"] == pytest.approx(-10e-6, abs=3e-6)
     assert total_defocus_waves(v["distance_error_m"], v["defocus_waves"]) == pytest.approx(
-        total_defocus_waves(0.5e-3, 0.2), abs=0.02)
+        total_defocus_waves(0.5e-3, 0.2), abs=0.02
+    )
     assert v["distance_error_m"] == pytest.approx(0.5e-3, abs=0.3e-3)
     # The optical axis in frame pixels: crop origin + crop centre + fitted PSF shift.
     top, left = measured.info["crop_origin_px"]

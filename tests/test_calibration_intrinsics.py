@@ -1,4 +1,5 @@
 """Camera intrinsics from checkerboard views rendered with a known camera matrix."""
+
 from __future__ import annotations
 
 import cv2
@@ -48,4 +49,6 @@ def test_points_map_to_distorted_sensor_pixels():
     np.testing.assert_allclose(raw[1], [165.0, 118.0], atol=1e-9)  # the principal point does not move
     back = cv2.undistortPoints(raw.reshape(-1, 1, 2), K, np.array(dist), P=K).reshape(-1, 2)
     np.testing.assert_allclose(back, points, atol=0.05)
-    np.testing.assert_allclose(to_sensor_pixels(points, Intrinsics(K.tolist(), [0.0] * 5, SIZE, 0.1, 8)), points, atol=1e-9)
+    np.testing.assert_allclose(
+        to_sensor_pixels(points, Intrinsics(K.tolist(), [0.0] * 5, SIZE, 0.1, 8)), points, atol=1e-9
+    )

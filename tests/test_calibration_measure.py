@@ -1,4 +1,5 @@
 """Measured PSF from point-source captures: dark, hot pixels, background, centroid, crop, uncertainty, refusals."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,7 +30,7 @@ def _chi2_against_truth(truth: np.ndarray, noise: CaptureNoise, seed: int) -> tu
     top, left = m.info["crop_origin_px"]
     expected = np.zeros((3, 80, 90))
     expected[:, 20:53, 30:63] = truth
-    expected = expected[:, top: top + 33, left: left + 33]
+    expected = expected[:, top : top + 33, left : left + 33]
     expected /= expected.sum(axis=(1, 2), keepdims=True)
     return float((((m.psf - expected) / m.sigma) ** 2).mean()), m.info
 

@@ -1,4 +1,5 @@
 """The one configuration system: strict loading, overrides, resolved output."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,4 +1,5 @@
 """The versioned bundle: every file hashed in the manifest; tampered or partial bundles refused by name."""
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,9 @@ from firmware.bundle_reader import (
     BundleConfig,
     BundleError,
     load_config,
-    sha256_file,
     verify_bundle,
 )
+from obscura.digest import file_sha256
 from obscura.errors import ObscuraError
 from obscura.paths import REPO_ROOT
 
@@ -34,10 +35,17 @@ def test_manifest_lists_every_file_with_its_sha256(bundle: Path) -> None:
     manifest = json.loads((bundle / "manifest.json").read_text())
     files = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()} - {"manifest.json"}
     assert set(manifest["files"]) == files
-    assert {"config.yaml", "models/regressor.onnx", "models/anonymizer.onnx", "psf.npy", "constants/style.npy",
-            "code/firmware/pipeline.py", "code/obscura/errors.py"} <= files
+    assert {
+        "config.yaml",
+        "models/regressor.onnx",
+        "models/anonymizer.onnx",
+        "psf.npy",
+        "constants/style.npy",
+        "code/firmware/pipeline.py",
+        "code/obscura/errors.py",
+    } <= files
     for rel, entry in manifest["files"].items():
-        assert entry["sha256"] == sha256_file(bundle / rel) and entry["bytes"] == (bundle / rel).stat().st_size
+        assert entry["sha256"] == file_sha256(bundle / rel) and entry["bytes"] == (bundle / rel).stat().st_size
     assert manifest["version"] == "2026.1-test" and manifest["format"] == "obscura-bundle/1"
     cfg = load_config(bundle)
     assert cfg.stand_in and cfg.psf == "psf.npy" and cfg.constants == {"style": "constants/style.npy"}
@@ -50,16 +58,21 @@ def _flip_byte(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda b: _flip_byte(b / "models" / "regressor.onnx"), "file models/regressor.onnx does not match its sha256"),
-    (lambda b: (b / "psf.npy").unlink(), "missing file psf.npy"),
-    (lambda b: (b / "models" / "extra.onnx").write_bytes(b"x"), "file models/extra.onnx is not listed"),
-    (lambda b: (b / "manifest.json").unlink(), "missing manifest.json"),
-    (lambda b: (b / "config.yaml").write_text("input_size: 512\n"), "file config.yaml has"),
-    (lambda b: os.symlink("/etc/passwd", b / "link"), "link is a symbolic link"),
-    (lambda b: (b / "manifest.json").write_text("{"), "not JSON"),
-])
-def test_tampered_or_partial_bundles_are_refused_with_one_line_naming_the_file(bundle: Path, damage, message: str) -> None:
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda b: _flip_byte(b / "models" / "regressor.onnx"), "file models/regressor.onnx does not match its sha256"),
+        (lambda b: (b / "psf.npy").unlink(), "missing file psf.npy"),
+        (lambda b: (b / "models" / "extra.onnx").write_bytes(b"x"), "file models/extra.onnx is not listed"),
+        (lambda b: (b / "manifest.json").unlink(), "missing manifest.json"),
+        (lambda b: (b / "config.yaml").write_text("input_size: 512\n"), "file config.yaml has"),
+        (lambda b: os.symlink("/etc/passwd", b / "link"), "link is a symbolic link"),
+        (lambda b: (b / "manifest.json").write_text("{"), "not JSON"),
+    ],
+)
+def test_tampered_or_partial_bundles_are_refused_with_one_line_naming_the_file(
+    bundle: Path, damage, message: str
+) -> None:
     damage(bundle)
     with pytest.raises(BundleError, match=message) as info:
         verify_bundle(bundle)
@@ -91,12 +104,25 @@ def test_bundle_building_refuses_bad_input(tmp_path: Path) -> None:
 
 def test_cli_bundle_verify_and_dry_run_flash(tmp_path: Path) -> None:
     def deploy(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "deploy", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                              timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "deploy", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+        )
+
     paths = write_standins(tmp_path / "m", 16)
-    made = deploy("bundle", str(tmp_path / "b"), "--regressor", str(paths["regressor"]), "--anonymizer",
-                  str(paths["anonymizer"]), "--constant", f"style={paths['style']}", "--set", "input_size=16",
-                  "--version", "v7")
+    made = deploy(
+        "bundle",
+        str(tmp_path / "b"),
+        "--regressor",
+        str(paths["regressor"]),
+        "--anonymizer",
+        str(paths["anonymizer"]),
+        "--constant",
+        f"style={paths['style']}",
+        "--set",
+        "input_size=16",
+        "--version",
+        "v7",
+    )
     assert made.returncode == 0, made.stderr
     checked = deploy("verify", str(tmp_path / "b"))
     assert checked.returncode == 0 and "version v7" in checked.stdout and "trained models" in checked.stdout

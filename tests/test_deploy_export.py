@@ -1,4 +1,5 @@
 """ONNX export of torch modules: opset, dynamic batch, parity with PyTorch, including on optical captures."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,8 +22,12 @@ class TwoInputNet(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.encode = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.InstanceNorm2d(8, affine=True),
-                                          torch.nn.LeakyReLU(0.2), torch.nn.Conv2d(8, 8, 3, stride=2, padding=1))
+        self.encode = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, padding=1),
+            torch.nn.InstanceNorm2d(8, affine=True),
+            torch.nn.LeakyReLU(0.2),
+            torch.nn.Conv2d(8, 8, 3, stride=2, padding=1),
+        )
         self.mix = torch.nn.Conv2d(9, 3, 3, padding=1)
 
     def forward(self, capture: torch.Tensor, heatmaps: torch.Tensor):
@@ -33,8 +38,13 @@ class TwoInputNet(torch.nn.Module):
 
 def _export(tmp_path: Path) -> tuple[TwoInputNet, Path]:
     net = TwoInputNet()
-    path = export_onnx(net, (torch.rand(1, 3, 32, 32), torch.rand(1, 1, 16, 16)), tmp_path / "net.onnx",
-                       ["capture", "heatmaps"], ["output", "pooled"])
+    path = export_onnx(
+        net,
+        (torch.rand(1, 3, 32, 32), torch.rand(1, 1, 16, 16)),
+        tmp_path / "net.onnx",
+        ["capture", "heatmaps"],
+        ["output", "pooled"],
+    )
     return net, path
 
 
@@ -44,8 +54,13 @@ def test_export_has_opset_17_and_a_dynamic_batch(tmp_path: Path) -> None:
     assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
     assert [i.type.tensor_type.shape.dim[0].dim_param for i in model.graph.input] == ["batch", "batch"]
     session = make_session(path)
-    out = session.run(None, {"capture": np.random.rand(3, 3, 32, 32).astype(np.float32),
-                             "heatmaps": np.random.rand(3, 1, 16, 16).astype(np.float32)})
+    out = session.run(
+        None,
+        {
+            "capture": np.random.rand(3, 3, 32, 32).astype(np.float32),
+            "heatmaps": np.random.rand(3, 1, 16, 16).astype(np.float32),
+        },
+    )
     assert out[0].shape == (3, 3, 32, 32) and out[1].shape == (3, 8)
     assert choose_providers()[-1] == "CPUExecutionProvider"
 
@@ -81,5 +96,11 @@ def test_a_model_that_drifts_fails_the_parity_check(tmp_path: Path) -> None:
 
 def test_opset_below_17_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ObscuraError, match="expected >= 17"):
-        export_onnx(TwoInputNet(), (torch.rand(1, 3, 32, 32), torch.rand(1, 1, 16, 16)), tmp_path / "x.onnx",
-                    ["capture", "heatmaps"], ["output", "pooled"], opset=13)
+        export_onnx(
+            TwoInputNet(),
+            (torch.rand(1, 3, 32, 32), torch.rand(1, 1, 16, 16)),
+            tmp_path / "x.onnx",
+            ["capture", "heatmaps"],
+            ["output", "pooled"],
+            opset=13,
+        )

@@ -3,6 +3,7 @@
 The "device" is a folder on this machine reached through ssh/scp as the current user; restarting
 the service is a command that leaves a marker file, so no systemd unit is touched here.
 """
+
 from __future__ import annotations
 
 import getpass
@@ -23,8 +24,14 @@ from obscura.errors import ObscuraError
 from obscura.paths import REPO_ROOT
 
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
-SFTP_SERVER = next((p for p in ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server",
-                                "/usr/libexec/sftp-server") if Path(p).exists()), None)
+SFTP_SERVER = next(
+    (
+        p
+        for p in ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "/usr/libexec/sftp-server")
+        if Path(p).exists()
+    ),
+    None,
+)
 pytestmark = pytest.mark.skipif(
     SSHD is None or SFTP_SERVER is None or shutil.which("ssh-keygen") is None,
     reason="sshd not installed (Debian package: openssh-server)",
@@ -70,8 +77,12 @@ def device(tmp_path_factory: pytest.TempPathFactory):
         f"  IdentitiesOnly yes\n  UserKnownHostsFile {home / 'known_hosts'}\n  StrictHostKeyChecking yes\n"
         "  BatchMode yes\n  LogLevel ERROR\n"
     )
-    server = subprocess.Popen([SSHD, "-D", "-e", "-f", str(home / "sshd_config")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [SSHD, "-D", "-e", "-f", str(home / "sshd_config")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while not _ssh_ok(config):
@@ -105,10 +116,27 @@ def _flash_cli(device: Path, bundle: Path, root: Path, *extra: str, path_prefix:
     if path_prefix is not None:
         env["PATH"] = f"{path_prefix}{os.pathsep}{env['PATH']}"
     return subprocess.run(
-        [sys.executable, "-m", "deploy", "flash", str(bundle), "--target", f"device:{root}", "-F", str(device),
-         "--unit-dir", str(root.parents[1] / "units"), "--restart-cmd", f"echo restarted >> {root.parents[1] / 'restarts'}",
-         *extra],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "deploy",
+            "flash",
+            str(bundle),
+            "--target",
+            f"device:{root}",
+            "-F",
+            str(device),
+            "--unit-dir",
+            str(root.parents[1] / "units"),
+            "--restart-cmd",
+            f"echo restarted >> {root.parents[1] / 'restarts'}",
+            *extra,
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -141,8 +169,13 @@ def test_flash_installs_verifies_switches_and_rolls_back(device: Path, bundles, 
     assert (tmp_path / "device" / "restarts").read_text().count("restarted") == 3
 
     build_standin_bundle(tmp_path / "v3", 16, version="v3")
-    flash(tmp_path / "v3", _ssh(device, root), unit_dir=str(tmp_path / "device" / "units"), restart_cmd="true",
-          log=logs.append)
+    flash(
+        tmp_path / "v3",
+        _ssh(device, root),
+        unit_dir=str(tmp_path / "device" / "units"),
+        restart_cmd="true",
+        log=logs.append,
+    )
     assert sorted(p.name for p in (root / "releases").iterdir()) == ["v1", "v3"]  # v2 pruned: not current/previous
 
 
@@ -196,7 +229,8 @@ sys.exit(255 if behaviour == 'cut' else code)
 
 @pytest.mark.parametrize("behaviour", ["cut", "corrupt", "kill"])
 def test_an_interrupted_or_corrupted_transfer_leaves_the_running_version_intact(
-        device: Path, bundles, tmp_path: Path, behaviour: str) -> None:
+    device: Path, bundles, tmp_path: Path, behaviour: str
+) -> None:
     v1, v2 = bundles
     root = tmp_path / "device" / "opt" / "obscura"
     assert _flash_cli(device, v1, root).returncode == 0
@@ -235,7 +269,9 @@ def test_tampered_or_partial_bundles_are_refused_before_anything_is_sent(bundles
     assert issubclass(FlashError, ObscuraError)
 
 
-def test_a_flash_in_progress_elsewhere_holds_the_device_until_the_lock_is_broken(device: Path, bundles, tmp_path: Path) -> None:
+def test_a_flash_in_progress_elsewhere_holds_the_device_until_the_lock_is_broken(
+    device: Path, bundles, tmp_path: Path
+) -> None:
     v1, v2 = bundles
     root = tmp_path / "device" / "opt" / "obscura"
     assert _flash_cli(device, v1, root).returncode == 0

@@ -3,6 +3,7 @@
 The fakes accept only what the real version offers: the TensorRT 10 builder config has no
 `max_workspace_size`, its builder no `build_engine`; the 8.2 config has no memory pools.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -101,7 +102,9 @@ def make_fake_tensorrt(version: str) -> types.ModuleType:
 
         def __setattr__(self, name: str, value: object) -> None:
             if name not in allowed:
-                raise AttributeError(f"'tensorrt.IBuilderConfig' object has no attribute '{name}' in TensorRT {version}")
+                raise AttributeError(
+                    f"'tensorrt.IBuilderConfig' object has no attribute '{name}' in TensorRT {version}"
+                )
             events.append(("config", name, value))
             object.__setattr__(self, name, value)
 
@@ -117,8 +120,10 @@ def make_fake_tensorrt(version: str) -> types.ModuleType:
             events.append(("calibration_profile",))
 
     if (major, minor) >= (8, 4):
+
         def set_memory_pool_limit(self, pool: str, nbytes: int) -> None:
             events.append(("memory_pool", pool, nbytes))
+
         Config.set_memory_pool_limit = set_memory_pool_limit
 
     class Builder:
@@ -149,8 +154,10 @@ def make_fake_tensorrt(version: str) -> types.ModuleType:
             return f"ENGINE {version}".encode()
 
     if major < 10:
+
         def build_engine(self, network: Network, config: Config) -> None:
             raise AssertionError("build_engine is deprecated; build_serialized_network must be used")
+
         Builder.build_engine = build_engine
     trt.Builder = Builder
     return trt
@@ -241,14 +248,22 @@ def test_clear_errors(monkeypatch, model: Path, tmp_path: Path) -> None:
 
 def test_tensorrt_is_imported_lazily_and_the_cli_reports_its_absence(model: Path, tmp_path: Path) -> None:
     code = "import sys, deploy.tensorrt_build, deploy.__main__; assert 'tensorrt' not in sys.modules; print('ok')"
-    assert subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip() == "ok"
+    assert (
+        subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+        == "ok"
+    )
     try:
         import tensorrt  # noqa: F401
+
         pytest.skip("TensorRT is installed here")
     except ImportError:
         pass
-    result = subprocess.run([sys.executable, "-m", "deploy", "build-engine", str(model), "--out", str(tmp_path / "e")],
-                            cwd=REPO_ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy", "build-engine", str(model), "--out", str(tmp_path / "e")],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and "deploy: error: TensorRT is not installed" in result.stderr
 
 
@@ -268,6 +283,10 @@ def test_bundle_engines_are_named_by_the_sha256_of_their_model(monkeypatch, tmp_
 
 
 def test_build_engine_cli_needs_one_of_its_two_forms(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "deploy", "build-engine", "--bundle", str(tmp_path)],
-                            cwd=REPO_ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy", "build-engine", "--bundle", str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and "either ONNX --out ENGINE, or --bundle DIR --engine-dir DIR" in result.stderr

@@ -1,4 +1,5 @@
 """Exporting the trained stage-I regressor and a stage-II anonymizer: parity, the bundle on the firmware, refusals."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,12 @@ from obscura.paths import REPO_ROOT, WEIGHTS_DIR
 from optics.image_io import to_uint8
 
 # the tiny stage-II widths of test_anonymizer_stage2, at the committed stage I's 128 px crop
-ARCH = {"img_size": 128, "num_domains": 1, "w_hpf": 1.0,
-        **{key.split(".")[1]: value for key, value in TINY.items() if key.startswith("model.") and key != "model.img_size"}}
+ARCH = {
+    "img_size": 128,
+    "num_domains": 1,
+    "w_hpf": 1.0,
+    **{key.split(".")[1]: value for key, value in TINY.items() if key.startswith("model.") and key != "model.img_size"},
+}
 STAGE1_FILES = ("optic.npz", "regressor.pt", "adversary.pt", "splits/train.txt")
 
 
@@ -40,8 +45,12 @@ def _anonymizer_file(path: Path, arch: dict = ARCH, digest: dict | None = None) 
     torch.manual_seed(0)
     nets = build_networks(arch, discriminator=False)
     digest = digest or {name: file_sha256(WEIGHTS_DIR / name) for name in STAGE1_FILES}
-    return save_anonymizer(path, nets, arch, {"stage1": "weights", "stage1_digest": digest, "crop_size": 128, "steps": 0,
-                                              "train_identities": []})
+    return save_anonymizer(
+        path,
+        nets,
+        arch,
+        {"stage1": "weights", "stage1_digest": digest, "crop_size": 128, "steps": 0, "train_identities": []},
+    )
 
 
 def _astronaut_faces(folder: Path) -> Path:
@@ -51,8 +60,10 @@ def _astronaut_faces(folder: Path) -> Path:
     image = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
     folder.mkdir(parents=True)
     for i, (top, left, side) in enumerate([(0, 100, 280), (20, 130, 240), (10, 90, 320), (30, 150, 200)]):
-        cv2.imwrite(str(folder / f"astronaut-{i}.png"), cv2.resize(image[top:top + side, left:left + side], (160, 160),
-                                                                  interpolation=cv2.INTER_AREA))
+        cv2.imwrite(
+            str(folder / f"astronaut-{i}.png"),
+            cv2.resize(image[top : top + side, left : left + side], (160, 160), interpolation=cv2.INTER_AREA),
+        )
     return folder
 
 
@@ -62,10 +73,32 @@ def exported(tmp_path_factory) -> dict[str, Path]:
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("export-trained")
-    paths = {"anonymizer": _anonymizer_file(tmp / "generator_ema.pt"), "faces": _astronaut_faces(tmp / "faces"),
-             "out": tmp / "export", "bundle": tmp / "bundle"}
-    assert main(["export-trained", "--stage1", "weights", "--anonymizer", str(paths["anonymizer"]), "--out", str(paths["out"]),
-                 "--faces", str(paths["faces"]), "--parity-faces", "4", "--bundle", str(paths["bundle"])]) == 0
+    paths = {
+        "anonymizer": _anonymizer_file(tmp / "generator_ema.pt"),
+        "faces": _astronaut_faces(tmp / "faces"),
+        "out": tmp / "export",
+        "bundle": tmp / "bundle",
+    }
+    assert (
+        main(
+            [
+                "export-trained",
+                "--stage1",
+                "weights",
+                "--anonymizer",
+                str(paths["anonymizer"]),
+                "--out",
+                str(paths["out"]),
+                "--faces",
+                str(paths["faces"]),
+                "--parity-faces",
+                "4",
+                "--bundle",
+                str(paths["bundle"]),
+            ]
+        )
+        == 0
+    )
     torch.set_num_threads(before)
     return paths
 
@@ -82,13 +115,28 @@ def test_export_writes_both_models_and_parity_at_batch_1_and_3(exported) -> None
     assert report["batch_sizes"] == [1, 3] and report["faces"]["count"] == 4
     assert set(report["max_abs_diff"]) == {"regressor.heatmaps", "anonymizer.output"}
     assert all(0.0 <= diff <= 1e-4 for diff in report["max_abs_diff"].values())
-    assert report["input_size"] == 128 and report["output_size"] == 128 and report["anonymizer_sha256"] == file_sha256(exported["anonymizer"])
-    inputs = {name: [(i.name, [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]) for i in onnx.load(str(out / f"{name}.onnx")).graph.input]
-              for name in ("regressor", "anonymizer")}
+    assert (
+        report["input_size"] == 128
+        and report["output_size"] == 128
+        and report["anonymizer_sha256"] == file_sha256(exported["anonymizer"])
+    )
+    inputs = {
+        name: [
+            (i.name, [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim])
+            for i in onnx.load(str(out / f"{name}.onnx")).graph.input
+        ]
+        for name in ("regressor", "anonymizer")
+    }
     assert inputs["regressor"] == [("capture", ["batch", 3, 128, 128])]
-    assert inputs["anonymizer"] == [("capture", ["batch", 3, 128, 128]), ("heatmaps", ["batch", 69, 32, 32]), ("latent", ["batch", 4])]
+    assert inputs["anonymizer"] == [
+        ("capture", ["batch", 3, 128, 128]),
+        ("heatmaps", ["batch", 69, 32, 32]),
+        ("latent", ["batch", 4]),
+    ]
     latent = np.load(out / "latent.npy")
-    assert latent.shape == (1, 4) and np.array_equal(latent, torch.randn(1, 4, generator=torch.Generator().manual_seed(0)).numpy())
+    assert latent.shape == (1, 4) and np.array_equal(
+        latent, torch.randn(1, 4, generator=torch.Generator().manual_seed(0)).numpy()
+    )
     assert check_psf(np.load(out / "psf.npy"), "exported PSF").shape == (3, 128, 128)
     assert (out / "parity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -98,13 +146,19 @@ def test_firmware_runs_the_bundle_and_matches_the_torch_path_within_1_lsb(export
     assert (cfg.input_size, cfg.value_range, cfg.stand_in, cfg.psf) == (128, "0..1", False, "psf.npy")
     assert cfg.constants == {"latent": "constants/latent.npy"} and anonymizer.needs_heatmaps
     scene = cv2.resize(cv2.imread(str(exported["faces"] / "astronaut-0.png"))[:, :, ::-1], (640, 480))
-    frame = PsfConvolver(load_psf(exported["bundle"] / cfg.psf)).capture(scene)  # what a sim:// source hands the pipeline
+    frame = PsfConvolver(load_psf(exported["bundle"] / cfg.psf)).capture(
+        scene
+    )  # what a sim:// source hands the pipeline
     out = anonymizer(frame, regressor(frame))
     assert out.shape == (128, 128, 3) and out.dtype == np.uint8 and out.std() > 0
     x = torch.from_numpy(to_model_input(frame, 128, "0..1"))
     latent = torch.from_numpy(np.load(exported["out"] / "latent.npy"))
     with torch.no_grad():
-        expected = to_uint8(LatentAnonymizer(trained.nets.generator, trained.nets.mapping_network)(x, trained.parts.regressor(x), latent)[0])
+        expected = to_uint8(
+            LatentAnonymizer(trained.nets.generator, trained.nets.mapping_network)(
+                x, trained.parts.regressor(x), latent
+            )[0]
+        )
     assert np.abs(out.astype(int) - expected.astype(int)).max() <= 1
 
 
@@ -135,21 +189,36 @@ def test_a_generator_larger_than_the_crop_exports_with_its_resize(tmp_path: Path
     from deploy.onnx_export import check_parity, export_onnx
 
     x = torch.rand(2, 3, 128, 128)
-    antialiased = torch.nn.functional.interpolate(x, size=(256, 256), mode="bilinear", align_corners=False, antialias=True)
+    antialiased = torch.nn.functional.interpolate(
+        x, size=(256, 256), mode="bilinear", align_corners=False, antialias=True
+    )
     assert torch.allclose(resize(x, 256), antialiased, atol=1e-6)  # enlarging: the antialiased filter is plain bilinear
     torch.manual_seed(0)
     nets = build_networks({**ARCH, "img_size": 256}, discriminator=False)
     module = LatentAnonymizer(nets.generator, nets.mapping_network).eval()
     rng = np.random.default_rng(0)
-    batches = [(rng.random((n, 3, 128, 128), np.float32), rng.random((n, 69, 32, 32), np.float32),
-                rng.standard_normal((n, 4)).astype(np.float32)) for n in (1, 2)]
+    batches = [
+        (
+            rng.random((n, 3, 128, 128), np.float32),
+            rng.random((n, 69, 32, 32), np.float32),
+            rng.standard_normal((n, 4)).astype(np.float32),
+        )
+        for n in (1, 2)
+    ]
     with known_export_warnings():
-        path = export_onnx(module, [torch.from_numpy(a) for a in batches[0]], tmp_path / "anonymizer.onnx",
-                           ["capture", "heatmaps", "latent"], ["output"])
+        path = export_onnx(
+            module,
+            [torch.from_numpy(a) for a in batches[0]],
+            tmp_path / "anonymizer.onnx",
+            ["capture", "heatmaps", "latent"],
+            ["output"],
+        )
     assert check_parity(module, path, batches).worst <= 1e-4
 
 
-@pytest.mark.parametrize("case", ["missing", "checkpoint", "other_stage1", "small_generator", "no_stage1", "bundle_exists"])
+@pytest.mark.parametrize(
+    "case", ["missing", "checkpoint", "other_stage1", "small_generator", "no_stage1", "bundle_exists"]
+)
 def test_bad_inputs_are_refused_with_one_line(case: str, tmp_path: Path, capsys, one_torch_thread) -> None:
     anonymizer, stage1, extra = tmp_path / "generator_ema.pt", "weights", []
     expected = {
@@ -163,7 +232,9 @@ def test_bad_inputs_are_refused_with_one_line(case: str, tmp_path: Path, capsys,
     if case == "checkpoint":
         checkpoint.save(anonymizer, {"step": 100, "ema": {}})  # a stage-II training checkpoint, not an anonymizer file
     elif case == "other_stage1":
-        _anonymizer_file(anonymizer, digest={**{n: file_sha256(WEIGHTS_DIR / n) for n in STAGE1_FILES}, "regressor.pt": "0" * 64})
+        _anonymizer_file(
+            anonymizer, digest={**{n: file_sha256(WEIGHTS_DIR / n) for n in STAGE1_FILES}, "regressor.pt": "0" * 64}
+        )
     elif case == "small_generator":
         _anonymizer_file(anonymizer, {**ARCH, "img_size": 64})
     elif case != "missing":
@@ -172,7 +243,21 @@ def test_bad_inputs_are_refused_with_one_line(case: str, tmp_path: Path, capsys,
         stage1 = "/no/such/stage1"
     if case == "bundle_exists":
         extra = ["--bundle", str(tmp_path)]
-    assert main(["export-trained", "--stage1", stage1, "--anonymizer", str(anonymizer), "--out", str(tmp_path / "out"), *extra]) == 2
+    assert (
+        main(
+            [
+                "export-trained",
+                "--stage1",
+                stage1,
+                "--anonymizer",
+                str(anonymizer),
+                "--out",
+                str(tmp_path / "out"),
+                *extra,
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("deploy: error: ") and expected in err and err.count("\n") == 1
     assert not (tmp_path / "out" / "anonymizer.onnx").exists()
@@ -181,7 +266,10 @@ def test_bad_inputs_are_refused_with_one_line(case: str, tmp_path: Path, capsys,
 def test_without_face_data_the_export_asks_for_faces(tmp_path: Path, monkeypatch, capsys, one_torch_thread) -> None:
     monkeypatch.setenv("OBSCURA_DATA", str(tmp_path / "no-data"))
     anonymizer = _anonymizer_file(tmp_path / "generator_ema.pt")
-    assert main(["export-trained", "--stage1", "weights", "--anonymizer", str(anonymizer), "--out", str(tmp_path / "out")]) == 2
+    assert (
+        main(["export-trained", "--stage1", "weights", "--anonymizer", str(anonymizer), "--out", str(tmp_path / "out")])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "no real faces for the parity check" in err and "--faces DIR" in err and err.count("\n") == 1
 
@@ -189,9 +277,23 @@ def test_without_face_data_the_export_asks_for_faces(tmp_path: Path, monkeypatch
 def test_pipeline_bench_runs_a_trained_bundle_through_its_psf(exported, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     result = subprocess.run(
-        [sys.executable, "benchmarks/pipeline_bench.py", "--json", str(out), "--bundle-128", str(exported["bundle"]),
-         "--warmup", "0.5", "--duration", "1"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        [
+            sys.executable,
+            "benchmarks/pipeline_bench.py",
+            "--json",
+            str(out),
+            "--bundle-128",
+            str(exported["bundle"]),
+            "--warmup",
+            "0.5",
+            "--duration",
+            "1",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(out.read_text())

@@ -1,4 +1,5 @@
 """Folder-per-identity loading: order, filters, formats, splits and bad input."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,7 +14,11 @@ from obscura.errors import ObscuraError
 
 def _write(path: Path, grey: bool = True, value: int = 100) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    img = np.full((20, 24), value, np.uint8) if grey else np.dstack([np.full((20, 24), v, np.uint8) for v in (10, 20, 30)])
+    img = (
+        np.full((20, 24), value, np.uint8)
+        if grey
+        else np.dstack([np.full((20, 24), v, np.uint8) for v in (10, 20, 30)])
+    )
     assert cv2.imwrite(str(path), img)
 
 
@@ -34,7 +39,12 @@ def test_listing_is_sorted_and_filters_suffixes(face_dir: Path) -> None:
     listing = face_sets.list_images(face_dir)
     assert list(listing) == ["alice", "bob", "carol"]
     assert [p.name for p in listing["alice"]] == [
-        "alice_0001.jpg", "alice_0002.jpg", "alice_0003.jpg", "alice_0004.jpg", "alice_0009.png", "alice_0010.pgm",
+        "alice_0001.jpg",
+        "alice_0002.jpg",
+        "alice_0003.jpg",
+        "alice_0004.jpg",
+        "alice_0009.png",
+        "alice_0010.pgm",
     ]
 
 

@@ -1,4 +1,5 @@
 """Image-space baselines and 5-point alignment."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,8 +16,18 @@ def _image(h: int = 64, w: int = 48) -> np.ndarray:
 
 
 def test_registry_names_and_unknown_method() -> None:
-    assert {"clean", "lowres8", "lowres16", "lowres32", "blur2", "blur4", "blur8", "pixelate16",
-            "defocus", "zernike-random"} <= set(methods.names())
+    assert {
+        "clean",
+        "lowres8",
+        "lowres16",
+        "lowres32",
+        "blur2",
+        "blur4",
+        "blur8",
+        "pixelate16",
+        "defocus",
+        "zernike-random",
+    } <= set(methods.names())
     with pytest.raises(ObscuraError, match="--method 'lowres7': unknown method"):
         methods.get("lowres7")
 

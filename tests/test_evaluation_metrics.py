@@ -1,4 +1,5 @@
 """Privacy and utility metrics against hand-computed values."""
+
 from __future__ import annotations
 
 import numpy as np

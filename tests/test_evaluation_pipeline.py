@@ -1,4 +1,5 @@
 """The evaluate command end to end: bad input, images without faces, and a small real-face subset."""
+
 from __future__ import annotations
 
 import argparse
@@ -51,11 +52,27 @@ def test_cli_rejects_bad_input(tmp_path: Path) -> None:
 def test_images_without_faces_are_counted_not_fatal(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     _noise_faces(tmp_path / "faces")
     out = tmp_path / "out"
-    args = _parse([
-        "evaluate", "--data", str(tmp_path / "faces"), "--method", "blur2", "--min-images", "3",
-        "--out", str(out), "--cache", str(tmp_path / "cache"), "--workers", "1",
-        "--set", "bootstrap=20", "--set", "progress=false",
-    ])
+    args = _parse(
+        [
+            "evaluate",
+            "--data",
+            str(tmp_path / "faces"),
+            "--method",
+            "blur2",
+            "--min-images",
+            "3",
+            "--out",
+            str(out),
+            "--cache",
+            str(tmp_path / "cache"),
+            "--workers",
+            "1",
+            "--set",
+            "bootstrap=20",
+            "--set",
+            "progress=false",
+        ]
+    )
     assert args.func(args) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["n_identities"] == 2 and report["n_probes"] == 4
@@ -70,7 +87,9 @@ def test_images_without_faces_are_counted_not_fatal(tmp_path: Path, capsys: pyte
     assert "replicated to three identical RGB channels" in (out / "report.md").read_text()
     assert "ben/3.jpg" in (out / "report.md").read_text()
     assert "blur2 on 2 identities, 4 probes" in capsys.readouterr().out
-    args = _parse(["evaluate-summary", str(tmp_path), "--out", str(tmp_path / "table.md"), "--plot", str(tmp_path / "curve.png")])
+    args = _parse(
+        ["evaluate-summary", str(tmp_path), "--out", str(tmp_path / "table.md"), "--plot", str(tmp_path / "curve.png")]
+    )
     assert args.func(args) == 0
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
     table = (tmp_path / "table.md").read_text().splitlines()
@@ -90,8 +109,15 @@ def lfw_subset(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 def _run(data: Path, method: str, tmp: Path) -> dict:
     cfg = EvaluateConfig(
-        data=str(data), method=method, out=str(tmp / method), min_images=5, cache_dir=str(tmp / "cache"),
-        workers=1, bootstrap=50, progress=False, examples=2,
+        data=str(data),
+        method=method,
+        out=str(tmp / method),
+        min_images=5,
+        cache_dir=str(tmp / "cache"),
+        workers=1,
+        bootstrap=50,
+        progress=False,
+        examples=2,
     )
     return run(cfg)
 
@@ -154,10 +180,23 @@ def test_plot_labels_shorten_paths() -> None:
 
 
 @pytest.mark.slow
-def test_two_worker_processes_give_the_one_process_result_for_an_optical_method(lfw_subset: Path, tmp_path: Path) -> None:
+def test_two_worker_processes_give_the_one_process_result_for_an_optical_method(
+    lfw_subset: Path, tmp_path: Path
+) -> None:
     """Workers are spawned, not forked: checking an optical method runs torch in this process first."""
     one = _run(lfw_subset, "defocus", tmp_path / "one")
-    two = run(EvaluateConfig(data=str(lfw_subset), method="defocus", out=str(tmp_path / "two"), min_images=5,
-                             cache_dir=str(tmp_path / "cache-two"), workers=2, bootstrap=50, progress=False, examples=2))
+    two = run(
+        EvaluateConfig(
+            data=str(lfw_subset),
+            method="defocus",
+            out=str(tmp_path / "two"),
+            min_images=5,
+            cache_dir=str(tmp_path / "cache-two"),
+            workers=2,
+            bootstrap=50,
+            progress=False,
+            examples=2,
+        )
+    )
     for part in ("privacy", "utility"):  # through JSON, where NaN (no face found) equals NaN
         assert json.dumps(two[part], sort_keys=True) == json.dumps(one[part], sort_keys=True), part

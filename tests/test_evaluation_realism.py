@@ -1,4 +1,5 @@
 """Frechet distances: closed forms, and the Inception-FID path exercised with a small stand-in network."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """How the evaluation runs the wheels' face models: MTCNN on one thread, with the package's answers."""
+
 from __future__ import annotations
 
 import numpy as np

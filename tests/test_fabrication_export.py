@@ -1,4 +1,5 @@
 """Fabrication export: wrap/quantise/constraints, and exact round trips through GDSII, TIFF and STL."""
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,7 @@ def _ring_map() -> LevelMap:
     """A 4-level map with nested rings (holes in every layer) and an isolated island."""
     y, x = np.indices((40, 48))
     r = np.hypot(y - 19.5, x - 23.5)
-    levels = (np.floor(r / 4).astype(np.int32) % 4)
+    levels = np.floor(r / 4).astype(np.int32) % 4
     levels[2:5, 40:44] = 3
     return LevelMap(levels, 4, 0.3e-6, 2e-6)
 
@@ -136,10 +137,33 @@ def small_optic(tmp_path_factory):
 
 
 def test_export_command_writes_every_file_and_reports_changes(small_optic, tmp_path, capsys):
-    args = _parser().parse_args(["export", "--optic", str(small_optic), "--levels", "4", "--pitch", "40e-6",
-                                 "--min-feature", "80e-6", "--max-height", "0.8e-6", "--out", str(tmp_path)])
+    args = _parser().parse_args(
+        [
+            "export",
+            "--optic",
+            str(small_optic),
+            "--levels",
+            "4",
+            "--pitch",
+            "40e-6",
+            "--min-feature",
+            "80e-6",
+            "--max-height",
+            "0.8e-6",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert args.func(args) == 0
-    for name in ("mask.gds", "height_map.tif", "mask.stl", "export.json", "config.yaml", "height_map.png", "levels.npy"):
+    for name in (
+        "mask.gds",
+        "height_map.tif",
+        "mask.stl",
+        "export.json",
+        "config.yaml",
+        "height_map.png",
+        "levels.npy",
+    ):
         assert (tmp_path / name).is_file(), name
     sidecar = json.loads((tmp_path / "export.json").read_text())
     levels = np.load(tmp_path / "levels.npy")

@@ -1,4 +1,5 @@
 """The as-built PSF model (closed-form checks) and the tolerance analysis of a fabricated optic."""
+
 from __future__ import annotations
 
 import math
@@ -29,7 +30,9 @@ MONO = dict(optic__spectrum__samples_per_channel=1)
 
 
 def test_no_errors_reproduces_the_optics_psf():
-    optic = camera_from_spec("zernike-random", seed=2, pupil_samples=64, psf_size=32, optic__mask__init_rms_height_m=0.5e-6).optic
+    optic = camera_from_spec(
+        "zernike-random", seed=2, pupil_samples=64, psf_size=32, optic__mask__init_rms_height_m=0.5e-6
+    ).optic
     with torch.no_grad():
         np.testing.assert_allclose(as_built_psf(optic, Errors()).numpy(), optic.psf().double().numpy(), atol=1e-7)
 
@@ -40,8 +43,11 @@ def test_extra_defocus_equals_a_near_object():
     far = camera_from_spec("lens", pupil_samples=64, psf_size=48).optic
     near = camera_from_spec("lens", pupil_samples=64, psf_size=48, object_distance_m=s_o).optic
     with torch.no_grad():
-        np.testing.assert_allclose(as_built_psf(far, Errors(defocus_waves=radius**2 / (2 * lam_d * s_o))).numpy(),
-                                   near.psf().double().numpy(), atol=1e-7)
+        np.testing.assert_allclose(
+            as_built_psf(far, Errors(defocus_waves=radius**2 / (2 * lam_d * s_o))).numpy(),
+            near.psf().double().numpy(),
+            atol=1e-7,
+        )
 
 
 def test_distance_error_blurs_like_geometric_optics():
@@ -63,7 +69,9 @@ def test_rotation_leaves_a_lens_unchanged_and_shifts_move_the_psf():
         moved = as_built_psf(lens, Errors(psf_shift_px=(2.0, -3.0)))
     # +2 px in x (columns), -3 px in y (rows); the window-normalisation differs, so compare shapes.
     a, b = moved.numpy()[:, 10:26, 18:30], base.numpy()[:, 13:29, 16:28]
-    np.testing.assert_allclose(a / a.sum(axis=(1, 2), keepdims=True), b / b.sum(axis=(1, 2), keepdims=True), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        a / a.sum(axis=(1, 2), keepdims=True), b / b.sum(axis=(1, 2), keepdims=True), rtol=1e-6, atol=1e-9
+    )
 
 
 def test_transform_map_is_an_exact_roll_and_rotation_on_the_grid():
@@ -77,14 +85,25 @@ def test_transform_map_is_an_exact_roll_and_rotation_on_the_grid():
 
 
 def test_fabricated_psf_approaches_the_design_with_more_levels():
-    optic = camera_from_spec("zernike-random", seed=2, pupil_samples=64, psf_size=32, optic__mask__init_rms_height_m=0.5e-6, **MONO).optic
+    optic = camera_from_spec(
+        "zernike-random", seed=2, pupil_samples=64, psf_size=32, optic__mask__init_rms_height_m=0.5e-6, **MONO
+    ).optic
     surface = design_surface(optic)
     with torch.no_grad():
         design = optic.psf().double()
         green = []
         for levels in (2, 4, 16, 256):
-            level_map = fabricated_levels(surface, optic.pupil_pitch_m, 4e-3, material_name="fused_silica", design_wavelength_m=550e-9,
-                                          num_levels=levels, writer_pitch_m=15.625e-6, max_height_m=1e-5, min_feature_m=0.0)
+            level_map = fabricated_levels(
+                surface,
+                optic.pupil_pitch_m,
+                4e-3,
+                material_name="fused_silica",
+                design_wavelength_m=550e-9,
+                num_levels=levels,
+                writer_pitch_m=15.625e-6,
+                max_height_m=1e-5,
+                min_feature_m=0.0,
+            )
             psf = as_built_psf(optic, Errors(), transmission=pupil_transmission(level_map, optic, "fused_silica"))
             green.append(float(psf_correlation(design[1], psf[1])))  # the 550 nm channel: wrapping is exact there
     assert green == sorted(green) and green[-1] > 0.999 and green[0] < 0.95
@@ -105,9 +124,19 @@ def test_tolerance_command_writes_report(tmp_path):
     from optics.optic_file import save_optic
 
     path = tmp_path / "optic.npz"
-    save_optic(path, camera_from_spec("zernike-random", seed=2, pupil_samples=48, psf_size=24, optic__mask__init_rms_height_m=0.4e-6, **MONO))
-    cfg = ToleranceConfig(optic=str(path), height_error_sigma_m=[10e-9, 200e-9], mask_shift_m=[5e-6, 200e-6],
-                          rotation_deg=[0.1, 10.0], distance_error_m=[10e-6, 2e-3])
+    save_optic(
+        path,
+        camera_from_spec(
+            "zernike-random", seed=2, pupil_samples=48, psf_size=24, optic__mask__init_rms_height_m=0.4e-6, **MONO
+        ),
+    )
+    cfg = ToleranceConfig(
+        optic=str(path),
+        height_error_sigma_m=[10e-9, 200e-9],
+        mask_shift_m=[5e-6, 200e-6],
+        rotation_deg=[0.1, 10.0],
+        distance_error_m=[10e-6, 2e-3],
+    )
     cfg.fabrication.writer_pitch_m = 20e-6
     cfg.fabrication.min_feature_m = 0.0
     report = run_tolerance(cfg, tmp_path / "out")

@@ -1,4 +1,5 @@
 """python -m firmware: run with a bundle to file sinks, bad input as one line with exit code 2; the sinks."""
+
 from __future__ import annotations
 
 import json
@@ -32,10 +33,28 @@ def test_run_streams_a_bundle_to_a_video_and_prints_metrics(tmp_path: Path) -> N
     build_standin_bundle(tmp_path / "bundle", 32, psf=psf)
     video = tmp_path / "out.avi"
     result = subprocess.run(
-        [sys.executable, "-m", "firmware", "run", "--bundle", str(tmp_path / "bundle"),
-         "--source", f"sim://{folder}?fps=30", "--sink", f"file://{video}",  # the PSF comes from the bundle
-         "--sink", f"file://{tmp_path / 'captures'}?stream=capture", "--duration", "1.5", "--log-level", "error"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "firmware",
+            "run",
+            "--bundle",
+            str(tmp_path / "bundle"),
+            "--source",
+            f"sim://{folder}?fps=30",
+            "--sink",
+            f"file://{video}",  # the PSF comes from the bundle
+            "--sink",
+            f"file://{tmp_path / 'captures'}?stream=capture",
+            "--duration",
+            "1.5",
+            "--log-level",
+            "error",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -48,12 +67,15 @@ def test_run_streams_a_bundle_to_a_video_and_prints_metrics(tmp_path: Path) -> N
     assert captures and cv2.imread(str(captures[0])).shape == (48, 64, 3)  # the capture at sensor size
 
 
-@pytest.mark.parametrize("args, message", [
-    (["run", "--source", "rtsp://cam", "--sink", "file:///tmp/x"], "source URI 'rtsp://cam'"),
-    (["run", "--source", "file:///no/such/dir", "--sink", "file:///tmp/x"], "neither a folder"),
-    (["run", "--bundle", "/no/such/bundle"], "not a folder"),
-    (["check-bundle", "/no/such/bundle"], "not a folder"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "--source", "rtsp://cam", "--sink", "file:///tmp/x"], "source URI 'rtsp://cam'"),
+        (["run", "--source", "file:///no/such/dir", "--sink", "file:///tmp/x"], "neither a folder"),
+        (["run", "--bundle", "/no/such/bundle"], "not a folder"),
+        (["check-bundle", "/no/such/bundle"], "not a folder"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_code_2(args: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -94,8 +116,13 @@ def test_rtp_and_rtsp_sinks_need_gstreamer_and_build_the_right_pipeline(monkeypa
 
     monkeypatch.setattr(sinks, "opencv_has_gstreamer", lambda: True)
     monkeypatch.setattr(cv2, "VideoWriter", FakeWriter)
-    for uri, tail in [("rtp://127.0.0.1:5004?fps=25", "rtph264pay config-interval=1 pt=96 ! udpsink host=127.0.0.1 port=5004 sync=false"),
-                      ("rtsp://127.0.0.1:8554/obscura", "rtspclientsink location=rtsp://127.0.0.1:8554/obscura")]:
+    for uri, tail in [
+        (
+            "rtp://127.0.0.1:5004?fps=25",
+            "rtph264pay config-interval=1 pt=96 ! udpsink host=127.0.0.1 port=5004 sync=false",
+        ),
+        ("rtsp://127.0.0.1:8554/obscura", "rtspclientsink location=rtsp://127.0.0.1:8554/obscura"),
+    ]:
         sink = sinks.build_sink(uri)
         sink.open()
         sink.write(np.zeros((24, 32, 3), np.uint8), 0)

@@ -1,4 +1,5 @@
 """The HTTP sink: token auth, MJPEG stream, /metrics, disconnects, slow clients, the viewer in Chromium."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,8 @@ def _pattern(shape=(64, 64)) -> np.ndarray:
     """A frame a person can recognise in a screenshot: red left half, blue right half, a green bar."""
     frame = np.zeros((*shape, 3), np.uint8)
     frame[:, : shape[1] // 2] = (220, 30, 30)
-    frame[:, shape[1] // 2:] = (30, 30, 220)
-    frame[shape[0] // 2 - 4: shape[0] // 2 + 4] = (30, 200, 30)
+    frame[:, shape[1] // 2 :] = (30, 30, 220)
+    frame[shape[0] // 2 - 4 : shape[0] // 2 + 4] = (30, 200, 30)
     return frame
 
 
@@ -65,12 +66,18 @@ def _read_mjpeg_frames(sock: socket.socket, n: int) -> list[np.ndarray]:
             head_end = buf.find(b"\r\n\r\n", start)
             if start < 0 or head_end < 0:
                 break
-            length = int([line for line in buf[start:head_end].split(b"\r\n") if line.lower().startswith(b"content-length")][0].split(b":")[1])
+            length = int(
+                [line for line in buf[start:head_end].split(b"\r\n") if line.lower().startswith(b"content-length")][
+                    0
+                ].split(b":")[1]
+            )
             body_start = head_end + 4
             if len(buf) < body_start + length:
                 break
-            frames.append(cv2.imdecode(np.frombuffer(buf[body_start:body_start + length], np.uint8), cv2.IMREAD_COLOR))
-            buf = buf[body_start + length:]
+            frames.append(
+                cv2.imdecode(np.frombuffer(buf[body_start : body_start + length], np.uint8), cv2.IMREAD_COLOR)
+            )
+            buf = buf[body_start + length :]
     assert len(frames) >= n, f"got {len(frames)} of {n} frames"
     return frames
 
@@ -160,10 +167,21 @@ def test_viewer_page_shows_the_stream_in_headless_chromium(served, tmp_path: Pat
     wait_until(lambda: sink.frames.newest()[0] is not None)
     shot = tmp_path / "viewer.png"
     command = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=900,640",
-        "--virtual-time-budget=3000", f"--screenshot={shot}", f"{sink.url}/?token={TOKEN}",
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=900,640",
+        "--virtual-time-budget=3000",
+        f"--screenshot={shot}",
+        f"{sink.url}/?token={TOKEN}",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=90)
     assert shot.is_file(), result.stderr[-2000:]

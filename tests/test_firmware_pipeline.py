@@ -1,4 +1,5 @@
 """The threaded pipeline: drop-oldest queues, ONNX stages from a bundle, faults retried with back-off."""
+
 from __future__ import annotations
 
 import threading
@@ -119,8 +120,9 @@ def test_anonymizer_needing_heatmaps_without_regressor_is_refused(tmp_path: Path
         load_stages(tmp_path / "b")
 
 
-@pytest.mark.parametrize("mode, counter", [("stall", "stalls"), ("error", "errors"), ("end", "ends"),
-                                           ("error-open", "errors")])
+@pytest.mark.parametrize(
+    "mode, counter", [("stall", "stalls"), ("error", "errors"), ("end", "ends"), ("error-open", "errors")]
+)
 def test_source_faults_are_reported_and_retried_with_growing_backoff(mode: str, counter: str) -> None:
     frame = np.zeros((8, 8, 3), np.uint8)
     sink = ListSink()
@@ -140,8 +142,9 @@ def test_source_faults_are_reported_and_retried_with_growing_backoff(mode: str, 
                 delays.append(fields["retry_in_s"])
             super().set_source(**fields)
 
-    pipe = Pipeline(factory, [sink], metrics=RecordingMetrics(), stall_timeout_s=0.3,
-                    backoff=Backoff(initial_s=0.05, max_s=0.4))
+    pipe = Pipeline(
+        factory, [sink], metrics=RecordingMetrics(), stall_timeout_s=0.3, backoff=Backoff(initial_s=0.05, max_s=0.4)
+    )
     with pipe:
         wait_until(lambda: pipe.metrics.snapshot()["source"][counter] >= 3)
     source = pipe.metrics.snapshot()["source"]

@@ -2,6 +2,7 @@
 
 Also: the device code runs without torch (it only has exported models).
 """
+
 from __future__ import annotations
 
 import json
@@ -48,9 +49,11 @@ def _detail_in_common(image: np.ndarray, clean: np.ndarray) -> float:
     The projection of the image's detail onto the clean detail, relative to the clean detail: 1 when the
     clean frame is there, about 0 when its detail is gone.
     """
+
     def detail(a: np.ndarray) -> np.ndarray:
         a = a.astype(np.float32).mean(axis=2)
         return (a - cv2.blur(a, (5, 5)))[8:-8, 8:-8].ravel()
+
     d1, d2 = detail(image), detail(clean)
     return float(np.dot(d1, d2) / np.dot(d2, d2))
 
@@ -104,10 +107,27 @@ def test_the_device_runtime_works_with_torch_impossible_to_import(tmp_path: Path
     env = {**os.environ, "PYTHONPATH": f"{blocker}{os.pathsep}{tmp_path / 'bundle' / 'code'}", "OMP_NUM_THREADS": "1"}
     out = tmp_path / "frames"
     result = subprocess.run(
-        [sys.executable, "-m", "firmware", "run", "--bundle", str(tmp_path / "bundle"),
-         "--source", f"sim://{folder}?psf={psf}&fps=20", "--sink", f"file://{out}", "--duration", "2",
-         "--log-level", "error"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "firmware",
+            "run",
+            "--bundle",
+            str(tmp_path / "bundle"),
+            "--source",
+            f"sim://{folder}?psf={psf}&fps=20",
+            "--sink",
+            f"file://{out}",
+            "--duration",
+            "2",
+            "--log-level",
+            "error",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])

@@ -1,4 +1,5 @@
 """The simulated optic of sim://: linear zero-padded convolution in linear light, checked against closed forms."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,7 +37,7 @@ def test_matches_direct_convolution_per_channel(kernel_shape: tuple[int, int]) -
     cy, cx = kernel_shape[0] // 2, kernel_shape[1] // 2
     for c in range(3):
         full = convolve2d(image[..., c], psf[c], mode="full")
-        assert np.allclose(out[..., c], full[cy:cy + 24, cx:cx + 33], atol=1e-5)
+        assert np.allclose(out[..., c], full[cy : cy + 24, cx : cx + 33], atol=1e-5)
 
 
 def test_single_channel_psf_applies_to_every_channel_and_conserves_energy_inside() -> None:

@@ -1,4 +1,5 @@
 """Frame sources by URI; picamera2 and the CSI (GStreamer) camera are faked, files are real."""
+
 from __future__ import annotations
 
 import sys
@@ -175,7 +176,9 @@ def test_csi_source_opens_the_nvargus_pipeline_with_gstreamer(monkeypatch: pytes
     source.close()
     pipeline, api = _FakeCapture.opened[-1]
     assert api == cv2.CAP_GSTREAMER
-    assert pipeline.startswith("nvarguscamerasrc sensor-id=1 ! video/x-raw(memory:NVMM),width=640,height=480,framerate=30/1")
+    assert pipeline.startswith(
+        "nvarguscamerasrc sensor-id=1 ! video/x-raw(memory:NVMM),width=640,height=480,framerate=30/1"
+    )
     assert pipeline.endswith("appsink max-buffers=1 drop=true")
     assert frame[0, 0].tolist() == [200, 0, 0]
 

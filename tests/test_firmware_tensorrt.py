@@ -1,6 +1,7 @@
 """The firmware's TensorRT engine runner, against fakes of the TensorRT runtime (named-tensor API of
 >= 8.5 and 10, bindings API of 8.2) and pycuda. The fake "engine" is the ONNX file itself, executed
 by onnxruntime, so the pipeline's output can be checked exactly."""
+
 from __future__ import annotations
 
 import itertools
@@ -70,8 +71,12 @@ def install_fakes(monkeypatch: pytest.MonkeyPatch, named: bool) -> dict[int, byt
             self.addresses: dict[str, int] = {}
 
         def _outputs(self) -> dict[str, np.ndarray]:
-            feeds = {n: np.frombuffer(bytes(memory[self.addresses[n]]), np.float32)[: int(np.prod(self.shapes[n]))].reshape(self.shapes[n])
-                     for n in self.inputs}
+            feeds = {
+                n: np.frombuffer(bytes(memory[self.addresses[n]]), np.float32)[: int(np.prod(self.shapes[n]))].reshape(
+                    self.shapes[n]
+                )
+                for n in self.inputs
+            }
             return dict(zip([o.name for o in self.session.get_outputs()], self.session.run(None, feeds)))
 
         def _output_shape(self, name: str) -> tuple:
@@ -197,13 +202,17 @@ def test_an_engine_tensorrt_cannot_load_is_a_clear_error(monkeypatch, tmp_path: 
 
 
 @pytest.mark.parametrize("named", [True, False], ids=["tensorrt10-named-tensors", "tensorrt8.2-bindings"])
-def test_device_buffers_are_kept_between_frames_and_grown_for_a_larger_batch(monkeypatch, tmp_path: Path, named: bool) -> None:
+def test_device_buffers_are_kept_between_frames_and_grown_for_a_larger_batch(
+    monkeypatch, tmp_path: Path, named: bool
+) -> None:
     memory = install_fakes(monkeypatch, named)
     build_standin_bundle(tmp_path / "bundle", 16)
     _engines_for(tmp_path / "bundle", tmp_path / "engines")
     regressor, _, _ = load_stages(tmp_path / "bundle", engine_dir=tmp_path / "engines")
     session = regressor.session
-    reference = ort.InferenceSession(str(tmp_path / "bundle" / "models" / "regressor.onnx"), providers=["CPUExecutionProvider"])
+    reference = ort.InferenceSession(
+        str(tmp_path / "bundle" / "models" / "regressor.onnx"), providers=["CPUExecutionProvider"]
+    )
     name = session.get_inputs()[0].name
     n_tensors = len(session.get_inputs()) + len(session.get_outputs())
     rng = np.random.default_rng(3)

@@ -1,4 +1,5 @@
 """Camera, presets and the saved-optic file."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,7 +32,10 @@ def test_presets_capture_contract(spec: str) -> None:
 
 
 def test_blur_ordering_of_presets() -> None:
-    peaks = {spec: float(camera_from_spec(spec, **SMALL).optic.psf().detach().amax()) for spec in ("lens", "zernike-random", "defocus")}
+    peaks = {
+        spec: float(camera_from_spec(spec, **SMALL).optic.psf().detach().amax())
+        for spec in ("lens", "zernike-random", "defocus")
+    }
     assert peaks["lens"] > peaks["zernike-random"] > peaks["defocus"]
 
 

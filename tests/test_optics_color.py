@@ -1,4 +1,5 @@
 """sRGB transfer curve against IEC 61966-2-1 values."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Image formation: linear (not circular) convolution, checked against scipy's direct convolution."""
+
 from __future__ import annotations
 
 import numpy as np

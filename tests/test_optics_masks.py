@@ -1,4 +1,5 @@
 """Phase masks: phase formula, max-height constraint, N-level quantisation with gradients."""
+
 from __future__ import annotations
 
 import math
@@ -44,7 +45,9 @@ def test_quantisation_gives_exactly_n_heights_and_gradients(levels: int, constra
     grad = mask.surface.height_um.grad
     assert grad is not None and grad.abs().sum() > 0
     # Straight-through: wherever the constraint passes gradients, quantisation does too.
-    passing = torch.ones_like(raw_um, dtype=torch.bool) if constraint == "wrap" else (raw_um > 0) & (raw_um < max_h * 1e6)
+    passing = (
+        torch.ones_like(raw_um, dtype=torch.bool) if constraint == "wrap" else (raw_um > 0) & (raw_um < max_h * 1e6)
+    )
     assert torch.all(grad[passing] != 0)
 
 

@@ -1,4 +1,5 @@
 """Sellmeier indices against catalogue values (Fraunhofer d, F, C lines)."""
+
 from __future__ import annotations
 
 import pytest

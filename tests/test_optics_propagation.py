@@ -1,4 +1,5 @@
 """Free-space propagation: power conservation, agreement with torchoptics and between methods."""
+
 from __future__ import annotations
 
 import math
@@ -61,9 +62,11 @@ def test_asm_matches_torchoptics(dtype: torch.dtype) -> None:
     torchoptics = pytest.importorskip("torchoptics")
     n, pitch, z = 256, 2e-6, 2e-3
     field = _soft_aperture(n, pitch, 120e-6)
-    theirs = torchoptics.Field(field, wavelength=LAMBDA, spacing=(pitch, pitch)).propagate_to_z(
-        z, propagation_method="ASM", asm_pad=(n // 2, n // 2)
-    ).data
+    theirs = (
+        torchoptics.Field(field, wavelength=LAMBDA, spacing=(pitch, pitch))
+        .propagate_to_z(z, propagation_method="ASM", asm_pad=(n // 2, n // 2))
+        .data
+    )
     ours = angular_spectrum(field.to(dtype), LAMBDA, z, pitch)
     assert ours.dtype == dtype
     assert _rel_l2(ours.to(torch.complex128), theirs) <= 1e-3
@@ -73,9 +76,11 @@ def test_fresnel_matches_torchoptics() -> None:
     torchoptics = pytest.importorskip("torchoptics")
     n, pitch, z = 256, 2e-6, 2e-3
     field = _soft_aperture(n, pitch, 120e-6)
-    theirs = torchoptics.Field(field, wavelength=LAMBDA, spacing=(pitch, pitch)).propagate_to_z(
-        z, propagation_method="ASM_FRESNEL", asm_pad=(n // 2, n // 2)
-    ).data
+    theirs = (
+        torchoptics.Field(field, wavelength=LAMBDA, spacing=(pitch, pitch))
+        .propagate_to_z(z, propagation_method="ASM_FRESNEL", asm_pad=(n // 2, n // 2))
+        .data
+    )
     assert _rel_l2(fresnel_transfer(field, LAMBDA, z, pitch), theirs) <= 1e-3
 
 
@@ -87,7 +92,9 @@ def test_fresnel_agrees_with_asm_in_fresnel_regime() -> None:
     assert _rel_l2(fresnel, asm) < 5e-3
     # ... and they visibly differ for a strongly non-paraxial field, so the check has teeth.
     steep = _gaussian(256, 0.25e-6, 0.5e-6)
-    assert _rel_l2(fresnel_transfer(steep, LAMBDA, 10e-6, 0.25e-6), angular_spectrum(steep, LAMBDA, 10e-6, 0.25e-6)) > 0.1
+    assert (
+        _rel_l2(fresnel_transfer(steep, LAMBDA, 10e-6, 0.25e-6), angular_spectrum(steep, LAMBDA, 10e-6, 0.25e-6)) > 0.1
+    )
 
 
 def test_scaled_fresnel_matches_transfer_function() -> None:

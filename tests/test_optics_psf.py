@@ -1,4 +1,5 @@
 """PSFs against closed forms: the Airy pattern, geometric defocus blur, centring and normalisation."""
+
 from __future__ import annotations
 
 import math
@@ -17,7 +18,10 @@ D, F, LAMBDA = 4e-3, 0.05, 550e-9
 
 def _mono(**kwargs) -> OpticConfig:
     """An ideal in-focus lens, one wavelength."""
-    base = {"spectrum": SpectrumConfig(centres_m=[LAMBDA], samples_per_channel=1), "lens": LensConfig(focal_length_m=F, aperture_diameter_m=D)}
+    base = {
+        "spectrum": SpectrumConfig(centres_m=[LAMBDA], samples_per_channel=1),
+        "lens": LensConfig(focal_length_m=F, aperture_diameter_m=D),
+    }
     return OpticConfig(**(base | kwargs))
 
 

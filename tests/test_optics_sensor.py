@@ -1,4 +1,5 @@
 """Sensor model: noise statistics, full well, bit depth, Bayer mosaic, reproducibility, gradients."""
+
 from __future__ import annotations
 
 import pytest

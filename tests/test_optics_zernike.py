@@ -1,4 +1,5 @@
 """Zernike polynomials: Noll ordering, closed forms and orthonormality over the unit disc."""
+
 from __future__ import annotations
 
 import math
@@ -10,8 +11,24 @@ from obscura.errors import ObscuraError
 from optics.zernike import noll_to_nm, zernike, zernike_basis
 
 # Noll (1976), table 1: j -> (n, m), negative m = sine term.
-NOLL = {1: (0, 0), 2: (1, 1), 3: (1, -1), 4: (2, 0), 5: (2, -2), 6: (2, 2), 7: (3, -1), 8: (3, 1),
-        9: (3, -3), 10: (3, 3), 11: (4, 0), 12: (4, 2), 13: (4, -2), 14: (4, 4), 15: (4, -4), 22: (6, 0)}
+NOLL = {
+    1: (0, 0),
+    2: (1, 1),
+    3: (1, -1),
+    4: (2, 0),
+    5: (2, -2),
+    6: (2, 2),
+    7: (3, -1),
+    8: (3, 1),
+    9: (3, -3),
+    10: (3, 3),
+    11: (4, 0),
+    12: (4, 2),
+    13: (4, -2),
+    14: (4, 4),
+    15: (4, -4),
+    22: (6, 0),
+}
 
 
 def _disc(n: int = 400):

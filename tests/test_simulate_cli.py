@@ -1,4 +1,5 @@
 """`simulate.py psf | capture` and the demo, run in-process; bad input exits with code 2 and one line."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,21 @@ from obscura.paths import REPO_ROOT
 
 pytestmark = pytest.mark.filterwarnings("ignore::optics.propagation.SamplingWarning")
 
-CONTRACT = ["psf", "--optic", "lens", "--focal-length", "0.05", "--aperture", "0.004", "--wavelength", "550e-9",
-            "--pixel-pitch", "1e-6", "--size", "256"]
+CONTRACT = [
+    "psf",
+    "--optic",
+    "lens",
+    "--focal-length",
+    "0.05",
+    "--aperture",
+    "0.004",
+    "--wavelength",
+    "550e-9",
+    "--pixel-pitch",
+    "1e-6",
+    "--size",
+    "256",
+]
 SMALL = ["--size", "64", "--pupil-samples", "128"]
 
 
@@ -47,7 +61,24 @@ def test_psf_contract(tmp_path) -> None:
 
 
 def test_psf_of_other_optics(tmp_path) -> None:
-    assert simulate.main(["psf", "--optic", "zernike-random", "--seed", "2", "--depths", "0.5", "2", *SMALL, "--out", str(tmp_path / "z")]) == 0
+    assert (
+        simulate.main(
+            [
+                "psf",
+                "--optic",
+                "zernike-random",
+                "--seed",
+                "2",
+                "--depths",
+                "0.5",
+                "2",
+                *SMALL,
+                "--out",
+                str(tmp_path / "z"),
+            ]
+        )
+        == 0
+    )
     assert np.load(tmp_path / "z" / "psf.npy").shape == (3, 64, 64)
     assert np.load(tmp_path / "z" / "psf_depths.npy").shape == (2, 3, 64, 64)
     assert simulate.main(["psf", "--optic", "defocus", "--dtype", "float64", *SMALL, "--out", str(tmp_path / "d")]) == 0
@@ -56,7 +87,9 @@ def test_psf_of_other_optics(tmp_path) -> None:
     from optics.optic_file import save_optic
     from optics.presets import camera_from_spec
 
-    saved = save_optic(tmp_path / "optic.npz", camera_from_spec("zernike-random", seed=2, psf_size=64, pupil_samples=128))
+    saved = save_optic(
+        tmp_path / "optic.npz", camera_from_spec("zernike-random", seed=2, psf_size=64, pupil_samples=128)
+    )
     assert simulate.main(["psf", "--optic", str(saved), "--out", str(tmp_path / "f")]) == 0
     assert np.allclose(np.load(tmp_path / "f" / "psf.npy"), np.load(tmp_path / "z" / "psf.npy"), atol=1e-7)
 
@@ -104,7 +137,12 @@ def test_bad_capture_input(tmp_path, capsys) -> None:
     assert "does not exist" in capsys.readouterr().err
     corrupt = tmp_path / "optic.npz"
     corrupt.write_bytes(b"junk")
-    assert simulate.main(["capture", "--optic", str(corrupt), str(_png(tmp_path / "ok.png")), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        simulate.main(
+            ["capture", "--optic", str(corrupt), str(_png(tmp_path / "ok.png")), "--out", str(tmp_path / "o")]
+        )
+        == 2
+    )
     assert "not a readable Obscura optic" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -133,14 +171,14 @@ def test_demo(tmp_path, capsys) -> None:
 
 def test_demo_puts_the_face_where_the_training_faces_sit() -> None:
     """The astronaut's face, warped into the celeba-crops frame, has YuNet's landmarks on the frame's mean ones."""
+    from skimage import data
+
+    from faces.face_models import YuNet
     from workstation.learned_camera_demo import (
         CELEBA_FRAME_POINTS,
         CELEBA_FRAME_SIZE,
         training_frame_crop,
     )
-    from skimage import data
-
-    from faces.face_models import YuNet
 
     crop = training_frame_crop(data.astronaut(), 128, "astronaut")
     face = YuNet().detect(crop).central(crop.shape)
@@ -153,15 +191,16 @@ def test_demo_puts_the_face_where_the_training_faces_sit() -> None:
 
 
 def test_demo_refuses_a_photo_without_a_face(tmp_path) -> None:
-    from workstation.learned_camera_demo import training_frame_crop
-
     from obscura.errors import ObscuraError
+    from workstation.learned_camera_demo import training_frame_crop
 
     with pytest.raises(ObscuraError, match="wall.png: YuNet finds no face"):
         training_frame_crop(np.full((200, 200, 3), 128, np.uint8), 128, "wall.png")
 
 
 def test_help_in_a_subprocess() -> None:
-    result = subprocess.run([sys.executable, "simulate.py", "--help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "simulate.py", "--help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0
     assert "psf" in result.stdout and "capture" in result.stdout

@@ -4,6 +4,7 @@ Without a sub-command it runs the offline demo. Each package registers its own s
 (`register(subparsers)`, each setting `func(args) -> int`); this module only gathers them. The
 device side has its own entry, `python -m firmware`, which never imports torch.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,15 +20,25 @@ from optics import optics_commands
 from optics.fabrication import fabrication_commands
 from workstation.demo import run_demo
 
-COMMAND_GROUPS = (optics_commands, fabrication_commands, training_commands, evaluation_commands, calibration_commands,
-                  deploy_commands, manifest)
+COMMAND_GROUPS = (
+    optics_commands,
+    fabrication_commands,
+    training_commands,
+    evaluation_commands,
+    calibration_commands,
+    deploy_commands,
+    manifest,
+)
 DEFAULT_DEMO_DIR = "demo_out"
 
 
 def build_parser(prog: str = "obscura") -> argparse.ArgumentParser:
     """The top-level parser: the demo's options plus every package's sub-commands."""
-    parser = argparse.ArgumentParser(prog=prog, description="Obscura: a privacy-preserving camera, simulated, trained, "
-                                     "judged and deployed from one command line. Without a command: the offline demo.")
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Obscura: a privacy-preserving camera, simulated, trained, "
+        "judged and deployed from one command line. Without a command: the offline demo.",
+    )
     parser.add_argument("--out", default=DEFAULT_DEMO_DIR, help="demo output folder (default: %(default)s)")
     parser.set_defaults(func=lambda args: run_demo(args.out))
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -7,6 +7,7 @@ The astronaut photo from scikit-image (a face that ships with a dependency, so n
   judged for face detection (`anonymizer.fd`) and identity leakage (`anonymizer.identity_leakage`);
 - report.json with every figure, and report.html, one page with the images.
 """
+
 from __future__ import annotations
 
 import time
@@ -45,18 +46,28 @@ def demo_page(out: Path, report: dict) -> Path:
     figures = {
         "anonymizer.fd (MTCNN finds a face)": f"{anon['fd']:.3f} of {anon['styles']} outputs",
         "anonymizer.identity_leakage": f"{anon['identity_leakage']:.3f} (SFace {leak['sface']:.3f}, dlib {leak['dlib']:.3f})",
-        "SFace cosine of each output to the source": ", ".join("no face" if c is None else f"{c:.3f}" for c in anon["sface_cosine_to_source"]),
-        **{f"{spec}: r80 (R, G, B)": ", ".join(f"{r:.1f} px" for r in item["encircled_energy_r80_px"])
-           for spec, item in report["optics"].items()},
+        "SFace cosine of each output to the source": ", ".join(
+            "no face" if c is None else f"{c:.3f}" for c in anon["sface_cosine_to_source"]
+        ),
+        **{
+            f"{spec}: r80 (R, G, B)": ", ".join(f"{r:.1f} px" for r in item["encircled_energy_r80_px"])
+            for spec, item in report["optics"].items()
+        },
         "seconds": str(report["seconds"]),
     }
     rows = [
-        ("Simulated optics", [("scene and captures", out / "side_by_side.png")]
-         + [(f"PSF of {spec}", out / f"psf_{spec}.png") for spec in DEMO_OPTICS]),
+        (
+            "Simulated optics",
+            [("scene and captures", out / "side_by_side.png")]
+            + [(f"PSF of {spec}", out / f"psf_{spec}.png") for spec in DEMO_OPTICS],
+        ),
         ("Learned camera and anonymizer", [(name, out / file) for name, file in anon["images"].items()]),
     ]
-    notes = [anon["definitions"]["fd"], anon["definitions"]["identity_leakage"],
-             f"Weights: {anon['weights']} and the stage-I files beside it (weights/manifest.json)."]
+    notes = [
+        anon["definitions"]["fd"],
+        anon["definitions"]["identity_leakage"],
+        f"Weights: {anon['weights']} and the stage-I files beside it (weights/manifest.json).",
+    ]
     return html_page.write(out / "report.html", "Obscura demo", figures, rows, notes, wide=("Simulated optics",))
 
 
@@ -94,10 +105,16 @@ def run_demo(out_dir: str) -> int:
     report["seconds"] = round(time.time() - start, 2)
     atomic.write_json(out / "report.json", strict_json(report))
     demo_page(out, report)
-    print(f"demo: wrote {out}/ (report.html, report.json, scene.png, psf_*.png, capture_*.png, side_by_side.png, anonymized_*.png)")
+    print(
+        f"demo: wrote {out}/ (report.html, report.json, scene.png, psf_*.png, capture_*.png, side_by_side.png, anonymized_*.png)"
+    )
     for spec, item in report["optics"].items():
         r80 = ", ".join(f"{r:.1f}" for r in item["encircled_energy_r80_px"])
-        print(f"  {spec:15s} r80 (R,G,B) = {r80} px   PSNR {item['capture_psnr_db']:.1f} dB   SSIM {item['capture_ssim']:.3f}")
+        print(
+            f"  {spec:15s} r80 (R,G,B) = {r80} px   PSNR {item['capture_psnr_db']:.1f} dB   SSIM {item['capture_ssim']:.3f}"
+        )
     anon = report["anonymizer"]
-    print(f"  anonymizer: {anon['styles']} faces, MTCNN finds a face in {anon['fd']:.2f}, identity leakage {anon['identity_leakage']:.2f}")
+    print(
+        f"  anonymizer: {anon['styles']} faces, MTCNN finds a face in {anon['fd']:.2f}, identity leakage {anon['identity_leakage']:.2f}"
+    )
     return 0

@@ -2,6 +2,7 @@
 
 Embedding keeps the page one file that can be mailed or archived without the folder beside it.
 """
+
 from __future__ import annotations
 
 import base64
@@ -22,18 +23,25 @@ def _figure(caption: str, png: Path, wide: bool) -> str:
     """One embedded image with its caption."""
     data = base64.b64encode(png.read_bytes()).decode("ascii")
     cls = ' class="wide"' if wide else ""
-    return (f'<figure{cls}><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return (
+        f'<figure{cls}><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
 
 
-def write(path: str | Path, title: str, figures: dict[str, str], rows: list[Row], notes: list[str], wide: tuple[str, ...] = ()) -> Path:
+def write(
+    path: str | Path, title: str, figures: dict[str, str], rows: list[Row], notes: list[str], wide: tuple[str, ...] = ()
+) -> Path:
     """Write the page: a table of named figures, then one section of images per row, then notes."""
     table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in figures.items())
     sections = "".join(
         f"<h2>{html.escape(heading)}</h2><div>" + "".join(_figure(c, p, heading in wide) for c, p in images) + "</div>"
-        for heading, images in rows)
+        for heading, images in rows
+    )
     items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
-    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1><table>{table}</table>{sections}"
-            f"<ul>{items}</ul></body></html>\n")
+    page = (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1><table>{table}</table>{sections}"
+        f"<ul>{items}</ul></body></html>\n"
+    )
     return atomic.write_text(path, page)

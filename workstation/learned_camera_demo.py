@@ -6,6 +6,7 @@ by a similarity transform onto the frame's mean landmark positions, then the sta
 is taken. The anonymized faces are judged as `evaluate-anonymizer` judges them (at 256 x 256, by
 MTCNN, dlib, SFace; none trained here).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -45,8 +46,9 @@ def training_frame_crop(rgb: np.ndarray, crop_size: int, source: str) -> np.ndar
     if face is None:
         raise ObscuraError(f"{source}: YuNet finds no face to anonymize")
     matrix = similarity(face.landmarks, CELEBA_FRAME_POINTS)
-    frame = cv2.warpAffine(rgb, matrix, (CELEBA_FRAME_SIZE, CELEBA_FRAME_SIZE), flags=cv2.INTER_AREA,
-                           borderMode=cv2.BORDER_REFLECT)
+    frame = cv2.warpAffine(
+        rgb, matrix, (CELEBA_FRAME_SIZE, CELEBA_FRAME_SIZE), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT
+    )
     return np.ascontiguousarray(centre_crop(frame, crop_size, source)[0])
 
 
@@ -73,11 +75,13 @@ def judge(source: np.ndarray, outputs: list[np.ndarray]) -> dict[str, Any]:
         "identity_leakage": float(np.mean(verified)),
         "identity_leakage_by": {"sface": leak["sface"], "dlib": leak["dlib"]},
         "utility": util,
-        "sface_cosine_to_source": [None if o["sface"] is None else round(float(o["sface"] @ src["sface"]), 4) for o in outs],
+        "sface_cosine_to_source": [
+            None if o["sface"] is None else round(float(o["sface"] @ src["sface"]), 4) for o in outs
+        ],
         "definitions": {
             "fd": "share of outputs where MTCNN finds a face (the source has one)",
             "identity_leakage": f"share of outputs that SFace (cosine >= {SFACE_COSINE_THRESHOLD}) or dlib "
-                                f"(distance < {DLIB_DISTANCE_THRESHOLD}) verifies as the source face",
+            f"(distance < {DLIB_DISTANCE_THRESHOLD}) verifies as the source face",
         },
     }
 
@@ -92,11 +96,20 @@ def run(face_rgb: np.ndarray, out: Path, source: str, styles: int = DEMO_STYLES,
     result = model.anonymize(faces, styles, seed)
     capture8 = to_uint8(result.captures[0])
     outputs = list(to_uint8(result.outputs[0]))
-    files = {"source": write_png(out / "anon_source.png", crop), "capture": write_png(out / "anon_capture.png", capture8),
-             "heatmaps": write_png(out / "anon_heatmaps.png", heatmap_image(result.heatmaps[0].numpy(), model.crop_size))}
+    files = {
+        "source": write_png(out / "anon_source.png", crop),
+        "capture": write_png(out / "anon_capture.png", capture8),
+        "heatmaps": write_png(out / "anon_heatmaps.png", heatmap_image(result.heatmaps[0].numpy(), model.crop_size)),
+    }
     for k, image in enumerate(outputs):
         files[f"anonymized {k + 1}"] = write_png(out / f"anonymized_{k + 1}.png", image)
-    report = {"weights": str(weights.relative_to(paths.WEIGHTS_DIR.parent)), "styles": styles, "seed": seed,
-              "crop_size": model.crop_size, "output_size": int(result.outputs.shape[-1]), **judge(crop, outputs)}
+    report = {
+        "weights": str(weights.relative_to(paths.WEIGHTS_DIR.parent)),
+        "styles": styles,
+        "seed": seed,
+        "crop_size": model.crop_size,
+        "output_size": int(result.outputs.shape[-1]),
+        **judge(crop, outputs),
+    }
     report["images"] = {name: path.name for name, path in files.items()}
     return report

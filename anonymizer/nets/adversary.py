@@ -4,6 +4,7 @@ It is trained here, on captures of the training identities only, and exists to g
 differentiable measure of how much identity its captures still carry. It is never a judge:
 privacy is reported by recognisers nobody here trained (SFace, dlib).
 """
+
 from __future__ import annotations
 
 import math
@@ -57,11 +58,19 @@ class IResNet(nn.Module):
             layers.extend(IBasicBlock(w, w, 1) for _ in range(blocks - 1))
             dim = w
         self.stages = nn.Sequential(*layers)
-        self.neck = nn.Sequential(nn.BatchNorm2d(dim), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(dim, embedding_dim), nn.BatchNorm1d(embedding_dim))
+        self.neck = nn.Sequential(
+            nn.BatchNorm2d(dim),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(dim, embedding_dim),
+            nn.BatchNorm1d(embedding_dim),
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         if self.input_px and x.shape[-2:] != (self.input_px, self.input_px):
-            x = F.interpolate(x, size=(self.input_px, self.input_px), mode="bilinear", antialias=True, align_corners=False)
+            x = F.interpolate(
+                x, size=(self.input_px, self.input_px), mode="bilinear", antialias=True, align_corners=False
+            )
         return self.neck(self.stages(self.stem(x * 2.0 - 1.0)))
 
 
@@ -92,7 +101,9 @@ class ArcFaceHead(nn.Module):
         cos = self.cosine(embedding).clamp(-1.0, 1.0)
         sin = torch.sqrt((1.0 - cos * cos).clamp_min(1e-12))
         cos_m = cos * math.cos(self.margin) - sin * math.sin(self.margin)
-        cos_m = torch.where(cos > math.cos(math.pi - self.margin), cos_m, cos - math.sin(math.pi - self.margin) * self.margin)
+        cos_m = torch.where(
+            cos > math.cos(math.pi - self.margin), cos_m, cos - math.sin(math.pi - self.margin) * self.margin
+        )
         target = F.one_hot(labels, cos.shape[1]).bool()
         return self.scale * torch.where(target, cos_m, cos)
 
@@ -100,8 +111,16 @@ class ArcFaceHead(nn.Module):
 class Adversary(nn.Module):
     """Embedder + ArcFace head over the training identities."""
 
-    def __init__(self, num_classes: int, width: int = 32, blocks: int = 1, embedding_dim: int = 128, scale: float = 32.0,
-                 margin: float = 0.5, input_px: int = 0) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        width: int = 32,
+        blocks: int = 1,
+        embedding_dim: int = 128,
+        scale: float = 32.0,
+        margin: float = 0.5,
+        input_px: int = 0,
+    ) -> None:
         super().__init__()
         self.embedder = IResNet(width, blocks, embedding_dim, input_px)
         self.head = ArcFaceHead(embedding_dim, num_classes, scale, margin)

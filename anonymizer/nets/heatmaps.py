@@ -4,6 +4,7 @@ Coordinates are pixel positions with integer values at pixel centres (dlib's con
 of stride s samples the image at (q + 0.5) s - 0.5 for map pixel q, so `to_map` / `from_map`
 convert between image and map coordinates exactly.
 """
+
 from __future__ import annotations
 
 import cv2

@@ -4,6 +4,7 @@ Like the reference's FAN it sees where it is in the frame (two coordinate channe
 radius), but it is small enough for a Raspberry Pi (< 5 M parameters) and exports to ONNX with
 plain convolutions, batch norm, max-pooling and nearest up-sampling only.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -100,8 +101,13 @@ REGRESSOR_FORMAT = "obscura-regressor"
 
 def save_regressor(path: str | Path, model: HeatmapRegressor, arch: dict[str, int], image_size: int) -> Path:
     """Write the regressor's weights, architecture and training input size (integrity-checked)."""
-    state = {"format": REGRESSOR_FORMAT, "version": 1, "arch": dict(arch), "image_size": int(image_size),
-             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    state = {
+        "format": REGRESSOR_FORMAT,
+        "version": 1,
+        "arch": dict(arch),
+        "image_size": int(image_size),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
     return checkpoint.save(path, state)
 
 
@@ -114,5 +120,7 @@ def load_regressor(path: str | Path) -> tuple[HeatmapRegressor, int]:
     try:
         model.load_state_dict(state["state_dict"])
     except RuntimeError as err:
-        raise ObscuraError(f"regressor file {path}: weights do not match its architecture ({str(err).splitlines()[0]})") from None
+        raise ObscuraError(
+            f"regressor file {path}: weights do not match its architecture ({str(err).splitlines()[0]})"
+        ) from None
     return model.eval(), int(state["image_size"])

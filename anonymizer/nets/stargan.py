@@ -14,6 +14,7 @@ Differences from the reference, all deliberate:
 - the widths are knobs (`dim_in`, `max_conv_dim`, `mapping_dim`) so a CPU configuration is small;
   the reference's values are dim_in = 2^14 / img_size, max_conv_dim = 512, mapping_dim = 512.
 """
+
 from __future__ import annotations
 
 import math
@@ -166,13 +167,17 @@ class Generator(nn.Module):
     not exist and two remain). Without heatmaps (the reference's cycle pass) there are no skips.
     """
 
-    def __init__(self, img_size: int = 256, style_dim: int = 64, dim_in: int = 64, max_conv_dim: int = 512, w_hpf: float = 1.0) -> None:
+    def __init__(
+        self, img_size: int = 256, style_dim: int = 64, dim_in: int = 64, max_conv_dim: int = 512, w_hpf: float = 1.0
+    ) -> None:
         super().__init__()
         self.img_size = img_size
         self.from_rgb = nn.Conv2d(3, dim_in, 3, 1, 1)
         self.encode = nn.ModuleList()
         self.decode = nn.ModuleList()
-        self.to_rgb = nn.Sequential(nn.InstanceNorm2d(dim_in, affine=True), nn.LeakyReLU(0.2), nn.Conv2d(dim_in, 3, 1, 1, 0))
+        self.to_rgb = nn.Sequential(
+            nn.InstanceNorm2d(dim_in, affine=True), nn.LeakyReLU(0.2), nn.Conv2d(dim_in, 3, 1, 1, 0)
+        )
         repeat_num = int(math.log2(img_size)) - 4 + (1 if w_hpf > 0 else 0)
         dim_out = dim_in
         for _ in range(repeat_num):
@@ -217,7 +222,10 @@ class MappingNetwork(nn.Module):
             layers += [nn.Linear(hidden_dim, hidden_dim), nn.ReLU()]
         self.shared = nn.Sequential(*layers)
         self.unshared = nn.ModuleList(
-            nn.Sequential(*[m for _ in range(3) for m in (nn.Linear(hidden_dim, hidden_dim), nn.ReLU())], nn.Linear(hidden_dim, style_dim))
+            nn.Sequential(
+                *[m for _ in range(3) for m in (nn.Linear(hidden_dim, hidden_dim), nn.ReLU())],
+                nn.Linear(hidden_dim, style_dim),
+            )
             for _ in range(num_domains)
         )
 
@@ -242,7 +250,9 @@ def _downsampling_trunk(img_size: int, dim_in: int, max_conv_dim: int) -> tuple[
 class StyleEncoder(nn.Module):
     """(image N x 3 x S x S in [0, 1], domain N) -> style N x style_dim (shared trunk, one linear head per domain)."""
 
-    def __init__(self, img_size: int = 256, style_dim: int = 64, num_domains: int = 2, dim_in: int = 64, max_conv_dim: int = 512) -> None:
+    def __init__(
+        self, img_size: int = 256, style_dim: int = 64, num_domains: int = 2, dim_in: int = 64, max_conv_dim: int = 512
+    ) -> None:
         super().__init__()
         blocks, dim_out = _downsampling_trunk(img_size, dim_in, max_conv_dim)
         self.shared = nn.Sequential(*blocks)
@@ -310,8 +320,17 @@ def build_networks(arch: dict[str, Any], discriminator: bool = True) -> Networks
 def save_anonymizer(path: str | Path, ema: Networks, arch: dict[str, Any], info: dict[str, Any]) -> Path:
     """Write the inference networks (EMA generator, mapping network, style encoder), their architecture and `info`."""
 
-    state = {"format": ANONYMIZER_FORMAT, "version": 1, "arch": {k: arch[k] for k in ARCH_KEYS}, "info": info,
-             **{name: {k: v.detach().cpu() for k, v in net.state_dict().items()} for name, net in ema.named().items() if name != "discriminator"}}
+    state = {
+        "format": ANONYMIZER_FORMAT,
+        "version": 1,
+        "arch": {k: arch[k] for k in ARCH_KEYS},
+        "info": info,
+        **{
+            name: {k: v.detach().cpu() for k, v in net.state_dict().items()}
+            for name, net in ema.named().items()
+            if name != "discriminator"
+        },
+    }
     return checkpoint.save(path, state)
 
 
@@ -320,13 +339,17 @@ def load_anonymizer(path: str | Path) -> tuple[Networks, dict[str, Any]]:
 
     state = checkpoint.load(path)
     if state.get("format") != ANONYMIZER_FORMAT:
-        raise ObscuraError(f"anonymizer file {path}: format is {state.get('format')!r}; expected {ANONYMIZER_FORMAT!r} "
-                           "(a stage-II run's generator_ema.pt; a training checkpoint is not one)")
+        raise ObscuraError(
+            f"anonymizer file {path}: format is {state.get('format')!r}; expected {ANONYMIZER_FORMAT!r} "
+            "(a stage-II run's generator_ema.pt; a training checkpoint is not one)"
+        )
     nets = build_networks(state["arch"], discriminator=False)
     for name, net in nets.named().items():
         try:
             net.load_state_dict(state[name])
         except RuntimeError as err:
-            raise ObscuraError(f"anonymizer file {path}: {name} weights do not match its architecture ({str(err).splitlines()[0]})") from None
+            raise ObscuraError(
+                f"anonymizer file {path}: {name} weights do not match its architecture ({str(err).splitlines()[0]})"
+            ) from None
         net.eval()
     return nets, {"arch": state["arch"], **state["info"]}

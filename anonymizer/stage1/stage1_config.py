@@ -3,6 +3,7 @@
 Ranges are declared on the fields; `validate` checks what spans several fields or needs building
 (the optic's physics, the regressor's shape), so a bad configuration fails before any image is read.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -38,7 +39,9 @@ class DataConfig:
     val_split: str = "val"  # held-out identities for the final landmark NME ("" to skip)
     val_images: int = bounded(64, ge=0)
     min_images: int = bounded(2, ge=2)
-    max_identities: int = bounded(0, ge=0)  # 0: every training identity (a positive number keeps the first ones, for tests)
+    max_identities: int = bounded(
+        0, ge=0
+    )  # 0: every training identity (a positive number keeps the first ones, for tests)
     max_images_per_identity: int = bounded(0, ge=0)  # 0: all
     image_size: int = 128  # centre crop side; cropping (not resizing) keeps the optic's pixel scale
     cache_dir: str = ""  # "" : evaluation's default cache ($OBSCURA_CACHE/evaluation)
@@ -106,19 +109,29 @@ def validate(cfg: Stage1Config) -> None:
     config.check(cfg)
     d, r, a = cfg.data, cfg.regressor, cfg.adversary
     if d.val_split and d.val_split not in d.split_fractions:
-        raise ObscuraError(f"config key 'data.val_split' is {d.val_split!r}; expected '' or one of {sorted(d.split_fractions)}")
+        raise ObscuraError(
+            f"config key 'data.val_split' is {d.val_split!r}; expected '' or one of {sorted(d.split_fractions)}"
+        )
     if d.train_split not in d.split_fractions:
-        raise ObscuraError(f"config key 'data.train_split' is {d.train_split!r}; expected one of {sorted(d.split_fractions)}")
+        raise ObscuraError(
+            f"config key 'data.train_split' is {d.train_split!r}; expected one of {sorted(d.split_fractions)}"
+        )
     if d.image_size < 2**r.depth or d.image_size % 2**r.depth:
-        raise ObscuraError(f"config key 'data.image_size' is {d.image_size}; expected a multiple of 2^regressor.depth = {2**r.depth}")
+        raise ObscuraError(
+            f"config key 'data.image_size' is {d.image_size}; expected a multiple of 2^regressor.depth = {2**r.depth}"
+        )
     if a.init and not Path(a.init).is_file():
-        raise ObscuraError(f"config key 'adversary.init' is {a.init!r}; expected '' or an attacker.pt / adversary.pt file")
+        raise ObscuraError(
+            f"config key 'adversary.init' is {a.init!r}; expected '' or an attacker.pt / adversary.pt file"
+        )
     try:
         HeatmapRegressor(r.base_channels, r.depth, r.stride, r.max_channels)
     except ValueError as err:
         raise ObscuraError(f"config key 'regressor.stride': {err}") from None
     if cfg.camera.optic.mask.kind == "none":
-        raise ObscuraError("config key 'camera.optic.mask.kind' is 'none'; stage I learns a phase mask: expected 'zernike' or 'freeform'")
+        raise ObscuraError(
+            "config key 'camera.optic.mask.kind' is 'none'; stage I learns a phase mask: expected 'zernike' or 'freeform'"
+        )
     try:
         Camera(Optic(cfg.camera.optic), Sensor(cfg.camera.sensor))
     except ObscuraError as err:

@@ -3,6 +3,7 @@
 Faces are cropped, not resized: the optic's PSF is defined in sensor pixels, so training on
 crops keeps the scale at which the evaluation later images the same (uncropped) files.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from anonymizer import runs
 from anonymizer.nets.heatmaps import render, to_map
 from anonymizer.stage1.stage1_config import DataConfig, RegressorConfig
 from faces.alignment import centre_crop
@@ -37,8 +39,15 @@ class FaceCrops(Dataset):
     on a reader that only needs faces and labels, such as the adaptive attacker.
     """
 
-    def __init__(self, paths: list[str], landmarks: list[np.ndarray], labels: list[int], size: int, regressor: RegressorConfig,
-                 targets: bool = True) -> None:
+    def __init__(
+        self,
+        paths: list[str],
+        landmarks: list[np.ndarray],
+        labels: list[int],
+        size: int,
+        regressor: RegressorConfig,
+        targets: bool = True,
+    ) -> None:
         self.paths, self.landmarks, self.labels = paths, landmarks, labels
         self.size, self.reg, self.targets = size, regressor, targets
 
@@ -53,8 +62,18 @@ class FaceCrops(Dataset):
         rgb, _ = read_rgb(self.paths[i])
         crop, offset = centre_crop(rgb, self.size, self.paths[i])
         marks = self.landmarks[i] - offset
-        target = (torch.from_numpy(render(to_map(marks, self.reg.stride), self.size // self.reg.stride, self.reg.heatmap_sigma_px,
-                                          self.reg.boundary_sigma_px)) if self.targets else torch.zeros(0))
+        target = (
+            torch.from_numpy(
+                render(
+                    to_map(marks, self.reg.stride),
+                    self.size // self.reg.stride,
+                    self.reg.heatmap_sigma_px,
+                    self.reg.boundary_sigma_px,
+                )
+            )
+            if self.targets
+            else torch.zeros(0)
+        )
         return from_uint8(crop), target, self.labels[i], torch.from_numpy(marks).float()
 
 
@@ -68,7 +87,9 @@ class Stage1Data:
     summary: dict[str, object]
 
 
-def _crops(images: list, cfg: DataConfig, reg: RegressorConfig, progress: bool, names: list[str] | None = None) -> tuple[FaceCrops, list[str], int]:
+def _crops(
+    images: list, cfg: DataConfig, reg: RegressorConfig, progress: bool, names: list[str] | None = None
+) -> tuple[FaceCrops, list[str], int]:
     """FaceCrops of the images with a dlib face; labels index `names` (default: the kept identities)."""
     targets = clean_landmarks(images, cfg.cache_dir or None, progress)
     names = names or sorted({img.identity for img in targets.images})
@@ -78,19 +99,25 @@ def _crops(images: list, cfg: DataConfig, reg: RegressorConfig, progress: bool, 
     return FaceCrops(paths, targets.landmarks, labels, cfg.image_size, reg), names, len(targets.skipped)
 
 
-def prepare(cfg: DataConfig, reg: RegressorConfig, out_dir: Path, progress: bool = False, write: bool = True) -> Stage1Data:
+def prepare(
+    cfg: DataConfig, reg: RegressorConfig, out_dir: Path, progress: bool = False, write: bool = True
+) -> Stage1Data:
     """Split identities (written to out/splits), load the training identities' faces and their dlib targets."""
     root = resolve_root(cfg.root)
     listing = list_images(root)
     parts = split_identities(sorted(listing), cfg.split_fractions, cfg.split_seed)
     if write:
-        write_splits(parts, out_dir / "splits")
+        write_splits(parts, out_dir / runs.SPLITS)
     train_ids = parts[cfg.train_split][: cfg.max_identities or None]
     face_set = load_face_set(root, cfg.min_images, identities=train_ids, progress=progress)
-    images = [img for name in face_set.identities for img in face_set.images[name][: cfg.max_images_per_identity or None]]
+    images = [
+        img for name in face_set.identities for img in face_set.images[name][: cfg.max_images_per_identity or None]
+    ]
     train, names, skipped = _crops(images, cfg, reg, progress)
     if len(names) < 2:
-        raise ObscuraError(f"data.root {root}: {len(names)} training identities with a dlib-detectable face; the adversary needs at least 2")
+        raise ObscuraError(
+            f"data.root {root}: {len(names)} training identities with a dlib-detectable face; the adversary needs at least 2"
+        )
     val = None
     if cfg.val_split and cfg.val_images and parts[cfg.val_split]:
         # round-robin over the held-out identities, so a small val_images still spans many faces
@@ -105,4 +132,3 @@ def prepare(cfg: DataConfig, reg: RegressorConfig, out_dir: Path, progress: bool
         "val_images": len(val) if val is not None else 0,
     }
     return Stage1Data(train, val, names, summary)
-

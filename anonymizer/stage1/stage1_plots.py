@@ -1,4 +1,5 @@
 """PNG figures of a stage-I run: loss curves and example captures with the regressor's landmarks."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -54,7 +55,9 @@ def examples(path: Path, models, dataset, cfg, count: int = 4) -> Path:
     models.regressor.train()
     fig, axes = plt.subplots(2, len(items), figsize=(3 * len(items), 6), squeeze=False)
     for j, item in enumerate(items):
-        for row, (img, pts, label) in enumerate(((images[j], item[3], "clean + dlib"), (capture[j].cpu(), found[j], "capture + regressor"))):
+        for row, (img, pts, label) in enumerate(
+            ((images[j], item[3], "clean + dlib"), (capture[j].cpu(), found[j], "capture + regressor"))
+        ):
             ax = axes[row, j]
             ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy())
             ax.scatter(pts[:, 0], pts[:, 1], s=4, c="lime")

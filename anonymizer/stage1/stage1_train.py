@@ -13,6 +13,7 @@ rank) and draws its batch from a per-epoch permutation, so resuming from a check
 the same steps exactly. Launched by torchrun it runs DistributedDataParallel (one process per
 device); otherwise single-process.
 """
+
 from __future__ import annotations
 
 import time
@@ -56,7 +57,15 @@ from optics.psf_plots import save_psf_figure
 from optics.sensor import Sensor
 from optics.srgb_capture import capture_srgb
 
-METRICS = ("heatmap_loss", "identity_information", "information_bound", "adversary_loss", "adversary_accuracy", "nme", "quality_l1")
+METRICS = (
+    "heatmap_loss",
+    "identity_information",
+    "information_bound",
+    "adversary_loss",
+    "adversary_accuracy",
+    "nme",
+    "quality_l1",
+)
 PSF_ENERGY = 0.8  # logged: radius of the PSF holding this share of the light (mean over R, G, B)
 
 
@@ -90,8 +99,15 @@ def build_optimizers(models: Models, cfg: Stage1Config) -> dict[str, torch.optim
     }
 
 
-def train_step(models: Models, wrapped: dict[str, nn.Module], opts: dict[str, torch.optim.Optimizer], batch: list[Tensor],
-               step: int, cfg: Stage1Config, rt: Runtime) -> dict[str, float]:
+def train_step(
+    models: Models,
+    wrapped: dict[str, nn.Module],
+    opts: dict[str, torch.optim.Optimizer],
+    batch: list[Tensor],
+    step: int,
+    cfg: Stage1Config,
+    rt: Runtime,
+) -> dict[str, float]:
     """One alternating update (optic + regressor, then adversary); returns the step's metrics."""
     t, a = cfg.train, cfg.adversary
     seed = step_seed(t.seed, step, rt.rank)
@@ -147,7 +163,9 @@ def train_step(models: Models, wrapped: dict[str, nn.Module], opts: dict[str, to
     }
 
 
-def resume(folder: Path, models: Models, opts: dict[str, torch.optim.Optimizer], cfg: Stage1Config, rt: Runtime) -> tuple[int, list[dict], list[dict], str | None]:
+def resume(
+    folder: Path, models: Models, opts: dict[str, torch.optim.Optimizer], cfg: Stage1Config, rt: Runtime
+) -> tuple[int, list[dict], list[dict], str | None]:
     """Restore the newest readable checkpoint: (start step, history, unlogged metrics, its path or None)."""
     found = checkpoint.latest(folder, map_location=rt.device)
     if found is None:
@@ -162,8 +180,15 @@ def resume(folder: Path, models: Models, opts: dict[str, torch.optim.Optimizer],
     return int(state["step"]), list(state["history"]), list(state["pending"]), str(path)
 
 
-def save_checkpoint(folder: Path, step: int, models: Models, opts: dict[str, torch.optim.Optimizer], cfg: Stage1Config,
-                    history: list[dict], pending: list[dict]) -> Path:
+def save_checkpoint(
+    folder: Path,
+    step: int,
+    models: Models,
+    opts: dict[str, torch.optim.Optimizer],
+    cfg: Stage1Config,
+    history: list[dict],
+    pending: list[dict],
+) -> Path:
     """Write the state after `step` steps (atomic, checksummed) and keep only the last two."""
     state = {
         "step": step,
@@ -204,7 +229,9 @@ def validate_landmarks(models: Models, val: FaceCrops, cfg: Stage1Config, rt: Ru
     return {"val_nme": float(nme.mean()), "val_nme_median": float(np.median(nme)), "val_images": int(nme.size)}
 
 
-def write_outputs(out: Path, models: Models, cfg: Stage1Config, data: Stage1Data, history: list[dict], extra: dict[str, Any]) -> dict[str, Any]:
+def write_outputs(
+    out: Path, models: Models, cfg: Stage1Config, data: Stage1Data, history: list[dict], extra: dict[str, Any]
+) -> dict[str, Any]:
     """optic.npz, regressor.pt, adversary.pt, metrics.json and the PNGs (loss curves, PSF, example captures)."""
     save_optic(out / runs.OPTIC, models.camera)
     arch = {k: getattr(cfg.regressor, k) for k in ("base_channels", "depth", "stride", "max_channels")}
@@ -212,8 +239,11 @@ def write_outputs(out: Path, models: Models, cfg: Stage1Config, data: Stage1Data
     runs.save_recogniser(out / runs.ADVERSARY, runs.ADVERSARY_KINDS[0], models.adversary, data.identities)
     metrics = {
         "data": data.summary,
-        "parameters": {"optic": count_parameters(models.camera), "regressor": count_parameters(models.regressor),
-                       "adversary": count_parameters(models.adversary)},
+        "parameters": {
+            "optic": count_parameters(models.camera),
+            "regressor": count_parameters(models.regressor),
+            "adversary": count_parameters(models.adversary),
+        },
         "final": history[-1] if history else {},
         "history": history,
         **extra,
@@ -237,17 +267,32 @@ def train(cfg: Stage1Config, out_dir: str | Path) -> dict[str, Any]:
         opts = build_optimizers(models, cfg)
         folder = out / runs.CHECKPOINTS
         start, history, pending, resumed = resume(folder, models, opts, cfg, rt)
-        wrapped = {"camera": wrap(models.camera, rt), "regressor": wrap(models.regressor, rt), "adversary": wrap(models.adversary, rt)}
+        wrapped = {
+            "camera": wrap(models.camera, rt),
+            "regressor": wrap(models.regressor, rt),
+            "adversary": wrap(models.adversary, rt),
+        }
         t0 = time.perf_counter()
-        bar = tqdm(total=cfg.train.steps, initial=start, desc="stage I", unit="step", disable=not cfg.train.progress or rt.rank != 0)
+        bar = tqdm(
+            total=cfg.train.steps,
+            initial=start,
+            desc="stage I",
+            unit="step",
+            disable=not cfg.train.progress or rt.rank != 0,
+        )
         for step, batch in batches(data.train, cfg.train, rt, start):
             pending.append(train_step(models, wrapped, opts, batch, step, cfg, rt))
             done = step + 1
             if done % cfg.train.log_every == 0 or done == cfg.train.steps:
                 history.append(summarise(pending, done, models.camera))
                 pending = []
-                bar.set_postfix(heat=f"{history[-1]['heatmap_loss']:.4f}", info=f"{history[-1]['identity_information']:.3f}",
-                                adv=f"{history[-1]['adversary_accuracy']:.2f}", nme=f"{history[-1]['nme']:.3f}", r80=f"{history[-1]['psf_r80_px']:.1f}")
+                bar.set_postfix(
+                    heat=f"{history[-1]['heatmap_loss']:.4f}",
+                    info=f"{history[-1]['identity_information']:.3f}",
+                    adv=f"{history[-1]['adversary_accuracy']:.2f}",
+                    nme=f"{history[-1]['nme']:.3f}",
+                    r80=f"{history[-1]['psf_r80_px']:.1f}",
+                )
             if rt.rank == 0 and (done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps):
                 save_checkpoint(folder, done, models, opts, cfg, history, pending)
             bar.update(1)

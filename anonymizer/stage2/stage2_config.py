@@ -3,6 +3,7 @@
 Ranges and choices are declared on the fields; `validate` checks what spans several fields or needs
 files (the stage-I result, the domain file), so a bad configuration fails before any image is read.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -21,7 +22,9 @@ class DataConfig:
     """Which faces: the stage-I run's training identities of a face set, centre-cropped like stage I."""
 
     root: str = ""  # "" : the stage-I run's data.root (a folder, or a name under the shared data folder)
-    max_identities: int = bounded(0, ge=0)  # 0: every training identity (a positive number keeps the first ones, for tests)
+    max_identities: int = bounded(
+        0, ge=0
+    )  # 0: every training identity (a positive number keeps the first ones, for tests)
     max_images_per_identity: int = bounded(0, ge=0)  # 0: all
     domain_file: str = ""  # "" : one domain; else lines "<identity> <domain index>" covering the training identities
 
@@ -100,17 +103,27 @@ def validate(cfg: Stage2Config) -> None:
     d, m, lo, t = cfg.data, cfg.model, cfg.loss, cfg.train
     s = m.img_size
     if s < 64 or s & (s - 1):
-        raise ObscuraError(f"config key 'model.img_size' is {s}; expected a power of two >= 64 (128 on a CPU, 256 as the reference)")
+        raise ObscuraError(
+            f"config key 'model.img_size' is {s}; expected a power of two >= 64 (128 on a CPU, 256 as the reference)"
+        )
     if m.max_conv_dim < m.dim_in:
-        raise ObscuraError(f"config key 'model.max_conv_dim' is {m.max_conv_dim!r}; expected >= model.dim_in = {m.dim_in}")
+        raise ObscuraError(
+            f"config key 'model.max_conv_dim' is {m.max_conv_dim!r}; expected >= model.dim_in = {m.dim_in}"
+        )
     if lo.identity_embedder and not Path(lo.identity_embedder).is_file():
-        raise ObscuraError(f"config key 'loss.identity_embedder' is {lo.identity_embedder!r}: no such file "
-                           "(expected an attacker.pt of `simulate.py attack-optic`, or '' for the stage-I adversary)")
+        raise ObscuraError(
+            f"config key 'loss.identity_embedder' is {lo.identity_embedder!r}: no such file "
+            "(expected an attacker.pt of `simulate.py attack-optic`, or '' for the stage-I adversary)"
+        )
     if t.init and not Path(t.init).is_file():
-        raise ObscuraError(f"config key 'train.init' is {t.init!r}: no such file (expected a stage-II checkpoint, OUT/checkpoints/ckpt-*.pt)")
+        raise ObscuraError(
+            f"config key 'train.init' is {t.init!r}: no such file (expected a stage-II checkpoint, OUT/checkpoints/ckpt-*.pt)"
+        )
     if m.num_domains > 1 and not d.domain_file:
-        raise ObscuraError(f"config key 'data.domain_file' is empty but model.num_domains is {m.num_domains}; "
-                           "expected a file of '<identity> <domain index>' lines")
+        raise ObscuraError(
+            f"config key 'data.domain_file' is empty but model.num_domains is {m.num_domains}; "
+            "expected a file of '<identity> <domain index>' lines"
+        )
     if d.domain_file and not Path(d.domain_file).is_file():
         raise ObscuraError(f"config key 'data.domain_file' is {d.domain_file!r}: no such file")
     runs.require_stage1(cfg.stage1, (*runs.STAGE2_NEEDS, runs.CONFIG), f"config key 'stage1' is {cfg.stage1!r}")

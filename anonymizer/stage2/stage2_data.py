@@ -7,6 +7,7 @@ at); the capture is made on the fly by the frozen camera with fresh seeded senso
 heatmaps by the frozen regressor on that capture. When the generator works at another size the
 crops and captures are resized to it after imaging, never before.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -74,11 +75,15 @@ def read_domains(path: str, identities: list[str], num_domains: int) -> dict[str
             continue
         parts = line.split()
         if len(parts) != 2 or not parts[1].lstrip("-").isdigit() or not 0 <= int(parts[1]) < num_domains:
-            raise ObscuraError(f"data.domain_file {path}, line {n}: {line!r}; expected '<identity> <domain index 0..{num_domains - 1}>'")
+            raise ObscuraError(
+                f"data.domain_file {path}, line {n}: {line!r}; expected '<identity> <domain index 0..{num_domains - 1}>'"
+            )
         found[parts[0]] = int(parts[1])
     missing = [name for name in identities if name not in found]
     if missing:
-        raise ObscuraError(f"data.domain_file {path}: training identity '{missing[0]}' has no domain ({len(missing)} missing)")
+        raise ObscuraError(
+            f"data.domain_file {path}: training identity '{missing[0]}' has no domain ({len(missing)} missing)"
+        )
     return {name: found[name] for name in identities}
 
 
@@ -89,22 +94,40 @@ def prepare(cfg: Stage2Config, parts: Stage1Parts, progress: bool = False) -> St
     face_set = load_face_set(root, parts.min_images, identities=parts.train_identities, progress=progress)
     names = face_set.identities[: d.max_identities or None]
     if len(names) < 2:
-        raise ObscuraError(f"data.root {root}: {len(names)} training identities; reference faces must come from another identity (need >= 2)")
+        raise ObscuraError(
+            f"data.root {root}: {len(names)} training identities; reference faces must come from another identity (need >= 2)"
+        )
     domain_of = read_domains(d.domain_file, names, cfg.model.num_domains) if d.domain_file else {n: 0 for n in names}
-    images = [(i, img) for i, name in enumerate(names) for img in face_set.images[name][: d.max_images_per_identity or None]]
-    train = CleanFaces([str(img.path) for _, img in images], [i for i, _ in images], [domain_of[img.identity] for _, img in images],
-                       parts.crop_size)
+    images = [
+        (i, img) for i, name in enumerate(names) for img in face_set.images[name][: d.max_images_per_identity or None]
+    ]
+    train = CleanFaces(
+        [str(img.path) for _, img in images],
+        [i for i, _ in images],
+        [domain_of[img.identity] for _, img in images],
+        parts.crop_size,
+    )
     by_domain = [[k for k, dom in enumerate(train.domains) if dom == y] for y in range(cfg.model.num_domains)]
     for y, members in enumerate(by_domain):
         if len({train.identities[k] for k in members}) < 2:
-            raise ObscuraError(f"data.domain_file {d.domain_file}: domain {y} has faces of fewer than 2 training identities; "
-                               "each domain needs references of another identity")
-    summary = {"root": str(root), "train_identities": len(names), "train_images": len(train), "unreadable": len(face_set.unreadable),
-               "crop_size": parts.crop_size, "images_per_domain": [len(m) for m in by_domain]}
+            raise ObscuraError(
+                f"data.domain_file {d.domain_file}: domain {y} has faces of fewer than 2 training identities; "
+                "each domain needs references of another identity"
+            )
+    summary = {
+        "root": str(root),
+        "train_identities": len(names),
+        "train_images": len(train),
+        "unreadable": len(face_set.unreadable),
+        "crop_size": parts.crop_size,
+        "images_per_domain": [len(m) for m in by_domain],
+    }
     return Stage2Data(train, names, by_domain, summary)
 
 
-def references(data: Stage2Data, identities: Tensor, generator: torch.Generator) -> tuple[list[int], list[int], list[int]]:
+def references(
+    data: Stage2Data, identities: Tensor, generator: torch.Generator
+) -> tuple[list[int], list[int], list[int]]:
     """For each source face: a target domain and two reference faces of that domain, of identities other than the source's.
 
     Drawn from `generator` (seeded per step), so a resumed run draws the same references.
@@ -116,8 +139,16 @@ def references(data: Stage2Data, identities: Tensor, generator: torch.Generator)
         pool = data.by_domain[y]
         picks = []
         for _ in range(2):
-            pick = next((k for k in (pool[int(torch.randint(len(pool), (1,), generator=generator))] for _ in range(REFERENCE_TRIES))
-                         if data.train.identities[k] != source), None)
+            pick = next(
+                (
+                    k
+                    for k in (
+                        pool[int(torch.randint(len(pool), (1,), generator=generator))] for _ in range(REFERENCE_TRIES)
+                    )
+                    if data.train.identities[k] != source
+                ),
+                None,
+            )
             picks.append(pick if pick is not None else next(k for k in pool if data.train.identities[k] != source))
         refs.append(picks[0])
         refs2.append(picks[1])

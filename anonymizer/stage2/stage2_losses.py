@@ -6,6 +6,7 @@ diversity-sensitive, cycle. Ours: heatmap consistency between the source capture
 anything) and identity dissimilarity to the source, measured by the stage-I adversary's
 embedder (our training-time recogniser; never SFace or dlib, which judge the result).
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -71,8 +72,9 @@ def cycle(reconstruction: Tensor, target: Tensor) -> Tensor:
     return (reconstruction - target).abs().mean()
 
 
-def heatmap_consistency(regressor: nn.Module, output: Tensor, source_heatmaps: Tensor,
-                        reimage: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+def heatmap_consistency(
+    regressor: nn.Module, output: Tensor, source_heatmaps: Tensor, reimage: Callable[[Tensor], Tensor] | None = None
+) -> Tensor:
     """L1 between the frozen regressor's heatmaps of the output and those of the source capture, with gradient.
 
     `reimage` (the frozen stage-I camera) images the output first: the regressor was trained on

@@ -1,4 +1,5 @@
 """PNG figures of a stage-II run: loss curves and sample grids (source, capture, outputs, reference)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -16,6 +16,7 @@ Reproducible and resumable like stage I: every step re-seeds from (seed, step, r
 its batch from a per-epoch permutation, so resuming repeats the same steps exactly. Launched by
 torchrun it runs DistributedDataParallel (stage I's runtime); otherwise single-process.
 """
+
 from __future__ import annotations
 
 import copy
@@ -53,10 +54,27 @@ from obscura.errors import ObscuraError
 # Settings that may change between a run and its resumption (they do not change what is learned).
 # The EMA settings only shape the averaged copy, never the trained networks, so they may change too.
 # The identity term may change on resume: a trained run can be continued against a better recogniser.
-RESUMABLE_KEYS = (*LOOP_RESUMABLE_KEYS, "train.sample_every", "train.ema_warmup",
-                  "loss.identity", "loss.identity_margin", "loss.identity_embedder")
-METRICS = ("d_real", "d_fake", "d_r1", "g_adv", "g_style", "g_diversity", "g_cycle", "g_heatmap", "g_identity",
-           "identity_cosine", "ds_weight")
+RESUMABLE_KEYS = (
+    *LOOP_RESUMABLE_KEYS,
+    "train.sample_every",
+    "train.ema_warmup",
+    "loss.identity",
+    "loss.identity_margin",
+    "loss.identity_embedder",
+)
+METRICS = (
+    "d_real",
+    "d_fake",
+    "d_r1",
+    "g_adv",
+    "g_style",
+    "g_diversity",
+    "g_cycle",
+    "g_heatmap",
+    "g_identity",
+    "identity_cosine",
+    "ds_weight",
+)
 SAMPLE_SEED = 12345  # fixed faces, references, latents and noise of the sample grids
 
 
@@ -85,7 +103,9 @@ def build(cfg: Stage2Config, device: torch.device) -> tuple[Networks, Networks]:
     """Trained networks (seeded by train.seed) and their EMA copies (no discriminator)."""
     torch.manual_seed(cfg.train.seed)
     nets = build_networks(arch(cfg))
-    ema = Networks(copy.deepcopy(nets.generator), copy.deepcopy(nets.mapping_network), copy.deepcopy(nets.style_encoder))
+    ema = Networks(
+        copy.deepcopy(nets.generator), copy.deepcopy(nets.mapping_network), copy.deepcopy(nets.style_encoder)
+    )
     for net in (*nets.named().values(), *ema.named().values()):
         net.to(device)
     for net in ema.named().values():
@@ -96,9 +116,15 @@ def build(cfg: Stage2Config, device: torch.device) -> tuple[Networks, Networks]:
 def build_optimizers(nets: Networks, cfg: Stage2Config) -> dict[str, torch.optim.Optimizer]:
     """Adam per network (the reference's betas and weight decay; the mapping network at its own, lower rate)."""
     t = cfg.train
-    return {name: torch.optim.Adam(net.parameters(), lr=t.lr_mapping if name == "mapping_network" else t.lr,
-                                   betas=(t.beta1, t.beta2), weight_decay=t.weight_decay)
-            for name, net in nets.named().items()}
+    return {
+        name: torch.optim.Adam(
+            net.parameters(),
+            lr=t.lr_mapping if name == "mapping_network" else t.lr,
+            betas=(t.beta1, t.beta2),
+            weight_decay=t.weight_decay,
+        )
+        for name, net in nets.named().items()
+    }
 
 
 def ema_beta_at(step: int, beta: float, warmup: float) -> float:
@@ -113,8 +139,15 @@ def moving_average(net: nn.Module, ema: nn.Module, beta: float) -> None:
         q.lerp_(p, 1.0 - beta)
 
 
-def make_batch(parts: Stage1Parts, data: Stage2Data, raw: list[Tensor], seed: int, cfg: Stage2Config,
-               device: torch.device, noise: torch.Generator) -> Batch:
+def make_batch(
+    parts: Stage1Parts,
+    data: Stage2Data,
+    raw: list[Tensor],
+    seed: int,
+    cfg: Stage2Config,
+    device: torch.device,
+    noise: torch.Generator,
+) -> Batch:
     """Captures and heatmaps of the sources, reference faces and latents, all drawn from `seed` / `noise`."""
     images, domains, identities, _ = raw
     size = cfg.model.img_size
@@ -125,10 +158,18 @@ def make_batch(parts: Stage1Parts, data: Stage2Data, raw: list[Tensor], seed: in
         shot = parts.capture(clean, noise)
         heat = parts.regressor(shot)
     latent = (clean.shape[0], cfg.model.latent_dim)
-    return Batch(clean, heat, resize(clean, size), resize(shot, size), domains.to(device),
-                 _faces(data, refs, size, device), _faces(data, refs2, size, device),
-                 torch.tensor(y_trg, device=device), torch.randn(latent, generator=draw).to(device),
-                 torch.randn(latent, generator=draw).to(device))
+    return Batch(
+        clean,
+        heat,
+        resize(clean, size),
+        resize(shot, size),
+        domains.to(device),
+        _faces(data, refs, size, device),
+        _faces(data, refs2, size, device),
+        torch.tensor(y_trg, device=device),
+        torch.randn(latent, generator=draw).to(device),
+        torch.randn(latent, generator=draw).to(device),
+    )
 
 
 def _faces(data: Stage2Data, indices: list[int], size: int, device: torch.device) -> Tensor:
@@ -136,8 +177,9 @@ def _faces(data: Stage2Data, indices: list[int], size: int, device: torch.device
     return resize(torch.stack([data.train[k][0] for k in indices]).to(device), size)
 
 
-def d_step(nets: Networks, wrapped: dict[str, nn.Module], opt: torch.optim.Optimizer, b: Batch, latent: bool,
-           cfg: Stage2Config) -> dict[str, float]:
+def d_step(
+    nets: Networks, wrapped: dict[str, nn.Module], opt: torch.optim.Optimizer, b: Batch, latent: bool, cfg: Stage2Config
+) -> dict[str, float]:
     """One discriminator update on clean references (real) against G's outputs (fake), with R1 on the reals."""
     with torch.no_grad():
         style = nets.mapping_network(b.z, b.y_trg) if latent else nets.style_encoder(b.reference, b.y_trg)
@@ -153,8 +195,17 @@ def d_step(nets: Networks, wrapped: dict[str, nn.Module], opt: torch.optim.Optim
     return {"d_real": loss_real.item(), "d_fake": loss_fake.item(), "d_r1": r1.item()}
 
 
-def g_step(nets: Networks, wrapped: dict[str, nn.Module], opts: dict[str, torch.optim.Optimizer], b: Batch, latent: bool,
-           parts: Stage1Parts, step: int, cfg: Stage2Config, noise: torch.Generator) -> dict[str, float]:
+def g_step(
+    nets: Networks,
+    wrapped: dict[str, nn.Module],
+    opts: dict[str, torch.optim.Optimizer],
+    b: Batch,
+    latent: bool,
+    parts: Stage1Parts,
+    step: int,
+    cfg: Stage2Config,
+    noise: torch.Generator,
+) -> dict[str, float]:
     """One generator update (with the mapping network and style encoder when latent-guided); returns its losses."""
     w = cfg.loss
     trained = ("generator", "mapping_network", "style_encoder") if latent else ("generator",)
@@ -175,7 +226,9 @@ def g_step(nets: Networks, wrapped: dict[str, nn.Module], opts: dict[str, torch.
     sty = losses.style_reconstruction(encoder(fake, b.y_trg), style)
     ds = losses.diversity(fake, fake2)
     source = b.capture if w.cycle_target == "capture" else b.source
-    rec = wrapped["generator"](fake, encoder(source, b.y_org), None)  # no heatmap skips on the way back, as the reference
+    rec = wrapped["generator"](
+        fake, encoder(source, b.y_org), None
+    )  # no heatmap skips on the way back, as the reference
     cyc = losses.cycle(rec, source)
     fake_crop = resize(fake, b.clean.shape[-1])  # the stage-I networks judge at the scale they were trained at
     reimage = (lambda x: parts.capture(x, noise)) if w.heatmap_through_camera else None
@@ -191,12 +244,30 @@ def g_step(nets: Networks, wrapped: dict[str, nn.Module], opts: dict[str, torch.
     for name in trained:
         opts[name].step()
     nets.style_encoder.requires_grad_(True)
-    return {"g_adv": adv.item(), "g_style": sty.item(), "g_diversity": ds.item(), "g_cycle": cyc.item(), "g_heatmap": heat.item(),
-            "g_identity": ident.item(), "identity_cosine": cosine.mean().item(), "ds_weight": ds_weight}
+    return {
+        "g_adv": adv.item(),
+        "g_style": sty.item(),
+        "g_diversity": ds.item(),
+        "g_cycle": cyc.item(),
+        "g_heatmap": heat.item(),
+        "g_identity": ident.item(),
+        "identity_cosine": cosine.mean().item(),
+        "ds_weight": ds_weight,
+    }
 
 
-def train_step(nets: Networks, ema: Networks, wrapped: dict[str, nn.Module], opts: dict[str, torch.optim.Optimizer],
-               parts: Stage1Parts, data: Stage2Data, raw: list[Tensor], step: int, cfg: Stage2Config, rt: Runtime) -> dict[str, float]:
+def train_step(
+    nets: Networks,
+    ema: Networks,
+    wrapped: dict[str, nn.Module],
+    opts: dict[str, torch.optim.Optimizer],
+    parts: Stage1Parts,
+    data: Stage2Data,
+    raw: list[Tensor],
+    step: int,
+    cfg: Stage2Config,
+    rt: Runtime,
+) -> dict[str, float]:
     """Two discriminator and two generator updates, then the EMA; returns the step's metrics (means over each pair)."""
     seed = step_seed(cfg.train.seed, step, rt.rank)
     torch.manual_seed(seed)
@@ -212,8 +283,15 @@ def train_step(nets: Networks, ema: Networks, wrapped: dict[str, nn.Module], opt
     return {k: float(np.mean([m[k] for m in (*d, *g) if k in m])) for k in METRICS}
 
 
-def resume(folder: Path, nets: Networks, ema: Networks, opts: dict[str, torch.optim.Optimizer], cfg: Stage2Config,
-           parts: Stage1Parts, rt: Runtime) -> tuple[int, list[dict], list[dict], str | None]:
+def resume(
+    folder: Path,
+    nets: Networks,
+    ema: Networks,
+    opts: dict[str, torch.optim.Optimizer],
+    cfg: Stage2Config,
+    parts: Stage1Parts,
+    rt: Runtime,
+) -> tuple[int, list[dict], list[dict], str | None]:
     """Restore the newest readable checkpoint: (start step, history, unlogged metrics, its path or None)."""
     found = checkpoint.latest(folder, map_location=rt.device)
     if found is None:
@@ -222,8 +300,10 @@ def resume(folder: Path, nets: Networks, ema: Networks, opts: dict[str, torch.op
     refuse_changed_config(path, cfg, state["config"], RESUMABLE_KEYS)
     for name, digest in state["stage1_digest"].items():
         if parts.digest.get(name) != digest:
-            raise ObscuraError(f"{path} was trained on another stage-I result: {name} in {cfg.stage1!r} has changed since; "
-                               "use a new --out folder or the same stage-I files")
+            raise ObscuraError(
+                f"{path} was trained on another stage-I result: {name} in {cfg.stage1!r} has changed since; "
+                "use a new --out folder or the same stage-I files"
+            )
     load_networks(state, nets, ema)
     for name, opt in opts.items():
         opt.load_state_dict(state[f"opt_{name}"])
@@ -236,8 +316,10 @@ def start_from(path: Path, nets: Networks, ema: Networks, cfg: Stage2Config) -> 
     theirs = state.get("config", {}).get("model", {})
     for key, value in config.to_dict(cfg.model).items():
         if theirs.get(key) != value:
-            raise ObscuraError(f"config key 'train.init': {path} has model.{key} = {theirs.get(key)!r}, this config {value!r}; "
-                               "expected the same model section")
+            raise ObscuraError(
+                f"config key 'train.init': {path} has model.{key} = {theirs.get(key)!r}, this config {value!r}; "
+                "expected the same model section"
+            )
     load_networks(state, nets, ema)
 
 
@@ -249,8 +331,17 @@ def load_networks(state: dict[str, Any], nets: Networks, ema: Networks) -> None:
         net.load_state_dict(state["ema"][name])
 
 
-def save_checkpoint(folder: Path, step: int, nets: Networks, ema: Networks, opts: dict[str, torch.optim.Optimizer], cfg: Stage2Config,
-                    parts: Stage1Parts, history: list[dict], pending: list[dict]) -> Path:
+def save_checkpoint(
+    folder: Path,
+    step: int,
+    nets: Networks,
+    ema: Networks,
+    opts: dict[str, torch.optim.Optimizer],
+    cfg: Stage2Config,
+    parts: Stage1Parts,
+    history: list[dict],
+    pending: list[dict],
+) -> Path:
     """Write the state after `step` steps (atomic, checksummed) and keep only the last two."""
     state = {
         "step": step,
@@ -271,7 +362,9 @@ def sample_batch(parts: Stage1Parts, data: Stage2Data, cfg: Stage2Config, device
     picks = np.linspace(0, len(data.train) - 1, count).round().astype(int).tolist()
     items = [data.train[k] for k in picks]
     raw = [torch.stack([it[0] for it in items]), *(torch.tensor([it[j] for it in items]) for j in (1, 2, 3))]
-    return make_batch(parts, data, raw, SAMPLE_SEED, cfg, device, torch.Generator(device=device).manual_seed(SAMPLE_SEED))
+    return make_batch(
+        parts, data, raw, SAMPLE_SEED, cfg, device, torch.Generator(device=device).manual_seed(SAMPLE_SEED)
+    )
 
 
 @torch.no_grad()
@@ -294,11 +387,25 @@ def summarise(pending: list[dict], step: int) -> dict[str, float]:
     return {"step": step, **{k: float(np.mean([m[k] for m in pending])) for k in METRICS}}
 
 
-def write_outputs(out: Path, nets: Networks, ema: Networks, cfg: Stage2Config, parts: Stage1Parts, data: Stage2Data,
-                  history: list[dict], samples: Batch, extra: dict[str, Any]) -> dict[str, Any]:
+def write_outputs(
+    out: Path,
+    nets: Networks,
+    ema: Networks,
+    cfg: Stage2Config,
+    parts: Stage1Parts,
+    data: Stage2Data,
+    history: list[dict],
+    samples: Batch,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
     """generator_ema.pt (with the mapping network and style encoder), metrics.json, loss_curves.png, samples.png."""
-    info = {"stage1": cfg.stage1, "stage1_digest": parts.digest, "crop_size": parts.crop_size, "steps": cfg.train.steps,
-            "train_identities": data.identities}
+    info = {
+        "stage1": cfg.stage1,
+        "stage1_digest": parts.digest,
+        "crop_size": parts.crop_size,
+        "steps": cfg.train.steps,
+        "train_identities": data.identities,
+    }
     save_anonymizer(out / runs.GENERATOR_EMA, ema, arch(cfg), info)
     metrics = {
         "data": data.summary,
@@ -330,7 +437,13 @@ def train(cfg: Stage2Config, out_dir: str | Path) -> dict[str, Any]:
         wrapped = {name: wrap(net, rt) for name, net in nets.named().items()}
         samples = sample_batch(parts, data, cfg, rt.device)
         t0 = time.perf_counter()
-        bar = tqdm(total=cfg.train.steps, initial=start, desc="stage II", unit="step", disable=not cfg.train.progress or rt.rank != 0)
+        bar = tqdm(
+            total=cfg.train.steps,
+            initial=start,
+            desc="stage II",
+            unit="step",
+            disable=not cfg.train.progress or rt.rank != 0,
+        )
         for step, raw in batches(data.train, cfg.train, rt, start):
             pending.append(train_step(nets, ema, wrapped, opts, parts, data, raw, step, cfg, rt))
             done = step + 1
@@ -338,8 +451,13 @@ def train(cfg: Stage2Config, out_dir: str | Path) -> dict[str, Any]:
                 history.append(summarise(pending, done))
                 pending = []
                 h = history[-1]
-                bar.set_postfix(d=f"{h['d_real'] + h['d_fake']:.3f}", adv=f"{h['g_adv']:.3f}", cyc=f"{h['g_cycle']:.3f}",
-                                heat=f"{h['g_heatmap']:.4f}", cos=f"{h['identity_cosine']:.2f}")
+                bar.set_postfix(
+                    d=f"{h['d_real'] + h['d_fake']:.3f}",
+                    adv=f"{h['g_adv']:.3f}",
+                    cyc=f"{h['g_cycle']:.3f}",
+                    heat=f"{h['g_heatmap']:.4f}",
+                    cos=f"{h['identity_cosine']:.2f}",
+                )
             if rt.rank == 0 and done % cfg.train.sample_every == 0:
                 write_samples(out / "samples" / f"step-{done:08d}.png", ema, samples, done)
             if rt.rank == 0 and (done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps):
@@ -350,6 +468,11 @@ def train(cfg: Stage2Config, out_dir: str | Path) -> dict[str, Any]:
         if rt.rank != 0:
             return {}
         embedder = cfg.loss.identity_embedder
-        extra = {**run_summary(cfg.train.steps, start, seconds, resumed, rt), "stage1": cfg.stage1,
-                 "identity_embedder": {"file": embedder, "sha256": file_sha256(Path(embedder))} if embedder else "stage-I adversary"}
+        extra = {
+            **run_summary(cfg.train.steps, start, seconds, resumed, rt),
+            "stage1": cfg.stage1,
+            "identity_embedder": {"file": embedder, "sha256": file_sha256(Path(embedder))}
+            if embedder
+            else "stage-I adversary",
+        }
         return write_outputs(out, nets, ema, cfg, parts, data, history, samples, extra)

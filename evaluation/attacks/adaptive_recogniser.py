@@ -11,6 +11,7 @@ unseen faces would make the capture figures meaningless. With `method` the same 
 evaluation baseline (lowres8, defocus, ...) in place of the optic, so baselines and optics can be
 compared against one adaptive attacker.
 """
+
 from __future__ import annotations
 
 import time
@@ -107,10 +108,14 @@ def build(stage: Stage1Config, cfg: AttackConfig, identities: list[str]) -> tupl
     torch.manual_seed(cfg.seed)
     margin = None if cfg.arcface_margin < 0 else cfg.arcface_margin
     if cfg.init == "scratch":
-        return imaging, runs.build_adversary(stage.adversary, len(identities), margin, None if cfg.input_px < 0 else cfg.input_px)
+        return imaging, runs.build_adversary(
+            stage.adversary, len(identities), margin, None if cfg.input_px < 0 else cfg.input_px
+        )
     start = folder / runs.ADVERSARY if cfg.init == "adversary" else Path(cfg.init)
     saved = runs.read_recogniser(start)
-    attacker = runs.build_adversary(stage.adversary, len(identities), margin, saved["input_px"] if cfg.input_px < 0 else cfg.input_px)
+    attacker = runs.build_adversary(
+        stage.adversary, len(identities), margin, saved["input_px"] if cfg.input_px < 0 else cfg.input_px
+    )
     runs.load_weights(attacker, start, saved, identities)
     return imaging, attacker
 
@@ -127,7 +132,9 @@ def attacker_batch(imaging: SrgbImaging, images: Tensor, step: int, cfg: AttackC
     return torch.where(flip[:, None, None, None], seen.flip(-1), seen)
 
 
-def fine_tune(imaging: SrgbImaging, attacker: Adversary, train_set, cfg: AttackConfig, out: Path) -> list[dict[str, float]]:
+def fine_tune(
+    imaging: SrgbImaging, attacker: Adversary, train_set, cfg: AttackConfig, out: Path
+) -> list[dict[str, float]]:
     """ArcFace fine-tuning on captures of the training identities; resumes from out/checkpoints."""
     opt = torch.optim.Adam(attacker.parameters(), lr=cfg.lr)
     folder = out / runs.CHECKPOINTS
@@ -159,8 +166,11 @@ def fine_tune(imaging: SrgbImaging, attacker: Adversary, train_set, cfg: AttackC
         bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy.item():.2f}")
         bar.update(1)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            checkpoint.save_step(folder, step + 1, {"step": step + 1, "attacker": attacker.state_dict(), "opt": opt.state_dict(),
-                                                    "history": history})
+            checkpoint.save_step(
+                folder,
+                step + 1,
+                {"step": step + 1, "attacker": attacker.state_dict(), "opt": opt.state_dict(), "history": history},
+            )
     bar.close()
     return history
 
@@ -181,7 +191,9 @@ def test_images(stage: Stage1Config, cfg: AttackConfig) -> tuple[list[list[Path]
 
 
 @torch.no_grad()
-def embed_test(imaging: SrgbImaging, attacker: Adversary, groups: list[list[Path]], size: int, cfg: AttackConfig) -> dict[str, Tensor]:
+def embed_test(
+    imaging: SrgbImaging, attacker: Adversary, groups: list[list[Path]], size: int, cfg: AttackConfig
+) -> dict[str, Tensor]:
     """Unit embeddings of every test image, clean and captured (per-image seeded noise)."""
     attacker.eval()
     clean, captured = [], []
@@ -202,10 +214,22 @@ def judge(emb: dict[str, Tensor], groups: list[list[Path]], cfg: AttackConfig) -
     is_gallery = np.zeros(sum(sizes), dtype=bool)
     is_gallery[first] = True
     labels = np.repeat(np.arange(len(groups)), sizes)[~is_gallery]
-    pairs = {"captured_gallery": ("captured", "captured"), "clean_gallery": ("captured", "clean"), "clean_only": ("clean", "clean")}
-    result: dict[str, Any] = {"n_identities": len(groups), "n_probes": int((~is_gallery).sum()), "chance": 1.0 / len(groups)}
+    pairs = {
+        "captured_gallery": ("captured", "captured"),
+        "clean_gallery": ("captured", "clean"),
+        "clean_only": ("clean", "clean"),
+    }
+    result: dict[str, Any] = {
+        "n_identities": len(groups),
+        "n_probes": int((~is_gallery).sum()),
+        "chance": 1.0 / len(groups),
+    }
     for name, (probe_kind, gallery_kind) in pairs.items():
-        scores = (emb[probe_kind][torch.from_numpy(~is_gallery)] @ emb[gallery_kind][torch.from_numpy(is_gallery)].T).double().numpy()
+        scores = (
+            (emb[probe_kind][torch.from_numpy(~is_gallery)] @ emb[gallery_kind][torch.from_numpy(is_gallery)].T)
+            .double()
+            .numpy()
+        )
         result[name] = metrics.privacy_metrics(scores, labels, cfg.far, cfg.bootstrap, cfg.seed)
     return result
 
@@ -216,8 +240,12 @@ def curve_png(path: Path, history: list[dict[str, float]]) -> Path:
     steps = [h["step"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for ax, key in zip(axes, ("loss", "accuracy")):
-        values = np.convolve([h[key] for h in history], np.ones(20) / 20, mode="valid") if len(history) >= 20 else [h[key] for h in history]
-        ax.plot(steps[len(steps) - len(values):], values, lw=1.2)
+        values = (
+            np.convolve([h[key] for h in history], np.ones(20) / 20, mode="valid")
+            if len(history) >= 20
+            else [h[key] for h in history]
+        )
+        ax.plot(steps[len(steps) - len(values) :], values, lw=1.2)
         ax.set_title(f"adaptive attacker: ArcFace {key} (20-step mean)", fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

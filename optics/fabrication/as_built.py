@@ -10,6 +10,7 @@ The pupil, lens, spectrum and sensor sampling are the Optic's; what changes is
   (phase 2 pi W020 (lambda_d / lambda) (r / R)^2), e.g. an object-distance or focal-length error;
 * `psf_shift_px` (x, y): where the PSF centre falls on the sensor relative to pixel (H//2, W//2).
 """
+
 from __future__ import annotations
 
 import math
@@ -50,12 +51,15 @@ def transform_map(values: Tensor, shift_m: Tensor, rotation_rad: Tensor, pitch_m
     x, y = gx - sx, gy - sy
     grid = torch.stack((cos * x + sin * y, -sin * x + cos * y), dim=-1)
     flat = values.reshape(-1, 1, n, n)
-    out = nn.functional.grid_sample(flat, grid.expand(flat.shape[0], n, n, 2), mode="bilinear",
-                                    padding_mode="border", align_corners=True)
+    out = nn.functional.grid_sample(
+        flat, grid.expand(flat.shape[0], n, n, 2), mode="bilinear", padding_mode="border", align_corners=True
+    )
     return out.reshape(values.shape)
 
 
-def as_built_psf(optic: Optic, errors: Errors, height_m: Tensor | None = None, transmission: Tensor | None = None) -> Tensor:
+def as_built_psf(
+    optic: Optic, errors: Errors, height_m: Tensor | None = None, transmission: Tensor | None = None
+) -> Tensor:
     """PSF (C, H, W), each channel summing to 1, of `optic` with `errors`.
 
     The mask is `height_m` (pupil grid; default the optic's own constrained, quantised map) or a

@@ -1,4 +1,5 @@
 """Fabrication export of a saved optic: level map -> TIFF / GDSII / STL + JSON sidecar + preview."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -16,10 +17,10 @@ from optics.fabrication import formats as files
 from optics.fabrication.fabrication_plots import save_height_map
 from optics.fabrication.heightmap import fabricated_levels, wrap_period_m
 from optics.materials import material
-from optics.optic_file import load_optic, strict_json
+from optics.optic_file import OPTIC_FILE, load_optic, strict_json
 
 FORMATS = ("gds", "tiff", "stl")
-COMMITTED_OPTIC = WEIGHTS_DIR / "optic.npz"
+COMMITTED_OPTIC = WEIGHTS_DIR / OPTIC_FILE
 
 
 @dataclass
@@ -43,8 +44,10 @@ def resolve_optic(path: str) -> Path:
         return Path(path)
     if COMMITTED_OPTIC.exists():
         return COMMITTED_OPTIC
-    raise ObscuraError(f"no --optic given and no committed optic at {COMMITTED_OPTIC} (stage I has not committed one yet); "
-                       "expected --optic FILE.npz")
+    raise ObscuraError(
+        f"no --optic given and no committed optic at {COMMITTED_OPTIC} (stage I has not committed one yet); "
+        "expected --optic FILE.npz"
+    )
 
 
 def design_surface(optic) -> np.ndarray:
@@ -63,7 +66,6 @@ def design_surface(optic) -> np.ndarray:
 def run_export(cfg: ExportConfig, out: Path) -> dict:
     """Write the requested files, the sidecar export.json, height_map.png and config.yaml into `out`."""
 
-
     if isinstance(cfg.levels, bool) or not 2 <= cfg.levels <= 256:
         raise ObscuraError(f"levels is {cfg.levels!r}; expected an integer from 2 to 256")
     unknown = [f for f in cfg.formats if f not in FORMATS]
@@ -80,21 +82,45 @@ def run_export(cfg: ExportConfig, out: Path) -> dict:
     # Another material keeps the design-wavelength phase: h_fab = h (n_trained - 1) / (n_fab - 1).
     surface = surface * (n_trained - 1.0) / (n_fab - 1.0)
     level_map = fabricated_levels(
-        surface, optic.pupil_pitch_m, optic.config.lens.aperture_diameter_m,
-        material_name=fab_material, design_wavelength_m=wavelength, num_levels=cfg.levels,
-        writer_pitch_m=cfg.writer_pitch_m, max_height_m=cfg.max_height_m, min_feature_m=cfg.min_feature_m,
+        surface,
+        optic.pupil_pitch_m,
+        optic.config.lens.aperture_diameter_m,
+        material_name=fab_material,
+        design_wavelength_m=wavelength,
+        num_levels=cfg.levels,
+        writer_pitch_m=cfg.writer_pitch_m,
+        max_height_m=cfg.max_height_m,
+        min_feature_m=cfg.min_feature_m,
     )
     if fab_material != trained_material:
-        level_map.changes.insert(0, {"step": "material", "from": trained_material, "to": fab_material,
-                                     "height_scale": (n_trained - 1.0) / (n_fab - 1.0),
-                                     "note": "heights rescaled to keep the design-wavelength phase"})
+        level_map.changes.insert(
+            0,
+            {
+                "step": "material",
+                "from": trained_material,
+                "to": fab_material,
+                "height_scale": (n_trained - 1.0) / (n_fab - 1.0),
+                "note": "heights rescaled to keep the design-wavelength phase",
+            },
+        )
     period = wrap_period_m(fab_material, wavelength)
     trained_period = optic.mask.max_height_m * (n_trained - 1.0) / (n_fab - 1.0)
     if optic.mask.constraint == "wrap" and abs(trained_period - period) > 1e-3 * period:
-        level_map.changes.append({"step": "wrap_period", "trained_m": trained_period, "exported_m": period,
-                                  "note": "the optic was trained wrapping at another period: other wavelengths see a different phase"})
-    meta = {"material": fab_material, "design_wavelength_m": wavelength, "refractive_index": n_fab,
-            "optic": str(optic_path), "units": "height = grey * nm_per_grey_level"}
+        level_map.changes.append(
+            {
+                "step": "wrap_period",
+                "trained_m": trained_period,
+                "exported_m": period,
+                "note": "the optic was trained wrapping at another period: other wavelengths see a different phase",
+            }
+        )
+    meta = {
+        "material": fab_material,
+        "design_wavelength_m": wavelength,
+        "refractive_index": n_fab,
+        "optic": str(optic_path),
+        "units": "height = grey * nm_per_grey_level",
+    }
     written: dict[str, dict] = {}
     progress = tqdm(total=len(cfg.formats), desc="export", unit="file", disable=None)
     if "tiff" in cfg.formats:
@@ -102,9 +128,15 @@ def run_export(cfg: ExportConfig, out: Path) -> dict:
         progress.update()
     if "gds" in cfg.formats:
         info = files.write_gds(out / "mask.gds", level_map)
-        exact = bool(np.array_equal(files.read_gds_levels(out / "mask.gds", level_map.levels.shape, level_map.pitch_m), level_map.levels))
+        exact = bool(
+            np.array_equal(
+                files.read_gds_levels(out / "mask.gds", level_map.levels.shape, level_map.pitch_m), level_map.levels
+            )
+        )
         if not exact:
-            raise ObscuraError(f"{out / 'mask.gds'} does not read back to the level map; the GDS is wrong and must not be sent to a fab")
+            raise ObscuraError(
+                f"{out / 'mask.gds'} does not read back to the level map; the GDS is wrong and must not be sent to a fab"
+            )
         written["gds"] = {"file": "mask.gds", "layer_n_is_level_n": True, "round_trip_exact": exact, **info}
         progress.update()
     if "stl" in cfg.formats:
@@ -113,8 +145,12 @@ def run_export(cfg: ExportConfig, out: Path) -> dict:
     progress.close()
     with atomic.atomic_path(out / "levels.npy") as tmp, open(tmp, "wb") as handle:
         np.save(handle, level_map.levels.astype(np.uint8 if cfg.levels <= 256 else np.uint16))
-    save_height_map(out / "height_map.png", level_map.height_m, level_map.pitch_m,
-                    f"{optic_path.name}: {cfg.levels} levels, {cfg.writer_pitch_m * 1e6:g} um pitch, {fab_material}")
+    save_height_map(
+        out / "height_map.png",
+        level_map.height_m,
+        level_map.pitch_m,
+        f"{optic_path.name}: {cfg.levels} levels, {cfg.writer_pitch_m * 1e6:g} um pitch, {fab_material}",
+    )
     sidecar = {
         "optic": str(optic_path),
         "optic_sha256": file_sha256(optic_path),

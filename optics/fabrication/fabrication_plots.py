@@ -1,4 +1,5 @@
 """PNG previews: fabricated height maps, PSF pairs, tolerance curves (matplotlib, Agg backend)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,7 +25,7 @@ def save_height_map(path: Path, height_m: np.ndarray, pitch_m: float, title: str
     fig.colorbar(im, ax=axes[0], fraction=0.046)
     k = max(min(h, w) // 16, 8)
     cy, cx = h // 2, w // 2
-    zoom = height_m[max(cy - k, 0): cy + k, max(cx - k, 0): cx + k]
+    zoom = height_m[max(cy - k, 0) : cy + k, max(cx - k, 0) : cx + k]
     axes[1].imshow(zoom * 1e9, cmap="viridis", interpolation="nearest")
     axes[1].set_title(f"centre, {zoom.shape[1]} x {zoom.shape[0]} writer pixels")
     fig.suptitle(title)

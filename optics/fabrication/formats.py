@@ -4,6 +4,7 @@ Geometry conventions shared by all three: pixel (row, col) of the level map cove
 x in [col, col + 1) * pitch, y in [H - row - 1, H - row) * pitch (y up, so the map's top row
 is at the top); the optical axis is at the centre (W/2, H/2) * pitch.
 """
+
 from __future__ import annotations
 
 import json
@@ -90,7 +91,12 @@ def _rasterise_rectilinear(polygons: list[np.ndarray], shape: tuple[int, int], p
     starts, ends = [], []
     for points in polygons:
         grid = np.rint(points / pitch_um).astype(np.int64)
-        if not np.allclose(grid * pitch_um, points, atol=1e-3 * pitch_um) or grid.min() < 0 or grid[:, 0].max() > width or grid[:, 1].max() > height:
+        if (
+            not np.allclose(grid * pitch_um, points, atol=1e-3 * pitch_um)
+            or grid.min() < 0
+            or grid[:, 0].max() > width
+            or grid[:, 1].max() > height
+        ):
             raise ObscuraError("GDS polygon vertices are off the pixel grid; expected a file written by this exporter")
         nxt = np.roll(grid, -1, axis=0)
         vertical = grid[:, 0] == nxt[:, 0]
@@ -111,13 +117,25 @@ def write_tiff(path: Path, level_map: LevelMap, metadata: dict) -> dict:
 
     grey_per_level = TIFF_MAX_GREY // (level_map.num_levels - 1)
     nm_per_grey = level_map.step_m * 1e9 / grey_per_level
-    info = dict(metadata, nm_per_grey_level=nm_per_grey, grey_per_level=grey_per_level, pitch_m=level_map.pitch_m,
-                levels=level_map.num_levels, step_m=level_map.step_m)
+    info = dict(
+        metadata,
+        nm_per_grey_level=nm_per_grey,
+        grey_per_level=grey_per_level,
+        pitch_m=level_map.pitch_m,
+        levels=level_map.num_levels,
+        step_m=level_map.step_m,
+    )
     image = (level_map.levels.astype(np.uint32) * grey_per_level).astype(np.uint16)
     pixels_per_cm = 1e-2 / level_map.pitch_m
     with atomic.atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, image, resolution=(pixels_per_cm, pixels_per_cm), resolutionunit="CENTIMETER",
-                         description=json.dumps(info), metadata=None)
+        tifffile.imwrite(
+            tmp,
+            image,
+            resolution=(pixels_per_cm, pixels_per_cm),
+            resolutionunit="CENTIMETER",
+            description=json.dumps(info),
+            metadata=None,
+        )
     return {"grey_per_level": grey_per_level, "nm_per_grey_level": nm_per_grey}
 
 
@@ -134,17 +152,24 @@ def write_stl(path: Path, level_map: LevelMap, base_m: float) -> dict:
     """A closed solid in micrometres: the pixel columns of the height map on a base slab of `base_m`
     (optics.fabrication.mesh: exact, no T-junctions; watertight unless a level touches itself only at a corner)."""
 
-
     if base_m <= 0:
         raise ObscuraError(f"stl base_m is {base_m!r}; expected a base thickness > 0 (a closed solid needs one)")
     pitch_um = _pitch_um(level_map.pitch_m)
     vertices, faces = height_field_mesh(level_map.levels, base_m / level_map.step_m)
-    tri = trimesh.Trimesh(vertices=vertices * np.array([pitch_um, pitch_um, level_map.step_m * 1e6]), faces=faces, process=False)
+    tri = trimesh.Trimesh(
+        vertices=vertices * np.array([pitch_um, pitch_um, level_map.step_m * 1e6]), faces=faces, process=False
+    )
     tri.fix_normals()
     with atomic.atomic_path(path) as tmp:
         tri.export(tmp, file_type="stl")
-    return {"triangles": int(len(tri.faces)), "watertight": bool(tri.is_watertight), "volume_um3": float(tri.volume),
-            "base_m": base_m, "units": "micrometre", "corner_contacts": sum(len(r) for r, _, _ in corner_contacts(level_map.levels))}
+    return {
+        "triangles": int(len(tri.faces)),
+        "watertight": bool(tri.is_watertight),
+        "volume_um3": float(tri.volume),
+        "base_m": base_m,
+        "units": "micrometre",
+        "corner_contacts": sum(len(r) for r, _, _ in corner_contacts(level_map.levels)),
+    }
 
 
 def _pitch_um(pitch_m: float) -> float:

@@ -5,6 +5,7 @@ The smooth (unwrapped) surface is resampled first and wrapped and quantised on t
 grid: interpolating an already wrapped or quantised map would invent heights across the
 2 pi steps. The result is an integer level map; height = level * step.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,7 +42,9 @@ def wrap_period_m(material_name: str, design_wavelength_m: float) -> float:
     return design_wavelength_m / (n - 1.0)
 
 
-def resample(height_m: np.ndarray, pupil_pitch_m: float, aperture_m: float, writer_pitch_m: float) -> tuple[np.ndarray, np.ndarray]:
+def resample(
+    height_m: np.ndarray, pupil_pitch_m: float, aperture_m: float, writer_pitch_m: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Cubic resampling of a pupil-grid surface onto a writer grid spanning the aperture.
 
     Returns the resampled surface and the mask of writer pixels whose centre lies inside the
@@ -51,7 +54,9 @@ def resample(height_m: np.ndarray, pupil_pitch_m: float, aperture_m: float, writ
     n = height_m.shape[0]
     m = int(round(aperture_m / writer_pitch_m))
     if m < 2:
-        raise ObscuraError(f"writer_pitch_m is {writer_pitch_m!r}; expected a pitch well below the aperture {aperture_m!r} m")
+        raise ObscuraError(
+            f"writer_pitch_m is {writer_pitch_m!r}; expected a pitch well below the aperture {aperture_m!r} m"
+        )
     if m > 20000:
         raise ObscuraError(f"writer_pitch_m {writer_pitch_m!r} gives a {m} x {m} grid; expected at most 20000 x 20000")
     centres_m = (np.arange(m) - (m - 1) / 2) * writer_pitch_m
@@ -76,7 +81,9 @@ def clip_max_height(levels: np.ndarray, step_m: float, max_height_m: float) -> t
     """Clip levels whose height exceeds the writer's maximum; returns the map and the pixels changed."""
     top = int(math.floor(max_height_m / step_m + 1e-9))
     if top < 1:
-        raise ObscuraError(f"max_height_m {max_height_m!r} is below one level step {step_m:.4g} m; expected at least one step")
+        raise ObscuraError(
+            f"max_height_m {max_height_m!r} is below one level step {step_m:.4g} m; expected at least one step"
+        )
     changed = int((levels > top).sum())
     return np.minimum(levels, top), changed
 
@@ -95,7 +102,9 @@ def enforce_min_feature(levels: np.ndarray, min_feature_px: int, max_rounds: int
         if kept.all():
             break
         if not kept.any():
-            raise ObscuraError(f"min_feature {min_feature_px} px removes every feature; expected a smaller minimum feature")
+            raise ObscuraError(
+                f"min_feature {min_feature_px} px removes every feature; expected a smaller minimum feature"
+            )
         _, (iy, ix) = ndimage.distance_transform_edt(~kept, return_indices=True)
         levels = levels[iy, ix]
     return levels
@@ -168,19 +177,47 @@ def fabricated_levels(
     surface, inside = resample(raw_height_m, pupil_pitch_m, aperture_m, writer_pitch_m)
     changes: list[dict] = []
     wrapped = int(((surface < 0) | (surface >= period))[inside].sum())
-    changes.append({"step": "wrap", "pixels_changed": wrapped, "period_m": period,
-                    "note": f"heights taken modulo {period * 1e9:.1f} nm (2 pi at {design_wavelength_m * 1e9:.1f} nm); phase there unchanged"})
-    changes.append({"step": "resample", "from_pitch_m": pupil_pitch_m, "to_pitch_m": writer_pitch_m,
-                    "grid": list(surface.shape), "note": "cubic interpolation of the unwrapped surface"})
+    changes.append(
+        {
+            "step": "wrap",
+            "pixels_changed": wrapped,
+            "period_m": period,
+            "note": f"heights taken modulo {period * 1e9:.1f} nm (2 pi at {design_wavelength_m * 1e9:.1f} nm); phase there unchanged",
+        }
+    )
+    changes.append(
+        {
+            "step": "resample",
+            "from_pitch_m": pupil_pitch_m,
+            "to_pitch_m": writer_pitch_m,
+            "grid": list(surface.shape),
+            "note": "cubic interpolation of the unwrapped surface",
+        }
+    )
     levels, step = quantise(surface, inside, period, num_levels)
     error = np.remainder(levels * step - np.remainder(surface, period) + period / 2, period) - period / 2
     rms_nm = float(np.sqrt(np.mean(error[inside] ** 2)) * 1e9)
-    changes.append({"step": "quantise", "levels": num_levels, "step_m": step, "rms_height_error_nm": rms_nm,
-                    "note": f"{num_levels} levels of {step * 1e9:.2f} nm; RMS height error {rms_nm:.2f} nm"})
+    changes.append(
+        {
+            "step": "quantise",
+            "levels": num_levels,
+            "step_m": step,
+            "rms_height_error_nm": rms_nm,
+            "note": f"{num_levels} levels of {step * 1e9:.2f} nm; RMS height error {rms_nm:.2f} nm",
+        }
+    )
     checks.positive("max_height_m", max_height_m)
     levels, clipped = clip_max_height(levels, step, max_height_m)
-    changes.append({"step": "max_height", "max_height_m": max_height_m, "pixels_changed": clipped,
-                    "note": f"{clipped} pixels above {max_height_m * 1e9:.1f} nm clipped" if clipped else "no pixel above the maximum height"})
+    changes.append(
+        {
+            "step": "max_height",
+            "max_height_m": max_height_m,
+            "pixels_changed": clipped,
+            "note": f"{clipped} pixels above {max_height_m * 1e9:.1f} nm clipped"
+            if clipped
+            else "no pixel above the maximum height",
+        }
+    )
     if min_feature_m < 0:
         raise ObscuraError(f"min_feature_m is {min_feature_m!r}; expected a length >= 0")
     feature_px = int(math.ceil(min_feature_m / writer_pitch_m - 1e-9))
@@ -192,12 +229,32 @@ def fabricated_levels(
     levels = remove_corner_contacts(levels) if feature_px >= 2 else levels
     corners = int((levels != before).sum())
     remaining = int((~feature_ok(levels, feature_px)).sum())
-    changes.append({"step": "min_feature", "min_feature_m": min_feature_m, "min_feature_px": feature_px,
-                    "pixels_changed": moved, "pixels_still_violating": remaining,
-                    "note": f"{moved} pixels of features narrower than {feature_px} px reassigned" if moved else "no feature below the minimum size"})
-    changes.append({"step": "corner_contacts", "pixels_changed": corners, "contacts_left": sum(len(r) for r, _, _ in corner_contacts(levels)),
-                    "note": f"{corners} pixels filled where a level touched itself only at a corner" if corners
-                    else ("no corner-only contact" if feature_px >= 2 else "corner-only contacts kept (no minimum feature of 2 px or more)")})
+    changes.append(
+        {
+            "step": "min_feature",
+            "min_feature_m": min_feature_m,
+            "min_feature_px": feature_px,
+            "pixels_changed": moved,
+            "pixels_still_violating": remaining,
+            "note": f"{moved} pixels of features narrower than {feature_px} px reassigned"
+            if moved
+            else "no feature below the minimum size",
+        }
+    )
+    changes.append(
+        {
+            "step": "corner_contacts",
+            "pixels_changed": corners,
+            "contacts_left": sum(len(r) for r, _, _ in corner_contacts(levels)),
+            "note": f"{corners} pixels filled where a level touched itself only at a corner"
+            if corners
+            else (
+                "no corner-only contact"
+                if feature_px >= 2
+                else "corner-only contacts kept (no minimum feature of 2 px or more)"
+            ),
+        }
+    )
     return LevelMap(levels.astype(np.int32), num_levels, step, writer_pitch_m, changes)
 
 

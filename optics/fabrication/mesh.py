@@ -8,6 +8,7 @@ corner has, and every wall carries all of those heights on its vertical sides, s
 edge to edge (no T-junctions). Coordinates: x = column, y = H - row (pixel units), z in level
 steps; the caller scales them.
 """
+
 from __future__ import annotations
 
 import manifold3d
@@ -21,8 +22,10 @@ OUTSIDE = -1  # the key of the ground plane z = 0 around and under the solid
 def _outline(mask: np.ndarray) -> list[np.ndarray]:
     """Contours (outer counter-clockwise, holes clockwise) of a boolean mask, integer (x, y) points."""
     height = mask.shape[0]
-    rects = [np.array([(c0, height - r1), (c1, height - r1), (c1, height - r0), (c0, height - r0)], dtype=float)
-             for r0, r1, c0, c1 in runs(mask)]
+    rects = [
+        np.array([(c0, height - r1), (c1, height - r1), (c1, height - r0), (c0, height - r0)], dtype=float)
+        for r0, r1, c0, c1 in runs(mask)
+    ]
     section = manifold3d.CrossSection(rects, manifold3d.FillRule.Positive)
     return [np.rint(np.asarray(c)).astype(np.int64) for c in section.to_polygons()]
 
@@ -70,7 +73,7 @@ def height_field_mesh(levels: np.ndarray, base_steps: float) -> tuple[np.ndarray
 
     def side(i: int, j: int, low: int, high: int) -> list[int]:
         """Heights (keys) a wall's vertical side at corner (i, j) must carry, ascending."""
-        around = set(padded[i: i + 2, j: j + 2].ravel().tolist())
+        around = set(padded[i : i + 2, j : j + 2].ravel().tolist())
         return sorted(k for k in around if low <= k <= high)
 
     def wall(p1: tuple[int, int], p2: tuple[int, int], a: int, b: int) -> None:

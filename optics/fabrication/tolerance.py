@@ -9,6 +9,7 @@ of at least `min_correlation` with it. The correlation of the fabricated optic w
 (what the export costs: wrapping, quantisation, resampling, constraints) is reported on its own,
 and each perturbed PSF's correlation with the design too.
 """
+
 from __future__ import annotations
 
 import math
@@ -61,13 +62,21 @@ def pupil_transmission(level_map: LevelMap, optic: Optic, material_name: str) ->
     counts = np.bincount(index.ravel(), minlength=n * n * level_map.num_levels).reshape(n * n, level_map.num_levels)
     lam = optic.wavelengths_m.flatten().double()
     n1 = material(material_name).index(lam) - 1.0
-    phases = 2 * math.pi * n1[:, None] * (torch.arange(level_map.num_levels, dtype=torch.float64) * level_map.step_m)[None, :] / lam[:, None]
+    phases = (
+        2
+        * math.pi
+        * n1[:, None]
+        * (torch.arange(level_map.num_levels, dtype=torch.float64) * level_map.step_m)[None, :]
+        / lam[:, None]
+    )
     per_level = torch.polar(torch.ones_like(phases), phases)  # (L, levels)
     weights = torch.from_numpy(counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)).to(torch.complex128)
     return (per_level @ weights.T).reshape(len(lam), n, n)
 
 
-def height_error_field(shape: tuple[int, int], sigma_m: float, correlation_m: float, pitch_m: float, seed: int) -> Tensor:
+def height_error_field(
+    shape: tuple[int, int], sigma_m: float, correlation_m: float, pitch_m: float, seed: int
+) -> Tensor:
     """A Gaussian random height error with RMS `sigma_m` and Gaussian correlation length `correlation_m`."""
 
     rng = np.random.default_rng(seed)
@@ -85,7 +94,6 @@ def with_height_error(transmission: Tensor, optic: Optic, material_name: str, er
 def run_tolerance(cfg: ToleranceConfig, out: Path) -> dict:
     """Sweep each error, write tolerance.json, tolerance.png, psf_design_vs_fabricated.png, config.yaml."""
 
-
     if not 0 < cfg.min_correlation < 1:
         raise ObscuraError(f"min_correlation is {cfg.min_correlation!r}; expected a number between 0 and 1")
     optic_path = resolve_optic(cfg.optic)
@@ -95,23 +103,40 @@ def run_tolerance(cfg: ToleranceConfig, out: Path) -> dict:
     name = fab.material or optic.mask.material_name
     n_d = float(material(optic.mask.material_name).index(optic.config.lens.design_wavelength_m))
     n_f = float(material(name).index(optic.config.lens.design_wavelength_m))
-    level_map = fabricated_levels(surface * (n_d - 1) / (n_f - 1), optic.pupil_pitch_m, optic.config.lens.aperture_diameter_m,
-                                  material_name=name, design_wavelength_m=fab.design_wavelength_m or optic.config.lens.design_wavelength_m,
-                                  num_levels=fab.levels, writer_pitch_m=fab.writer_pitch_m, max_height_m=fab.max_height_m,
-                                  min_feature_m=fab.min_feature_m)
+    level_map = fabricated_levels(
+        surface * (n_d - 1) / (n_f - 1),
+        optic.pupil_pitch_m,
+        optic.config.lens.aperture_diameter_m,
+        material_name=name,
+        design_wavelength_m=fab.design_wavelength_m or optic.config.lens.design_wavelength_m,
+        num_levels=fab.levels,
+        writer_pitch_m=fab.writer_pitch_m,
+        max_height_m=fab.max_height_m,
+        min_feature_m=fab.min_feature_m,
+    )
     with torch.no_grad():
         design = optic.psf().double()
         transmission = pupil_transmission(level_map, optic, name)
         fabricated = as_built_psf(optic, Errors(), transmission=transmission)
         sweeps = []
-        todo = (("height_error_sigma_m", cfg.height_error_sigma_m), ("mask_shift_m", cfg.mask_shift_m),
-                ("rotation_deg", cfg.rotation_deg), ("distance_error_m", cfg.distance_error_m))
+        todo = (
+            ("height_error_sigma_m", cfg.height_error_sigma_m),
+            ("mask_shift_m", cfg.mask_shift_m),
+            ("rotation_deg", cfg.rotation_deg),
+            ("distance_error_m", cfg.distance_error_m),
+        )
         for error, values in tqdm(todo, desc="tolerance", unit="error", disable=None):
             psfs = [_perturbed(optic, transmission, name, error, v, cfg) for v in values]
             corr = [float(psf_correlation(fabricated, p)) for p in psfs]
-            sweeps.append({"error": error, "values": list(values), "correlation": corr,
-                           "correlation_with_design": [float(psf_correlation(design, p)) for p in psfs],
-                           "tolerance": tolerance(values, corr, cfg.min_correlation)})
+            sweeps.append(
+                {
+                    "error": error,
+                    "values": list(values),
+                    "correlation": corr,
+                    "correlation_with_design": [float(psf_correlation(design, p)) for p in psfs],
+                    "tolerance": tolerance(values, corr, cfg.min_correlation),
+                }
+            )
         at_tolerance = {row["error"]: row["tolerance"] for row in sweeps}
         combined = _combined(optic, transmission, name, at_tolerance, cfg)
     psfs = {"design": design, "fabricated": fabricated, "within_tolerance": combined}
@@ -125,8 +150,11 @@ def run_tolerance(cfg: ToleranceConfig, out: Path) -> dict:
         "fabricated_correlation_per_channel": [float(psf_correlation(d, f)) for d, f in zip(design, fabricated)],
         "fabrication_changes": level_map.changes,
         "sweeps": sweeps,
-        "within_tolerance": {"errors": at_tolerance, "correlation_with_fabricated": float(psf_correlation(fabricated, combined)),
-                             "correlation_with_design": float(psf_correlation(design, combined))},
+        "within_tolerance": {
+            "errors": at_tolerance,
+            "correlation_with_fabricated": float(psf_correlation(fabricated, combined)),
+            "correlation_with_design": float(psf_correlation(design, combined)),
+        },
         "psf_files": {label: f"psf_{label}.npy" for label in psfs},
         "privacy_utility": "evaluate each PSF file: simulate.py evaluate --method psf:OUT/psf_<label>.npy (see docs/fabrication.md)",
         "config": config.to_dict(cfg),
@@ -149,19 +177,33 @@ def tolerance(values: list[float], correlation: list[float], minimum: float) -> 
     return best
 
 
-def _combined(optic: Optic, transmission: Tensor, material_name: str, errors: dict[str, float], cfg: ToleranceConfig) -> Tensor:
+def _combined(
+    optic: Optic, transmission: Tensor, material_name: str, errors: dict[str, float], cfg: ToleranceConfig
+) -> Tensor:
     """The fabricated optic's PSF with every error at once, each at its tolerance (the worst accepted part)."""
-    field_ = height_error_field(tuple(transmission.shape[-2:]), errors["height_error_sigma_m"], cfg.height_error_correlation_m,
-                                optic.pupil_pitch_m, cfg.seed)
-    assembly = Errors(distance_error_m=errors["distance_error_m"], mask_shift_m=(errors["mask_shift_m"], 0.0),
-                      rotation_rad=math.radians(errors["rotation_deg"]))
+    field_ = height_error_field(
+        tuple(transmission.shape[-2:]),
+        errors["height_error_sigma_m"],
+        cfg.height_error_correlation_m,
+        optic.pupil_pitch_m,
+        cfg.seed,
+    )
+    assembly = Errors(
+        distance_error_m=errors["distance_error_m"],
+        mask_shift_m=(errors["mask_shift_m"], 0.0),
+        rotation_rad=math.radians(errors["rotation_deg"]),
+    )
     return as_built_psf(optic, assembly, transmission=with_height_error(transmission, optic, material_name, field_))
 
 
-def _perturbed(optic: Optic, transmission: Tensor, material_name: str, error: str, value: float, cfg: ToleranceConfig) -> Tensor:
+def _perturbed(
+    optic: Optic, transmission: Tensor, material_name: str, error: str, value: float, cfg: ToleranceConfig
+) -> Tensor:
     """The fabricated optic's PSF with one error set to `value`."""
     if error == "height_error_sigma_m":
-        field_ = height_error_field(tuple(transmission.shape[-2:]), value, cfg.height_error_correlation_m, optic.pupil_pitch_m, cfg.seed)
+        field_ = height_error_field(
+            tuple(transmission.shape[-2:]), value, cfg.height_error_correlation_m, optic.pupil_pitch_m, cfg.seed
+        )
         return as_built_psf(optic, Errors(), transmission=with_height_error(transmission, optic, material_name, field_))
     if error == "mask_shift_m":
         return as_built_psf(optic, Errors(mask_shift_m=(value, 0.0)), transmission=transmission)
