@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import matplotlib
@@ -32,6 +32,7 @@ from faces.alignment import centre_crop
 from faces.face_models import Face, recognitions, utility_detectors
 from faces.face_sets import load_face_set, read_rgb, read_split, round_robin
 from obscura import atomic, config
+from obscura.config import bounded
 from obscura.errors import ObscuraError
 from optics.image_io import from_uint8, to_uint8
 
@@ -46,14 +47,14 @@ class AnonymizerEvalConfig:
 
     data: str = ""
     split: str = ""  # identity names to use (the stage-I test split); "" = every identity in --data
-    min_images: int = 2  # identities with at least this many readable images (the face-set loader needs >= 2)
+    min_images: int = bounded(2, ge=2)  # identities with at least this many readable images
     anonymizer: str = ""  # a stage-II generator_ema.pt
     stage1: str = ""  # "" = the stage-I result recorded in the anonymizer file
     out: str = ""
-    source: str = "capture"  # capture | lowres16
-    styles: int = 4
-    max_sources: int = 200  # taken round-robin over identities, so few sources still span many people
-    batch_size: int = 16
+    source: Literal["capture", "lowres16"] = "capture"
+    styles: int = bounded(4, ge=2)  # diversity and the Frechet distance need pairs
+    max_sources: int = bounded(200, ge=2)  # taken round-robin over identities, so few sources still span many people
+    batch_size: int = bounded(16, ge=1)
     inception_weights: str = ""  # pytorch-fid's pt_inception-2015-12-05-6726825d.pth, for Inception FID
     seed: int = 0
     progress: bool = True
@@ -178,13 +179,10 @@ def realism(
 def run(cfg: AnonymizerEvalConfig) -> dict[str, Any]:
     """Anonymize the sources, judge them, and write report.json, report.md, examples.png and config.yaml."""
 
+    config.check(cfg)
     for key in ("data", "anonymizer", "out"):
         if not getattr(cfg, key):
             raise ObscuraError(f"--{key} is required")
-    if cfg.styles < 2 or cfg.max_sources < 2:
-        raise ObscuraError(
-            f"styles {cfg.styles}, max_sources {cfg.max_sources}: expected >= 2 each (diversity and Frechet need pairs)"
-        )
     start = time.time()
     model = Anonymizer.load(cfg.anonymizer, cfg.stage1 or None)
     paths = source_images(cfg)

@@ -28,6 +28,7 @@ from evaluation.methods import Method, get
 from faces import result_cache
 from faces.face_sets import FaceSet, load_face_set, read_split
 from obscura import atomic, config
+from obscura.config import bounded
 from obscura.errors import ObscuraError
 
 DEFAULT_MIN_IMAGES = 10  # the LFW-a protocol: identities with >= 10 images (158 identities, 4,324 images)
@@ -40,14 +41,14 @@ class EvaluateConfig:
     data: str = ""
     method: str = "clean"
     out: str = ""
-    min_images: int = DEFAULT_MIN_IMAGES
+    min_images: int = bounded(DEFAULT_MIN_IMAGES, ge=2)  # one gallery image plus probes
     split: str | None = None
     cache_dir: str | None = None  # None: $OBSCURA_CACHE/evaluation or ~/.cache/obscura/evaluation
-    workers: int = 2
-    bootstrap: int = 1000
+    workers: int = bounded(2, ge=1)
+    bootstrap: int = bounded(1000, ge=1)  # resamples of the probes for the 95 % intervals
     seed: int = 0
-    far: float = 1e-3
-    examples: int = 6
+    far: float = bounded(1e-3, gt=0, lt=1)
+    examples: int = bounded(6, ge=0)
     progress: bool = True
 
 
@@ -64,16 +65,11 @@ class Records:
 
 def check(cfg: EvaluateConfig) -> Method:
     """Validate a configuration before any work; returns the method."""
+    config.check(cfg)
     if not cfg.data:
         raise ObscuraError("--data is required (a folder of <identity>/<image> files)")
     if not cfg.out:
         raise ObscuraError("--out is required (the folder for report.json, report.md and PNGs)")
-    if cfg.workers < 1:
-        raise ObscuraError(f"workers {cfg.workers}: expected >= 1")
-    if cfg.bootstrap < 1:
-        raise ObscuraError(f"bootstrap {cfg.bootstrap}: expected >= 1 resamples")
-    if not 0 < cfg.far < 1:
-        raise ObscuraError(f"far {cfg.far}: expected a rate in (0, 1)")
     return get(cfg.method)
 
 

@@ -97,3 +97,55 @@ def test_exponent_without_dot_is_a_float() -> None:
     assert cfg.lr == 1e-6
     with pytest.raises(ObscuraError, match=r"'lr' is 'fast'; expected float"):
         config.load(Run, None, {"out": "x", "lr": "fast"})
+
+
+@dataclass
+class Loop:
+    steps: int = config.bounded(10, ge=1)
+    share: float = config.bounded(0.25, ge=0, lt=1)
+    size: int = config.bounded(0, ge=16, also=(0,))
+
+
+def _wide_optic() -> Optic:
+    return Optic(zernike_terms=36, material="bk7")
+
+
+@dataclass
+class Nested:
+    optic: Optic = field(default_factory=_wide_optic)
+    fractions: dict[str, float] = field(default_factory=lambda: {"train": 0.6, "test": 0.4})
+    loop: Loop = field(default_factory=Loop)
+
+
+def test_a_partial_section_merges_onto_its_default_factory(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("optic:\n  wavelengths_m: [5.5e-7]\n")
+    cfg = config.load(Nested, path)
+    assert cfg.optic == Optic(zernike_terms=36, material="bk7", wavelengths_m=[5.5e-7])  # the factory's values stay
+    cfg = config.load(Nested, None, {"optic.zernike_terms": 12, "optic": {"material": "fused_silica"}})
+    assert (cfg.optic.zernike_terms, cfg.optic.material) == (12, "fused_silica")
+
+
+def test_a_mapping_valued_setting_is_replaced_whole() -> None:
+    assert config.load(Nested, None, {"fractions": {"train": 1.0}}).fractions == {"train": 1.0}
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("loop.steps", 0, r"'loop.steps' is 0; expected >= 1"),
+        ("loop.share", 1.0, r"'loop.share' is 1.0; expected a value in \[0, 1\)"),
+        ("loop.size", 8, r"'loop.size' is 8; expected 0 or >= 16"),
+        ("loop.share", float("nan"), r"'loop.share' is nan"),
+    ],
+)
+def test_declared_ranges_are_checked_by_the_loader(key: str, value: float, message: str) -> None:
+    with pytest.raises(ObscuraError, match=message):
+        config.load(Nested, None, {key: value})
+
+
+def test_declared_ranges_are_checked_on_a_config_built_in_code() -> None:
+    assert config.load(Nested, None, {"loop.size": 0, "loop.share": 0.0}).loop == Loop(size=0, share=0.0)
+    config.check(Nested())
+    with pytest.raises(ObscuraError, match=r"config key 'loop.size' is 3; expected 0 or >= 16"):
+        config.check(Nested(loop=Loop(size=3)))

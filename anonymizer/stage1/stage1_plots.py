@@ -12,7 +12,7 @@ import torch  # noqa: E402
 
 from anonymizer.nets import heatmaps
 from obscura import atomic  # noqa: E402
-from optics.srgb import linear_to_srgb, srgb_to_linear
+from optics.srgb_capture import capture_srgb
 
 PANELS = (
     ("heatmap_loss", "heatmap loss (weighted MSE)"),
@@ -49,7 +49,7 @@ def examples(path: Path, models, dataset, cfg, count: int = 4) -> Path:
     models.regressor.eval()
     with torch.no_grad():
         noise = torch.Generator(device=device).manual_seed(cfg.train.seed)
-        capture = linear_to_srgb(models.camera(srgb_to_linear(images.to(device)), generator=noise))
+        capture = capture_srgb(models.camera, images.to(device), noise)
         found = heatmaps.landmarks(models.regressor(capture), cfg.regressor.stride).cpu()
     models.camera.train()
     models.regressor.train()

@@ -10,6 +10,7 @@ import torch
 from tqdm import tqdm
 
 from obscura import atomic, config
+from obscura.config import bounded
 from obscura.digest import file_sha256
 from obscura.errors import ObscuraError
 from obscura.paths import WEIGHTS_DIR
@@ -28,7 +29,7 @@ class ExportConfig:
     """Everything that fixes the fabricated mask. Empty material / 0 wavelength: the optic's own."""
 
     optic: str = ""
-    levels: int = 8
+    levels: int = bounded(8, ge=2, le=256)
     formats: list[str] = field(default_factory=lambda: list(FORMATS))
     writer_pitch_m: float = 1e-6
     max_height_m: float = 10e-6
@@ -65,9 +66,7 @@ def design_surface(optic) -> np.ndarray:
 
 def run_export(cfg: ExportConfig, out: Path) -> dict:
     """Write the requested files, the sidecar export.json, height_map.png and config.yaml into `out`."""
-
-    if isinstance(cfg.levels, bool) or not 2 <= cfg.levels <= 256:
-        raise ObscuraError(f"levels is {cfg.levels!r}; expected an integer from 2 to 256")
+    config.check(cfg)
     unknown = [f for f in cfg.formats if f not in FORMATS]
     if unknown or not cfg.formats:
         raise ObscuraError(f"formats are {cfg.formats}; expected a non-empty list from {', '.join(FORMATS)}")

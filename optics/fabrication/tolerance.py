@@ -23,7 +23,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from obscura import atomic, config
-from obscura.errors import ObscuraError
+from obscura.config import bounded
 from optics.fabrication.as_built import Errors, as_built_psf, psf_correlation
 from optics.fabrication.export import ExportConfig, design_surface, resolve_optic
 from optics.fabrication.fabrication_plots import save_psf_pair, save_tolerance_curves
@@ -44,7 +44,7 @@ class ToleranceConfig:
     mask_shift_m: list[float] = field(default_factory=lambda: [2e-6, 5e-6, 10e-6, 20e-6, 50e-6])
     rotation_deg: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5, 1.0, 2.0])
     distance_error_m: list[float] = field(default_factory=lambda: [5e-6, 10e-6, 20e-6, 50e-6, 100e-6])
-    min_correlation: float = 0.9
+    min_correlation: float = bounded(0.9, gt=0, lt=1)
     seed: int = 0
 
 
@@ -93,9 +93,7 @@ def with_height_error(transmission: Tensor, optic: Optic, material_name: str, er
 
 def run_tolerance(cfg: ToleranceConfig, out: Path) -> dict:
     """Sweep each error, write tolerance.json, tolerance.png, psf_design_vs_fabricated.png, config.yaml."""
-
-    if not 0 < cfg.min_correlation < 1:
-        raise ObscuraError(f"min_correlation is {cfg.min_correlation!r}; expected a number between 0 and 1")
+    config.check(cfg)
     optic_path = resolve_optic(cfg.optic)
     optic = load_optic(optic_path)
     fab = cfg.fabrication
