@@ -1,0 +1,1 @@
+"""Software protections a person applies after an image (or a template) exists, judged by the same attackers as the optic."""
