@@ -7,10 +7,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from anonymizer.nets.adversary import (
     Adversary,
     ArcFaceHead,
+    IResNet,
     arcface_loss,
     identity_information,
     information_bound,
@@ -121,9 +123,6 @@ def test_adversary_learns_separable_identities() -> None:
 
 
 def test_a_recogniser_with_an_input_size_reads_larger_images_at_that_scale() -> None:
-    from torch.nn import functional as F
-
-    from anonymizer.nets.adversary import IResNet
 
     torch.manual_seed(0)
     net = IResNet(width=8, embedding_dim=16, input_px=32).eval()

@@ -12,11 +12,25 @@ import torch
 import yaml
 from stage1_helpers import train_cli
 
+import obscura.paths
 from anonymizer import checkpoint, training_commands
-from anonymizer.stage1.stage1_config import Stage1Config
-from evaluation import evaluation_commands
-from obscura import config
+from anonymizer.learned_optic import load_learned_optic
+from anonymizer.nets.regressor import HeatmapRegressor, count_parameters
+from anonymizer.publish import publish
+from anonymizer.runs import read_recogniser
+from anonymizer.stage1.stage1_config import Stage1Config, validate
+from anonymizer.stage1.stage1_data import prepare
+from anonymizer.stage1.stage1_train import train
+from evaluation import evaluation_commands, methods
+from evaluation.attacks.adaptive_recogniser import AttackConfig, attacker_batch, check, judge
+from evaluation.methods import lowres, method_imaging
+from obscura import config, manifest
+from obscura.digest import file_sha256
 from obscura.errors import ObscuraError
+from obscura.paths import REPO_ROOT, WEIGHTS_DIR
+from optics.image_io import from_uint8, to_uint8
+from optics.optic import Optic
+from optics.optic_file import read_optic
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -69,8 +83,6 @@ def test_three_step_run_writes_every_output(straight, tiny) -> None:
 
 
 def test_optic_is_trained(straight, tiny) -> None:
-    from optics.optic import Optic
-    from optics.optic_file import read_optic
 
     initial = dict(
         Optic(config.load(Stage1Config, straight / "config.yaml").camera.optic).named_parameters()
@@ -82,8 +94,6 @@ def test_optic_is_trained(straight, tiny) -> None:
 
 
 def test_optic_stays_frozen_during_warm_up(tiny, tmp_path) -> None:
-    from optics.optic import Optic
-    from optics.optic_file import read_optic
 
     out = tmp_path / "warm"
     train_cli(tiny, out, **{"train.steps": 2, "train.warmup_steps": 5})
@@ -143,7 +153,6 @@ def test_unknown_key_fails_before_training_naming_it(tmp_path) -> None:
     ],
 )
 def test_impossible_settings_fail_before_training(tmp_path, key: str, value, named: str) -> None:
-    from anonymizer.stage1.stage1_train import train
 
     with pytest.raises(ObscuraError, match=named):
         train(config.load(Stage1Config, None, {key: value}), tmp_path / "out")
@@ -151,7 +160,6 @@ def test_impossible_settings_fail_before_training(tmp_path, key: str, value, nam
 
 
 def test_saved_result_loads_as_a_capture_method_and_landmark_predictor(straight) -> None:
-    from anonymizer.learned_optic import load_learned_optic
 
     learned = load_learned_optic(straight)
     image = (np.random.default_rng(0).uniform(0, 255, (80, 80, 3))).astype(np.uint8)
@@ -177,9 +185,6 @@ def test_partial_sections_merge_onto_the_defaults(tmp_path) -> None:
 
 @pytest.mark.parametrize("name", ["stage1_cpu.yaml", "stage1_gpu.yaml"])
 def test_committed_configurations_are_valid(name: str) -> None:
-    from anonymizer.nets.regressor import HeatmapRegressor, count_parameters
-    from anonymizer.stage1.stage1_config import validate
-    from obscura.paths import REPO_ROOT
 
     cfg = config.load(Stage1Config, REPO_ROOT / "configs" / name)
     validate(cfg)
@@ -231,8 +236,6 @@ def test_evaluate_a_saved_result_as_method_optic_path(straight, shared_data: Pat
 
 
 def test_method_optic_needs_the_committed_weights(monkeypatch, tmp_path: Path) -> None:
-    import obscura.paths
-    from evaluation import methods
 
     monkeypatch.setattr(obscura.paths, "WEIGHTS_DIR", tmp_path / "weights")
     with pytest.raises(ObscuraError, match=r"optic file .*weights/optic.npz not found"):
@@ -303,7 +306,6 @@ def test_adaptive_attacker_fine_tunes_the_run_adversary_and_judges_unseen_faces(
 
 
 def test_attacker_judge_scores_a_perfect_and_a_blind_recogniser() -> None:
-    from evaluation.attacks.adaptive_recogniser import AttackConfig, judge
 
     groups = [[Path(f"id{i}/{j}.jpg") for j in range(4)] for i in range(5)]
     perfect = torch.nn.functional.one_hot(torch.arange(5).repeat_interleave(4), 8).float()
@@ -317,7 +319,6 @@ def test_attacker_judge_scores_a_perfect_and_a_blind_recogniser() -> None:
 
 
 def test_a_clean_share_of_one_never_images_through_the_camera() -> None:
-    from evaluation.attacks.adaptive_recogniser import AttackConfig, attacker_batch
 
     def camera(*args, **kwargs):
         raise AssertionError("the camera was used for a clean-face recogniser")
@@ -362,7 +363,6 @@ def test_an_attacker_starts_from_an_earlier_recogniser_of_the_same_identities(
 
 
 def test_face_crops_without_targets_skip_only_the_heatmaps(tiny, tmp_path: Path) -> None:
-    from anonymizer.stage1.stage1_data import prepare
 
     cfg = config.load(Stage1Config, None, tiny)
     crops = prepare(cfg.data, cfg.regressor, tmp_path, write=False).train
@@ -374,8 +374,6 @@ def test_face_crops_without_targets_skip_only_the_heatmaps(tiny, tmp_path: Path)
 def test_the_attacker_can_be_measured_on_a_baseline_method_instead_of_the_optic(
     straight, shared_data: Path, tmp_path: Path
 ) -> None:
-    from evaluation.methods import lowres, method_imaging
-    from optics.image_io import from_uint8, to_uint8
 
     images = torch.rand(2, 3, 32, 32)
     seen = method_imaging("lowres8")(images, torch.Generator())
@@ -390,10 +388,6 @@ def test_the_attacker_can_be_measured_on_a_baseline_method_instead_of_the_optic(
 def test_stage1_can_start_its_adversary_from_a_recogniser_of_the_training_identities(
     tiny, clean_recogniser: Path, tmp_path: Path
 ) -> None:
-    from anonymizer.publish import publish
-    from anonymizer.runs import read_recogniser
-    from obscura import manifest
-    from obscura.digest import file_sha256
 
     start = {"adversary.init": str(clean_recogniser), "adversary.input_px": 32, "adversary.lr": 1e-12, "train.steps": 1}
     train_cli(tiny, tmp_path / "run", **start)
@@ -415,8 +409,6 @@ def test_stage1_can_start_its_adversary_from_a_recogniser_of_the_training_identi
 
 
 def test_adaptive_attacker_accepts_the_committed_stage1_as_weights(tmp_path: Path) -> None:
-    from evaluation.attacks.adaptive_recogniser import AttackConfig, check
-    from obscura.paths import WEIGHTS_DIR
 
     stage = check(AttackConfig(run="weights", out=str(tmp_path)))
     assert stage == config.load(Stage1Config, WEIGHTS_DIR / "stage1_config.yaml")
@@ -430,8 +422,6 @@ def test_adaptive_attacker_refuses_an_unfinished_run(tmp_path: Path) -> None:
 
 
 def test_publish_writes_weights_with_a_manifest_that_catches_tampering(straight, tmp_path: Path) -> None:
-    from anonymizer.publish import publish
-    from obscura import manifest
 
     path = publish(straight, tmp_path / "weights", "python simulate.py train-optics ...", [], [])
     checked = manifest.verify(path)
@@ -452,8 +442,6 @@ def test_publish_writes_weights_with_a_manifest_that_catches_tampering(straight,
 
 
 def test_committed_weights_match_their_manifest() -> None:
-    from obscura import manifest
-    from obscura.paths import WEIGHTS_DIR
 
     checked = manifest.verify(WEIGHTS_DIR / manifest.NAME)
     for name, e in checked["files"].items():

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
+import obscura.paths
 from anonymizer import checkpoint, training_commands
+from anonymizer.anonymize import Anonymizer
 from anonymizer.nets.heatmaps import N_CHANNELS
-from anonymizer.nets.regressor import count_parameters
+from anonymizer.nets.regressor import count_parameters, load_regressor, save_regressor
 from anonymizer.nets.stargan import (
     Discriminator,
     Generator,
@@ -20,11 +24,22 @@ from anonymizer.nets.stargan import (
     StyleEncoder,
     build_networks,
     heatmap_masks,
+    load_anonymizer,
 )
+from anonymizer.publish import publish, publish_anonymizer
+from anonymizer.runs import ANONYMIZER as ANONYMIZER_FILE
+from anonymizer.runs import build_adversary, load_stage1, save_recogniser
+from anonymizer.stage1.stage1_config import Stage1Config
 from anonymizer.stage2 import stage2_losses as losses
 from anonymizer.stage2.stage2_config import Stage2Config, validate
-from obscura import config
+from anonymizer.stage2.stage2_data import read_domains
+from anonymizer.stage2.stage2_train import RESUMABLE_KEYS, arch, build, ema_beta_at, train
+from evaluation.anonymization import AnonymizerEvalConfig, diversity, impostor_pairing, leakage, run
+from faces.face_sets import list_images, read_rgb, read_split
+from obscura import config, manifest
+from obscura.digest import file_sha256
 from obscura.errors import ObscuraError
+from obscura.paths import REPO_ROOT, WEIGHTS_DIR
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -132,8 +147,6 @@ def test_reference_sized_networks_have_stargan_v2_parameter_counts() -> None:
 
 @pytest.mark.parametrize("name", ["stage2_cpu.yaml", "stage2_gpu.yaml"])
 def test_committed_configurations_build_networks_of_the_right_shapes(name: str, stage1_run: Path) -> None:
-    from anonymizer.stage2.stage2_train import arch
-    from obscura.paths import REPO_ROOT
 
     cfg = config.load(Stage2Config, REPO_ROOT / "configs" / name, {"stage1": str(stage1_run)})
     validate(cfg)
@@ -257,7 +270,6 @@ def test_style_and_cycle_losses_are_l1() -> None:
 
 def test_heatmap_consistency_gradient_reaches_the_generator(stage1_run: Path) -> None:
     """The thing the reference got wrong: its heatmap L1 is computed under no_grad, so it trains nothing."""
-    from anonymizer.runs import load_stage1
 
     parts = load_stage1(str(stage1_run), torch.device("cpu"))
     torch.manual_seed(0)
@@ -284,8 +296,6 @@ def test_heatmap_consistency_gradient_reaches_the_generator(stage1_run: Path) ->
 def test_identity_loss_is_lower_for_a_different_face_than_for_the_same_face(
     stage1_run: Path, shared_data: Path
 ) -> None:
-    from anonymizer.runs import load_stage1
-    from faces.face_sets import list_images, read_rgb
 
     parts = load_stage1(str(stage1_run), torch.device("cpu"))
     listing = list_images(shared_data / "celeba-crops")
@@ -311,9 +321,6 @@ def test_identity_loss_is_lower_for_a_different_face_than_for_the_same_face(
 
 
 def test_three_step_run_writes_every_output(straight: Path, tiny: dict) -> None:
-    import yaml
-
-    from anonymizer.nets.stargan import load_anonymizer
 
     for name in ("config.yaml", "metrics.json", "generator_ema.pt"):
         assert (straight / name).is_file(), name
@@ -348,7 +355,6 @@ def test_three_step_run_writes_every_output(straight: Path, tiny: dict) -> None:
 
 
 def test_training_moves_the_networks_and_their_ema(straight: Path, tiny: dict) -> None:
-    from anonymizer.stage2.stage2_train import build
 
     fresh, _ = build(config.load(Stage2Config, None, tiny), torch.device("cpu"))
     state = _state(straight, 3)
@@ -365,7 +371,6 @@ def test_training_moves_the_networks_and_their_ema(straight: Path, tiny: dict) -
 
 
 def test_identities_come_from_the_stage1_training_split(straight: Path, stage1_run: Path) -> None:
-    from anonymizer.nets.stargan import load_anonymizer
 
     _, info = load_anonymizer(straight / "generator_ema.pt")
     train_ids = set((stage1_run / "splits" / "train.txt").read_text().split())
@@ -407,9 +412,6 @@ def test_resuming_with_a_different_configuration_is_refused(tiny: dict, tmp_path
 
 
 def test_resuming_on_changed_stage1_files_is_refused(stage1_run: Path, tiny: dict, tmp_path: Path) -> None:
-    import shutil
-
-    from anonymizer.nets.regressor import load_regressor, save_regressor
 
     copy = tmp_path / "stage1"
     shutil.copytree(stage1_run, copy)
@@ -440,8 +442,6 @@ def test_a_run_can_start_from_another_runs_networks(straight: Path, tiny: dict, 
 
 def _recogniser(stage1_run: Path, path: Path, identities: list[str]) -> "torch.nn.Module":
     """A fresh recogniser of the stage-I adversary's shape, saved as `attack-optic` saves its attacker.pt."""
-    from anonymizer.runs import build_adversary, save_recogniser
-    from anonymizer.stage1.stage1_config import Stage1Config
 
     torch.manual_seed(7)
     net = build_adversary(config.load(Stage1Config, stage1_run / "config.yaml").adversary, len(identities), input_px=32)
@@ -452,9 +452,6 @@ def _recogniser(stage1_run: Path, path: Path, identities: list[str]) -> "torch.n
 def test_a_run_continues_against_a_clean_face_recogniser_of_the_training_identities(
     stage1_run: Path, tiny: dict, tmp_path: Path
 ) -> None:
-    from anonymizer.runs import load_stage1
-    from faces.face_sets import read_split
-    from obscura.digest import file_sha256
 
     train_ids = read_split(stage1_run / "splits" / "train.txt")
     recogniser = _recogniser(stage1_run, tmp_path / "attacker.pt", train_ids)
@@ -506,7 +503,6 @@ def test_unknown_key_fails_before_training_naming_it(tmp_path: Path) -> None:
     ],
 )
 def test_impossible_settings_fail_before_training(tiny: dict, tmp_path: Path, key: str, value, named: str) -> None:
-    from anonymizer.stage2.stage2_train import train
 
     with pytest.raises(ObscuraError, match=named):
         train(config.load(Stage2Config, None, {**tiny, key: value}), tmp_path / "out")
@@ -514,9 +510,6 @@ def test_impossible_settings_fail_before_training(tiny: dict, tmp_path: Path, ke
 
 
 def test_stage1_weights_needs_the_adversary(monkeypatch, stage1_run: Path, tmp_path: Path) -> None:
-    import shutil
-
-    import obscura.paths
 
     weights = tmp_path / "weights"
     for name in ("optic.npz", "regressor.pt", "splits/train.txt"):
@@ -532,7 +525,6 @@ def test_stage1_weights_needs_the_adversary(monkeypatch, stage1_run: Path, tmp_p
 
 
 def test_domain_file_assigns_every_training_identity(tmp_path: Path) -> None:
-    from anonymizer.stage2.stage2_data import read_domains
 
     path = tmp_path / "domains.txt"
     path.write_text("# identity domain\na 0\nb 1  # comment\nc 1\n")
@@ -546,8 +538,6 @@ def test_domain_file_assigns_every_training_identity(tmp_path: Path) -> None:
 
 def test_a_run_leaves_the_stage1_files_unchanged(straight: Path, stage1_run: Path) -> None:
     """Stage II never changes stage-I files (their digests are stored and match the files)."""
-    from anonymizer.nets.stargan import load_anonymizer
-    from obscura.digest import file_sha256
 
     _, info = load_anonymizer(straight / "generator_ema.pt")
     for name, digest in info["stage1_digest"].items():
@@ -558,7 +548,6 @@ def test_anonymizer_evaluation_reports_leakage_diversity_realism_and_utility(
     straight: Path, shared_data: Path, tmp_path: Path
 ) -> None:
     """`evaluate-anonymizer` on a few real faces: captures and lowres16 inputs, every figure present and in range."""
-    from evaluation.anonymization import AnonymizerEvalConfig, run
 
     faces = tmp_path / "faces"
     for name in sorted(p.name for p in (shared_data / "celeba-crops").iterdir())[-3:]:
@@ -590,7 +579,6 @@ def test_anonymizer_evaluation_reports_leakage_diversity_realism_and_utility(
 
 
 def test_leakage_and_diversity_follow_the_recognisers_thresholds() -> None:
-    from evaluation.anonymization import diversity, leakage
 
     e = np.eye(4)
     source = {"sface": e[0], "dlib": np.zeros(4)}
@@ -605,7 +593,6 @@ def test_leakage_and_diversity_follow_the_recognisers_thresholds() -> None:
 
 def test_impostor_control_pairs_each_source_with_another_person() -> None:
     """The false-accept control compares each source's outputs with the next source of a different identity."""
-    from evaluation.anonymization import impostor_pairing, leakage
 
     assert impostor_pairing(["a", "a", "b", "c"]) == [2, 2, 3, 0]
     assert impostor_pairing(["a", "a"]) is None
@@ -621,10 +608,6 @@ def test_published_anonymizer_is_half_size_and_renders_the_same_faces(
     straight: Path, stage1_run: Path, tmp_path: Path
 ) -> None:
     """Publishing beside its stage I: float16 file, both stages in one manifest, outputs within float16 rounding."""
-    from anonymizer.anonymize import Anonymizer
-    from anonymizer.publish import publish, publish_anonymizer
-    from anonymizer.runs import ANONYMIZER as ANONYMIZER_FILE
-    from obscura import manifest
 
     dest = tmp_path / "weights"
     publish(stage1_run, dest, "python simulate.py train-optics ...", [], [])
@@ -643,8 +626,6 @@ def test_published_anonymizer_is_half_size_and_renders_the_same_faces(
 
 
 def test_publishing_an_anonymizer_beside_another_stage1_is_refused(straight: Path, tmp_path: Path) -> None:
-    from anonymizer.publish import publish_anonymizer
-    from obscura.paths import WEIGHTS_DIR
 
     with pytest.raises(ObscuraError, match=r"trained on another stage I .*\(differs in optic.npz"):
         publish_anonymizer(straight, tmp_path, "cmd", [])
@@ -653,7 +634,6 @@ def test_publishing_an_anonymizer_beside_another_stage1_is_refused(straight: Pat
 
 def test_ema_warmup_forgets_the_initial_weights_of_a_short_run() -> None:
     """With the ramp, a 1,500-step average keeps almost nothing of step 0; plain 0.999 keeps 22 %."""
-    from anonymizer.stage2.stage2_train import ema_beta_at
 
     assert ema_beta_at(5, 0.999, 0.0) == 0.999
     assert ema_beta_at(0, 0.999, 10.0) == pytest.approx(0.1) and ema_beta_at(10**6, 0.999, 10.0) == 0.999
@@ -663,7 +643,6 @@ def test_ema_warmup_forgets_the_initial_weights_of_a_short_run() -> None:
 
 
 def test_ema_warmup_may_change_on_resume_and_bad_values_are_refused(tiny: dict, tmp_path: Path) -> None:
-    from anonymizer.stage2.stage2_train import RESUMABLE_KEYS
 
     assert "train.ema_warmup" in RESUMABLE_KEYS and "train.ema_beta" not in RESUMABLE_KEYS
     with pytest.raises(ObscuraError, match="train.ema_warmup"):

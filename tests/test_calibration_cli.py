@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 from calibration.__main__ import main
+from calibration.intrinsics import synthetic_views
+from optics.optic_file import save_optic
+from optics.presets import camera_from_spec
 
 
 @pytest.fixture(scope="module")
 def small_optic(tmp_path_factory):
     """A coarse random-Zernike optic (64 pupil samples, one wavelength per channel) saved as .npz."""
-    from optics.optic_file import save_optic
-    from optics.presets import camera_from_spec
 
     path = tmp_path_factory.mktemp("optic") / "optic.npz"
     save_optic(
@@ -142,7 +143,6 @@ def test_saturated_captures_fail_with_one_line_and_exit_code_2(small_optic, tmp_
 
 
 def test_intrinsics_command(tmp_path):
-    from calibration.intrinsics import synthetic_views
 
     k_true = np.array([[420.0, 0.0, 165.0], [0.0, 425.0, 118.0], [0.0, 0.0, 1.0]])
     for i, image in enumerate(synthetic_views(k_true, (320, 240), (7, 5), 0.02, 12)):

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from anonymizer import checkpoint
+from anonymizer.nets.regressor import load_regressor
 from calibration.__main__ import main
 from calibration.finetune import (
     FinetuneConfig,
@@ -18,13 +20,13 @@ from calibration.finetune import (
     stage1_files,
 )
 from obscura.errors import ObscuraError
+from optics.presets import camera_from_spec
 from optics.srgb_capture import frozen_camera_imaging
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _design_psf(run_dir: Path) -> np.ndarray:
-    from optics.presets import camera_from_spec
 
     with torch.no_grad():
         return camera_from_spec(str(run_dir / "optic.npz")).psf().double().numpy()
@@ -71,7 +73,6 @@ def test_finetune_reports_nme_before_and_after_and_resumes(stage1_run: Path, tmp
     assert set(nme) == {"design_psf", "measured_psf_before", "measured_psf_after"} and all(v > 0 for v in nme.values())
     assert nme["measured_psf_before"] != nme["design_psf"]
     assert (out / "finetune.png").read_bytes()[:4] == b"\x89PNG" and (out / "config.yaml").is_file()
-    from anonymizer.nets.regressor import load_regressor
 
     tuned, _ = load_regressor(out / "regressor.pt")
     original, _ = load_regressor(stage1_run / "regressor.pt")
@@ -93,7 +94,6 @@ def test_finetune_reports_nme_before_and_after_and_resumes(stage1_run: Path, tmp
         )
         == 0
     )
-    from anonymizer import checkpoint
 
     history = checkpoint.load(checkpoint.step_path(out / "checkpoints", 3))["history"]
     assert [h["step"] for h in history] == [1, 2, 3]

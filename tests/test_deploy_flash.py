@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.flash import FlashError, Ssh, Target, flash, rollback
+from deploy.flash import FlashError, Ssh, Target, flash, lock_holder, rollback, take_lock
 from deploy.standins import build_standin_bundle
 from firmware.bundle_reader import verify_bundle
 from obscura.errors import ObscuraError
@@ -292,7 +292,6 @@ def test_a_flash_in_progress_elsewhere_holds_the_device_until_the_lock_is_broken
 
 
 def test_a_step_that_lost_the_lock_stops_before_touching_the_device(device: Path, bundles, tmp_path: Path) -> None:
-    from deploy.flash import lock_holder, take_lock
 
     root = tmp_path / "device" / "opt" / "obscura"
     ssh = _ssh(device, root)

@@ -16,8 +16,9 @@ import numpy as np
 import onnx
 import pytest
 
-from deploy.standins import regressor_model
-from deploy.tensorrt_build import EngineSpec, build_engine
+from deploy.standins import build_standin_bundle, regressor_model
+from deploy.tensorrt_build import EngineSpec, build_bundle_engines, build_engine
+from firmware.bundle_reader import verify_bundle
 from firmware.inference_stages import to_model_input
 from obscura.errors import ObscuraError
 from obscura.paths import REPO_ROOT
@@ -268,9 +269,6 @@ def test_tensorrt_is_imported_lazily_and_the_cli_reports_its_absence(model: Path
 
 
 def test_bundle_engines_are_named_by_the_sha256_of_their_model(monkeypatch, tmp_path: Path) -> None:
-    from deploy.standins import build_standin_bundle
-    from deploy.tensorrt_build import build_bundle_engines
-    from firmware.bundle_reader import verify_bundle
 
     trt = make_fake_tensorrt("10.3.0")
     monkeypatch.setitem(sys.modules, "tensorrt", trt)

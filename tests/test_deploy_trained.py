@@ -13,11 +13,14 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from skimage import data
 from test_anonymizer_stage2 import TINY
 
 from anonymizer import checkpoint
 from anonymizer.nets.stargan import build_networks, save_anonymizer
+from anonymizer.stage2.stage2_data import resize
 from deploy.__main__ import main
+from deploy.onnx_export import check_parity, export_onnx
 from deploy.trained import (
     LatentAnonymizer,
     export_trained,
@@ -55,7 +58,6 @@ def _anonymizer_file(path: Path, arch: dict = ARCH, digest: dict | None = None) 
 
 def _astronaut_faces(folder: Path) -> Path:
     """Four 160 px crops around the face of scikit-image's astronaut photograph (a real face shipped with the package)."""
-    from skimage import data
 
     image = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
     folder.mkdir(parents=True)
@@ -185,8 +187,6 @@ def test_parity_on_real_captures_of_the_stage1_test_split(shared_data: Path, tmp
 
 def test_a_generator_larger_than_the_crop_exports_with_its_resize(tmp_path: Path, one_torch_thread) -> None:
     """A 256 px generator on 128 px captures: the enlarging resize is inside the ONNX model and matches PyTorch."""
-    from anonymizer.stage2.stage2_data import resize
-    from deploy.onnx_export import check_parity, export_onnx
 
     x = torch.rand(2, 3, 128, 128)
     antialiased = torch.nn.functional.interpolate(

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
+import obscura.paths
 from evaluation import methods
+from evaluation.methods import get, psf_method
 from faces import alignment
 from obscura.errors import ObscuraError
+from optics.fabrication.as_built import Errors, as_built_psf
+from optics.presets import camera_from_spec
 
 
 def _image(h: int = 64, w: int = 48) -> np.ndarray:
@@ -124,11 +129,6 @@ def test_optical_baselines_blur_through_optics(name: str) -> None:
 
 
 def test_psf_method_images_through_an_as_built_psf() -> None:
-    import torch
-
-    from evaluation.methods import psf_method
-    from optics.fabrication.as_built import Errors, as_built_psf
-    from optics.presets import camera_from_spec
 
     lens = camera_from_spec("lens", pupil_samples=32, psf_size=16).optic
     with torch.no_grad():
@@ -140,8 +140,6 @@ def test_psf_method_images_through_an_as_built_psf() -> None:
 
 
 def test_psf_file_method_reads_a_saved_psf_and_refuses_bad_ones(tmp_path, monkeypatch) -> None:
-    import obscura.paths
-    from evaluation.methods import get
 
     monkeypatch.setattr(obscura.paths, "WEIGHTS_DIR", tmp_path / "no-weights")
     psf = np.zeros((3, 5, 5))

@@ -12,6 +12,10 @@ import pytest
 
 from evaluation import evaluation_commands
 from evaluation.evaluate import EvaluateConfig, run
+from evaluation.summary import short_name
+from faces.alignment import align
+from faces.face_models import Mtcnn, recognitions
+from faces.face_sets import read_rgb
 from obscura.errors import ObscuraError
 
 REQUIRED = ("rank1", "rank1_oracle", "auc", "tar_at_far_1e-3", "chance")
@@ -139,9 +143,6 @@ def test_real_faces_clean_is_recognised_and_lowres8_is_not(lfw_subset: Path, tmp
 
 
 def test_real_face_models_find_and_embed(shared_data: Path) -> None:
-    from faces.alignment import align
-    from faces.face_models import Mtcnn, recognitions
-    from faces.face_sets import read_rgb
 
     lfw = shared_data / "lfw-a" / "Colin_Powell"
     a, b = (read_rgb(p)[0] for p in sorted(lfw.iterdir())[:2])
@@ -172,7 +173,6 @@ def test_simulate_reports_bad_input_with_exit_code_2(tmp_path: Path, capsys: pyt
 
 
 def test_plot_labels_shorten_paths() -> None:
-    from evaluation.summary import short_name
 
     assert short_name("optic:runs/stage1/l0.1") == "optic:l0.1"
     assert short_name("psf:runs/tol/psf_fabricated.npy") == "psf:psf_fabricated"

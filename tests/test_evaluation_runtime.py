@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+
+import cv2
 import numpy as np
+from skimage import data
+
+from faces.face_models import Mtcnn
 
 
 def test_mtcnn_runs_on_one_thread_with_the_packages_detections() -> None:
     """One-thread sessions (no spinning pool in each worker) find the same face as the package's defaults."""
-    import contextlib
-    import io
-
-    import cv2
-    from skimage import data
-
-    from faces.face_models import Mtcnn
 
     rgb = np.ascontiguousarray(cv2.resize(data.astronaut(), (256, 256), interpolation=cv2.INTER_AREA))
     ours = Mtcnn()

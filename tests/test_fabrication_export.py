@@ -7,9 +7,11 @@ import json
 
 import numpy as np
 import pytest
+import tifffile
+import trimesh
 
 from obscura.errors import ObscuraError
-from optics.fabrication import fabrication_commands, formats, heightmap
+from optics.fabrication import export, fabrication_commands, formats, heightmap
 from optics.fabrication.heightmap import (
     LevelMap,
     clip_max_height,
@@ -20,6 +22,8 @@ from optics.fabrication.heightmap import (
     remove_corner_contacts,
     wrap_period_m,
 )
+from optics.optic_file import save_optic
+from optics.presets import camera_from_spec
 
 
 def _ring_map() -> LevelMap:
@@ -92,7 +96,6 @@ def test_gds_from_another_source_is_refused(tmp_path):
 
 
 def test_tiff_is_16_bit_with_pitch_and_nm_per_grey_level(tmp_path):
-    import tifffile
 
     level_map = _ring_map()
     formats.write_tiff(tmp_path / "h.tif", level_map, {"material": "fused_silica", "design_wavelength_m": 550e-9})
@@ -106,7 +109,6 @@ def test_tiff_is_16_bit_with_pitch_and_nm_per_grey_level(tmp_path):
 
 
 def test_stl_is_watertight_and_its_volume_is_the_height_integral(tmp_path):
-    import trimesh
 
     level_map = _ring_map()
     level_map.levels = remove_corner_contacts(level_map.levels)
@@ -128,8 +130,6 @@ def _parser() -> argparse.ArgumentParser:
 @pytest.fixture(scope="module")
 def small_optic(tmp_path_factory):
     """A seeded random Zernike optic on a coarse pupil grid, saved as .npz."""
-    from optics.optic_file import save_optic
-    from optics.presets import camera_from_spec
 
     path = tmp_path_factory.mktemp("optic") / "optic.npz"
     save_optic(path, camera_from_spec("zernike-random", seed=1, pupil_samples=32, psf_size=32))
@@ -177,7 +177,6 @@ def test_export_command_writes_every_file_and_reports_changes(small_optic, tmp_p
 
 
 def test_export_without_optic_names_the_missing_committed_file(tmp_path, monkeypatch):
-    from optics.fabrication import export
 
     monkeypatch.setattr(export, "COMMITTED_OPTIC", tmp_path / "weights" / "optic.npz")
     args = _parser().parse_args(["export", "--levels", "4", "--out", str(tmp_path / "o")])
@@ -192,7 +191,6 @@ def test_export_refuses_unknown_format(small_optic, tmp_path):
 
 
 def test_stl_of_a_random_map_is_closed_once_corner_contacts_are_filled(tmp_path):
-    import trimesh
 
     rng = np.random.default_rng(5)
     levels = rng.integers(0, 5, (24, 30)).astype(np.int32)

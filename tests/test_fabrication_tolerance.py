@@ -23,6 +23,7 @@ from optics.fabrication.tolerance import (
     run_tolerance,
     tolerance,
 )
+from optics.optic_file import save_optic
 from optics.presets import camera_from_spec
 from optics.psf_metrics import encircled_energy_radius_px
 
@@ -121,7 +122,6 @@ def test_tolerance_is_the_last_value_of_the_passing_run():
 
 
 def test_tolerance_command_writes_report(tmp_path):
-    from optics.optic_file import save_optic
 
     path = tmp_path / "optic.npz"
     save_optic(

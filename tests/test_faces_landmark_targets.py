@@ -8,12 +8,13 @@ import cv2
 import numpy as np
 import pytest
 
+import faces.face_models
 from faces import landmark_targets
+from faces.face_models import DlibHog
 from faces.face_sets import FaceImage, list_images
 
 
 def test_faceless_image_is_reported_by_name() -> None:
-    from faces.face_models import DlibHog
 
     with pytest.raises(landmark_targets.NoFaceFound, match="blank.png: dlib's HOG detector found no face"):
         landmark_targets.detect_landmarks(np.full((160, 160, 3), 128, np.uint8), DlibHog(), "blank.png")
@@ -30,8 +31,6 @@ def test_landmarks_are_cached_and_faceless_images_skipped(shared_data, tmp_path,
     marks = first.landmarks[0]
     assert marks.shape == (68, 2) and np.all((marks > 0) & (marks < 160))
     assert 20 < np.linalg.norm(marks[36] - marks[45]) < 120  # outer eye corners of a 160 px face crop
-
-    import faces.face_models
 
     monkeypatch.setattr(faces.face_models, "DlibHog", _no_detector)  # a second pass must come from the cache
     again = landmark_targets.clean_landmarks(images, tmp_path / "cache")

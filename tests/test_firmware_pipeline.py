@@ -9,7 +9,9 @@ from typing import Callable
 
 import numpy as np
 import pytest
+import yaml
 
+from deploy.bundle_builder import write_manifest
 from deploy.standins import build_standin_bundle, expected_output
 from firmware.inference_stages import load_stages, to_model_input
 from firmware.pipeline import Backoff, Pipeline
@@ -106,14 +108,12 @@ def test_bundle_stages_run_end_to_end_and_match_the_closed_form(tmp_path: Path) 
 
 
 def test_anonymizer_needing_heatmaps_without_regressor_is_refused(tmp_path: Path) -> None:
-    import yaml
 
     build_standin_bundle(tmp_path / "b", 16)
     cfg_path = tmp_path / "b" / "config.yaml"
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg["regressor"] = None
     cfg_path.write_text(yaml.safe_dump(cfg))
-    from deploy.bundle_builder import write_manifest
 
     write_manifest(tmp_path / "b")
     with pytest.raises(ObscuraError, match="takes heatmaps but the config names no regressor"):
@@ -171,6 +171,5 @@ def test_a_slow_sink_never_slows_the_camera_or_the_other_sinks() -> None:
 
 
 def test_metrics_report_frame_counters_before_the_first_frame() -> None:
-    from firmware.stream_metrics import Metrics
 
     assert Metrics("test://").snapshot()["frames"] == {"captured": 0, "emitted": 0}

@@ -10,9 +10,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from skimage import data
 
 import simulate
+from faces.face_models import YuNet
+from obscura.errors import ObscuraError
 from obscura.paths import REPO_ROOT
+from optics.optic_file import save_optic
+from optics.presets import camera_from_spec
+from workstation.learned_camera_demo import (
+    CELEBA_FRAME_POINTS,
+    CELEBA_FRAME_SIZE,
+    training_frame_crop,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::optics.propagation.SamplingWarning")
 
@@ -83,9 +93,6 @@ def test_psf_of_other_optics(tmp_path) -> None:
     assert np.load(tmp_path / "z" / "psf_depths.npy").shape == (2, 3, 64, 64)
     assert simulate.main(["psf", "--optic", "defocus", "--dtype", "float64", *SMALL, "--out", str(tmp_path / "d")]) == 0
     assert np.load(tmp_path / "d" / "psf.npy").dtype == np.float64
-
-    from optics.optic_file import save_optic
-    from optics.presets import camera_from_spec
 
     saved = save_optic(
         tmp_path / "optic.npz", camera_from_spec("zernike-random", seed=2, psf_size=64, pupil_samples=128)
@@ -171,14 +178,6 @@ def test_demo(tmp_path, capsys) -> None:
 
 def test_demo_puts_the_face_where_the_training_faces_sit() -> None:
     """The astronaut's face, warped into the celeba-crops frame, has YuNet's landmarks on the frame's mean ones."""
-    from skimage import data
-
-    from faces.face_models import YuNet
-    from workstation.learned_camera_demo import (
-        CELEBA_FRAME_POINTS,
-        CELEBA_FRAME_SIZE,
-        training_frame_crop,
-    )
 
     crop = training_frame_crop(data.astronaut(), 128, "astronaut")
     face = YuNet().detect(crop).central(crop.shape)
@@ -191,8 +190,6 @@ def test_demo_puts_the_face_where_the_training_faces_sit() -> None:
 
 
 def test_demo_refuses_a_photo_without_a_face(tmp_path) -> None:
-    from obscura.errors import ObscuraError
-    from workstation.learned_camera_demo import training_frame_crop
 
     with pytest.raises(ObscuraError, match="wall.png: YuNet finds no face"):
         training_frame_crop(np.full((200, 200, 3), 128, np.uint8), 128, "wall.png")
