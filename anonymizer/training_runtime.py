@@ -130,6 +130,8 @@ def batches(dataset: Dataset, loop: LoopConfig, rt: Runtime, start: int) -> Iter
     while step < loop.steps:
         epoch, offset = divmod(step, per_epoch)
         sampler.set_epoch(epoch)
+        if hasattr(dataset, "set_epoch"):  # a dataset that draws per-epoch augmentations (stage I's moved faces)
+            dataset.set_epoch(epoch)
         order = list(sampler)[offset * b : per_epoch * b]
         loader = DataLoader(
             Subset(dataset, order), batch_size=b, shuffle=False, num_workers=loop.workers, drop_last=True

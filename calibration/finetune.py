@@ -124,6 +124,7 @@ def fine_tune(
     )
     bar = tqdm(total=cfg.steps, initial=start, desc="sim-to-real fine-tuning", unit="step", disable=not cfg.progress)
     for step in range(start, cfg.steps):
+        train_set.set_epoch(step * cfg.batch_size // len(train_set))  # moved faces: new motions every epoch
         items = [train_set[int(i)] for i in order[step * cfg.batch_size : (step + 1) * cfg.batch_size]]
         images, targets = torch.stack([it[0] for it in items]), torch.stack([it[1] for it in items])
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)

@@ -16,9 +16,11 @@ import cv2
 import numpy as np
 import torch
 
+from evaluation.attacks.reconstruction import Attacker, build
 from evaluation.methods import Method, get
 from faces.face_models import Face, recognitions, utility_detectors
 from faces.face_sets import read_rgb
+from faces.moved_faces import fixed_motion, move_image
 from faces.result_cache import ResultCache
 from obscura.digest import file_sha256
 
@@ -29,23 +31,28 @@ UTILITY_SIZE = 256
 
 @dataclass(frozen=True)
 class Task:
-    """One image and whether its clean embeddings are needed (gallery images, or the clean method)."""
+    """One image, whether its clean embeddings are needed (gallery images, or the clean method), and whether
+    the reconstruction attackers rebuild its output (probes)."""
 
     path: str
     need_clean_embedding: bool
+    rebuild: bool = False
 
 
 class Analyzer:
     """Face models plus caches for one method; `run(task)` returns (clean record, output record)."""
 
-    def __init__(self, method: Method, cache_root: str | Path) -> None:
-
+    def __init__(
+        self, method: Method, cache_root: str | Path, attackers: tuple[Attacker, ...] = (), motion_seed: int = 0
+    ) -> None:
         cv2.setNumThreads(1)
         self.method = method
         self.recognitions = recognitions()
         self.utility = utility_detectors(self.recognitions["dlib"].detector)
         self.clean_cache = ResultCache(cache_root, "clean")
         self.method_cache = ResultCache(cache_root, f"method-{method.cache_key}")
+        self.attackers = [(a, ResultCache(cache_root, f"method-{method.cache_key}-{a.cache_key}")) for a in attackers]
+        self.motion_seed = motion_seed
 
     def run(self, task: Task) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Clean and output records of one image, from the caches where possible."""
@@ -59,11 +66,29 @@ class Analyzer:
         if self.method.is_identity:
             return clean, output_of_clean(clean)
         out = self.method_cache.get(key)
-        if out is None:
+        if out is None or (self.method.landmarks is not None and "regressor.lm_moved" not in out):
             image = read_rgb(task.path)[0] if image is None else image
             out = self._output(self.method.apply(image), clean)
+            if self.method.landmarks is not None:
+                moved = self.method.apply(move_image(image, fixed_motion(task.path, self.motion_seed)))
+                out["regressor.lm_moved"] = np.asarray(self.method.landmarks(moved), dtype=np.float64)
             self.method_cache.put(key, out)
+        if task.rebuild:
+            out = {**out, **self._rebuilt(task.path, key, clean, image)}
         return clean, out
+
+    def _rebuilt(self, path: str, key: str, clean: dict, image: np.ndarray | None) -> dict[str, np.ndarray]:
+        """Recognisers' records of each attacker's rebuild of the output, keyed `recon.<attacker>.<recogniser>...`."""
+        found: dict[str, np.ndarray] = {}
+        for attacker, cache in self.attackers:
+            rec = cache.get(key)
+            if rec is None:
+                image = read_rgb(path)[0] if image is None else image
+                rebuilt = attacker.rebuild(self.method.apply(image))
+                rec = self._embedded(rebuilt, clean)
+                cache.put(key, rec)
+            found.update({f"recon.{attacker.name}.{k}": v for k, v in rec.items()})
+        return found
 
     def _clean(self, image: np.ndarray, embed: bool, old: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
         """Faces (and optionally embeddings) of the clean image, plus its 256x256 utility detections."""
@@ -81,7 +106,15 @@ class Analyzer:
         return rec
 
     def _output(self, output: np.ndarray, clean: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Embeddings of the method's output: aligned on itself (auto) and with clean landmarks (oracle)."""
+        """Embeddings (auto, oracle) and utility detections of the method's output, and the regressor's landmarks."""
+        rec = self._embedded(output, clean)
+        rec.update(self._utility(output))
+        if self.method.landmarks is not None:
+            rec["regressor.lm"] = np.asarray(self.method.landmarks(output), dtype=np.float64)
+        return rec
+
+    def _embedded(self, output: np.ndarray, clean: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Embeddings of an output: aligned on itself (auto) and with clean landmarks (oracle)."""
         rec: dict[str, np.ndarray] = {}
         for name, r in self.recognitions.items():
             face = r.detector.detect(output).central(output.shape)
@@ -92,9 +125,6 @@ class Analyzer:
                 rec[f"{name}.oracle"] = rec[f"{name}.auto"]  # identical alignment, identical embedding
             elif clean_face is not None:
                 rec[f"{name}.oracle"] = r.embed(output, clean_face)
-        rec.update(self._utility(output))
-        if self.method.landmarks is not None:
-            rec["regressor.lm"] = np.asarray(self.method.landmarks(output), dtype=np.float64)
         return rec
 
     def _utility(self, image: np.ndarray) -> dict[str, np.ndarray]:
@@ -138,12 +168,13 @@ def face_from(rec: dict[str, np.ndarray], prefix: str) -> Face | None:
 _WORKER: Analyzer | None = None
 
 
-def init_worker(method_name: str, cache_root: str) -> None:
-    """Pool initialiser: one thread per worker, models loaded once."""
+def init_worker(method_name: str, cache_root: str, attacker_specs: tuple[str, ...] = (), motion_seed: int = 0) -> None:
+    """Pool initialiser: one thread per worker, models and attackers loaded once."""
     global _WORKER
 
     torch.set_num_threads(1)  # two workers on two cores: each one thread (torch is imported with the methods)
-    _WORKER = Analyzer(get(method_name), cache_root)
+    method = get(method_name)
+    _WORKER = Analyzer(method, cache_root, tuple(build(spec, method) for spec in attacker_specs), motion_seed)
 
 
 def run_task(task: Task) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

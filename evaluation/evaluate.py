@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +24,11 @@ from evaluation.analysis import (
     init_worker,
     run_task,
 )
+from evaluation.attacks import reconstruction
 from evaluation.methods import Method, get
 from faces import result_cache
-from faces.face_sets import FaceSet, load_face_set, read_split
+from faces.face_sets import FaceSet, load_face_set, read_rgb, read_split
+from faces.moved_faces import fixed_motion, move_landmarks
 from obscura import atomic, config
 from obscura.config import bounded
 from obscura.errors import ObscuraError
@@ -50,6 +52,12 @@ class EvaluateConfig:
     far: float = bounded(1e-3, gt=0, lt=1)
     examples: int = bounded(6, ge=0)
     progress: bool = True
+    # reconstruction attackers who rebuild each probe before the recognisers judge it (evaluation.attacks.
+    # reconstruction): "tikhonov" (LAMBDA chosen on `lambda_split`'s identities), "tikhonov:LAMBDA", "learned:FILE"
+    reconstruction: list[str] = field(default_factory=list)
+    lambda_split: str | None = None  # file of training identity names (e.g. a stage-I run's splits/train.txt)
+    lambda_faces: int = bounded(24, ge=1)  # their images the attacker rebuilds to choose LAMBDA
+    motion_seed: int = 0  # the fixed motions of the moved test faces (faces.moved_faces; as stage I's data.motion_seed)
 
 
 @dataclass
@@ -73,7 +81,36 @@ def check(cfg: EvaluateConfig) -> Method:
     return get(cfg.method)
 
 
-def analyse(cfg: EvaluateConfig, face_set: FaceSet, method: Method, cache_root: Path) -> Records:
+def resolve_attackers(cfg: EvaluateConfig, method: Method) -> tuple[tuple[str, ...], dict[str, dict]]:
+    """Each reconstruction spec made exact (`tikhonov` gets the LAMBDA its training faces chose), and how it was chosen."""
+    specs, chosen = [], {}
+    for spec in cfg.reconstruction:
+        if spec != "tikhonov":
+            reconstruction.build(spec, method)  # refuses a bad spec before any image is judged
+            specs.append(spec)
+            continue
+        if not cfg.lambda_split:
+            raise ObscuraError(
+                "config key 'reconstruction' has 'tikhonov' without LAMBDA: set 'lambda_split' (a file of training "
+                "identities to choose it on) or give tikhonov:LAMBDA"
+            )
+        train = load_face_set(cfg.data, 2, read_split(cfg.lambda_split), progress=False)
+        faces = [img.path for name in train.identities for img in train.images[name]]
+        picked = [read_rgb(faces[i])[0] for i in np.linspace(0, len(faces) - 1, cfg.lambda_faces).round().astype(int)]
+        lam, scores = reconstruction.choose_lambda(method, picked)
+        specs.append(f"tikhonov:{lam:g}")
+        chosen["tikhonov"] = {
+            "lambda": lam,
+            "psnr_db_by_lambda": scores,
+            "faces": len(picked),
+            "split": cfg.lambda_split,
+        }
+    return tuple(specs), chosen
+
+
+def analyse(
+    cfg: EvaluateConfig, face_set: FaceSet, method: Method, cache_root: Path, attackers: tuple[str, ...] = ()
+) -> Records:
     """Run every image of the face set through the models (in `cfg.workers` processes)."""
 
     ids = face_set.identities
@@ -81,16 +118,17 @@ def analyse(cfg: EvaluateConfig, face_set: FaceSet, method: Method, cache_root: 
     labels: list[int] = []
     for col, name in enumerate(ids):
         for img in face_set.images[name][1:]:
-            tasks.append(Task(str(img.path), method.is_identity))
+            tasks.append(Task(str(img.path), method.is_identity, rebuild=bool(attackers)))
             labels.append(col)
     bar = dict(total=len(tasks), desc=f"evaluate {method.name}", unit="img", disable=not cfg.progress)
+    init = (method.name, str(cache_root), attackers, cfg.motion_seed)
     if cfg.workers == 1:
-        init_worker(method.name, str(cache_root))
+        init_worker(*init)
         results = [run_task(t) for t in tqdm(tasks, **bar)]
     else:
         # spawn, not fork: checking the method has already run torch in this process (an optic's PSF),
         # and a child forked while torch's thread pool holds a lock waits on it forever (seen with optic:RUN)
-        with mp.get_context("spawn").Pool(cfg.workers, init_worker, (method.name, str(cache_root))) as pool:
+        with mp.get_context("spawn").Pool(cfg.workers, init_worker, init) as pool:
             results = list(tqdm(pool.imap(run_task, tasks, chunksize=4), **bar))
     n = len(ids)
     return Records(face_set, results[:n], results[n:], np.array(labels, dtype=np.int64), [t.path for t in tasks[n:]])
@@ -111,33 +149,39 @@ def similarity(probes: np.ndarray, gallery: np.ndarray) -> np.ndarray:
     return scores
 
 
+def judged(auto: np.ndarray, oracle: np.ndarray, gallery: np.ndarray, labels: np.ndarray, cfg: EvaluateConfig) -> dict:
+    """The protocol's figures for probe embeddings against the clean gallery: aligned on themselves and by the oracle."""
+    main = metrics.privacy_metrics(similarity(auto, gallery), labels, cfg.far, cfg.bootstrap, cfg.seed)
+    oracle_scores = similarity(oracle, gallery)
+    r1_oracle, r1_oracle_ci = metrics.rank1_with_ci(
+        metrics.rank1_correct(oracle_scores, labels), cfg.bootstrap, cfg.seed
+    )
+    ver_oracle = metrics.verification(metrics.pair_scores(oracle_scores, labels), cfg.far)
+    return {
+        **main,
+        "rank1_oracle": r1_oracle,
+        "rank1_oracle_ci95": r1_oracle_ci,
+        "auc_oracle": ver_oracle["auc"],
+        "tar_at_far_1e-3_oracle": ver_oracle["tar_at_far"],
+        "chance": 1.0 / len(gallery),
+    }
+
+
 def privacy(rec: Records, cfg: EvaluateConfig) -> dict[str, dict]:
     """Per recogniser: main protocol (clean gallery), oracle alignment, and both-transformed protocol."""
     out: dict[str, dict] = {}
     labels = rec.probe_labels
-    n_id = len(rec.gallery)
     for name in RECOGNISERS:
         gallery = _embeddings(rec.gallery, 0, f"{name}.emb")
         auto = _embeddings(rec.probes, 1, f"{name}.auto")
         oracle = _embeddings(rec.probes, 1, f"{name}.oracle")
         gallery_t = _embeddings(rec.gallery, 1, f"{name}.auto")
         gallery_t_oracle = _embeddings(rec.gallery, 1, f"{name}.oracle")
-        main = metrics.privacy_metrics(similarity(auto, gallery), labels, cfg.far, cfg.bootstrap, cfg.seed)
-        oracle_scores = similarity(oracle, gallery)
-        r1_oracle, r1_oracle_ci = metrics.rank1_with_ci(
-            metrics.rank1_correct(oracle_scores, labels), cfg.bootstrap, cfg.seed
-        )
-        ver_oracle = metrics.verification(metrics.pair_scores(oracle_scores, labels), cfg.far)
         both = similarity(auto, gallery_t)
         both_oracle = similarity(oracle, gallery_t_oracle)
         ver_both = metrics.verification(metrics.pair_scores(both, labels), cfg.far)
         out[name] = {
-            **main,
-            "rank1_oracle": r1_oracle,
-            "rank1_oracle_ci95": r1_oracle_ci,
-            "auc_oracle": ver_oracle["auc"],
-            "tar_at_far_1e-3_oracle": ver_oracle["tar_at_far"],
-            "chance": 1.0 / n_id,
+            **judged(auto, oracle, gallery, labels, cfg),
             "transformed_gallery": {
                 "rank1": float(metrics.rank1_correct(both, labels).mean()),
                 "rank1_oracle": float(metrics.rank1_correct(both_oracle, labels).mean()),
@@ -153,13 +197,60 @@ def privacy(rec: Records, cfg: EvaluateConfig) -> dict[str, dict]:
     return out
 
 
-def utility(rec: Records) -> dict:
+def privacy_after_reconstruction(rec: Records, cfg: EvaluateConfig, attackers: tuple[str, ...]) -> dict[str, dict]:
+    """Per attacker and recogniser: the protocol's figures on the rebuilt probes (clean gallery)."""
+    out: dict[str, dict] = {}
+    for spec in attackers:
+        name = spec.partition(":")[0]
+        out[name] = {"attacker": spec}
+        for rname in RECOGNISERS:
+            auto = _embeddings(rec.probes, 1, f"recon.{name}.{rname}.auto")
+            oracle = _embeddings(rec.probes, 1, f"recon.{name}.{rname}.oracle")
+            gallery = _embeddings(rec.gallery, 0, f"{rname}.emb")
+            out[name][rname] = {
+                **judged(auto, oracle, gallery, rec.probe_labels, cfg),
+                "probes_without_face": int(np.isnan(auto).any(axis=1).sum()),
+            }
+    return out
+
+
+def moved_references(rec: Records, seed: int) -> list[np.ndarray | None]:
+    """dlib's 68 landmarks of each clean probe, moved by the probe's fixed motion (as its capture was)."""
+    refs = []
+    for (clean, _), path in zip(rec.probes, rec.probe_paths):
+        lm = clean.get("dlib.lm")
+        if lm is None:
+            refs.append(None)
+            continue
+        height, width = read_rgb(path)[0].shape[:2]
+        refs.append(move_landmarks(lm, fixed_motion(path, seed), width, height))
+    return refs
+
+
+def landmark_utility(rec: Records, seed: int) -> dict:
+    """The regressor's NME on moved probes (and on the aligned ones), each beside the NME of the mean shape."""
+    result: dict = {}
+    for suffix, key, refs in (
+        ("", "regressor.lm_moved", moved_references(rec, seed)),
+        ("_aligned", "regressor.lm", [clean.get("dlib.lm") for clean, _ in rec.probes]),
+    ):
+        nme = metrics.landmark_nme(refs, [out.get(key) for _, out in rec.probes])
+        mean = np.mean([r for r in refs if r is not None], axis=0)
+        result[f"landmark_nme{suffix}"] = nme["landmark_nme"]
+        result[f"landmark_nme_pairs{suffix}"] = nme["n_pairs"]
+        result[f"landmark_nme_mean_shape{suffix}"] = metrics.landmark_nme(refs, [mean] * len(refs))["landmark_nme"]
+    result["motion_seed"] = seed
+    return result
+
+
+def utility(rec: Records, seed: int = 0) -> dict:
     """FD, BB, LM, NME per utility detector, over all probes (256x256 source versus output).
 
-    For capture methods with a regressor also `landmark_nme`: its landmarks on the capture against
-    dlib's 68 landmarks on the clean image, over the inter-ocular distance; and beside it
-    `landmark_nme_mean_shape`, the NME of answering every probe with the mean of those clean
-    landmarks: on aligned crops a regressor that has learned nothing from the capture scores about that.
+    For capture methods with a regressor also `landmark_nme`: its landmarks on the capture of the
+    face moved by its fixed motion against dlib's 68 landmarks of the clean aligned image moved
+    alike, over the inter-ocular distance; beside it `landmark_nme_mean_shape`, the NME of answering
+    every probe with the mean of those moved landmarks (a regressor that learned nothing scores about
+    that); and both on the aligned faces (`*_aligned`).
     """
     result: dict = {
         name: metrics.utility(
@@ -169,14 +260,7 @@ def utility(rec: Records) -> dict:
         for name in UTILITY_DETECTORS
     }
     if any("regressor.lm" in out for _, out in rec.probes):
-        nme = metrics.landmark_nme(
-            [clean.get("dlib.lm") for clean, _ in rec.probes], [out.get("regressor.lm") for _, out in rec.probes]
-        )
-        result["landmark_nme"] = nme["landmark_nme"]
-        result["landmark_nme_pairs"] = nme["n_pairs"]
-        refs = [clean.get("dlib.lm") for clean, _ in rec.probes]
-        mean = np.mean([r for r in refs if r is not None], axis=0)
-        result["landmark_nme_mean_shape"] = metrics.landmark_nme(refs, [mean] * len(refs))["landmark_nme"]
+        result.update(landmark_utility(rec, seed))
     return result
 
 
@@ -189,9 +273,10 @@ def run(cfg: EvaluateConfig) -> dict:
     identities = read_split(cfg.split) if cfg.split else None
     face_set = load_face_set(cfg.data, cfg.min_images, identities, progress=cfg.progress)
     cache_root = Path(cfg.cache_dir) if cfg.cache_dir else result_cache.default_dir()
+    attackers, chosen = resolve_attackers(cfg, method)
     config.write_resolved(cfg, out)
     atomic.write_text(out / "identities.txt", "".join(f"{n}\n" for n in face_set.identities))
-    rec = analyse(cfg, face_set, method, cache_root)
+    rec = analyse(cfg, face_set, method, cache_root, attackers)
     result = {
         "method": method.name,
         "method_description": method.description,
@@ -206,7 +291,7 @@ def run(cfg: EvaluateConfig) -> dict:
         "colour_handling": "greyscale images are replicated to three identical RGB channels before the method and every model",
         "unreadable_images": face_set.unreadable,
         "privacy": privacy(rec, cfg),
-        "utility": utility(rec),
+        "utility": utility(rec, cfg.motion_seed),
         "protocol": report.PROTOCOL,
         "bootstrap": cfg.bootstrap,
         "seed": cfg.seed,
@@ -214,5 +299,14 @@ def run(cfg: EvaluateConfig) -> dict:
         "workers": cfg.workers,
         "seconds": round(time.time() - start, 1),
     }
+    if attackers:
+        result["privacy"]["reconstruction"] = privacy_after_reconstruction(rec, cfg, attackers)
+        result["reconstruction_lambda"] = chosen
+        examples = [read_rgb(p)[0] for p in rec.probe_paths[: cfg.examples]]
+        built = [reconstruction.build(spec, method) for spec in attackers]
+        reconstruction.examples_png(out / "reconstruction.png", method, built, examples)
+    if method.landmarks is not None:
+        motions = {p: fixed_motion(p, cfg.motion_seed).as_dict() for p in rec.probe_paths}
+        atomic.write_json(out / "motions.json", {"motion_seed": cfg.motion_seed, "motions": motions})
     report.write(result, rec, method, out, cfg)
     return result

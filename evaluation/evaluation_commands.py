@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from evaluation import anonymization, evaluate, summary
-from evaluation.attacks import adaptive_recogniser
+from evaluation import anonymization, evaluate, landmark_judge, summary
+from evaluation.analysis import RECOGNISERS
+from evaluation.attacks import adaptive_recogniser, learned_inversion
 from obscura import atomic
 from obscura.command_line import add_config_options, load_config
 
@@ -71,6 +72,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         k, "YAML/JSON file of attacker settings", "output folder (report.json, attacker.pt, PNG, checkpoints)"
     )
     k.set_defaults(func=_attack)
+    j = subparsers.add_parser(
+        "judge-landmarks",
+        help="the fair utility judge: one regressor trained on a method's images of moved faces, judged on moved test faces",
+        description=landmark_judge.__doc__.splitlines()[0],
+    )
+    j.add_argument("--method", help="method under test (as for evaluate); default clean")
+    add_config_options(
+        j,
+        "YAML/JSON file of evaluation.landmark_judge.JudgeConfig settings",
+        "output folder (judge_regressor.pt, report.json, motions.json, examples.png, checkpoints)",
+    )
+    j.set_defaults(func=_judge_landmarks)
+    r = subparsers.add_parser(
+        "attack-reconstruct",
+        help="train a learned inversion (ridge + U-Net) of a method on captures of the training identities",
+        description=learned_inversion.__doc__.splitlines()[0],
+    )
+    r.add_argument("--method", help="method to invert (as for evaluate); default optic")
+    add_config_options(
+        r,
+        "YAML/JSON file of evaluation.attacks.learned_inversion.InversionConfig settings",
+        "output folder (inversion.pt, report.json, examples.png, checkpoints)",
+    )
+    r.set_defaults(func=_attack_reconstruct)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -90,11 +115,19 @@ def _evaluate(args: argparse.Namespace) -> int:
         f"{result['method']} on {result['n_identities']} identities, {result['n_probes']} probes "
         f"({result['seconds']} s); report in {cfg.out}/report.md"
     )
-    for name, p in result["privacy"].items():
+    for name in RECOGNISERS:
+        p = result["privacy"][name]
         print(
             f"  {name}: rank-1 {p['rank1']:.3f} (oracle {p['rank1_oracle']:.3f}), AUC {p['auc']:.3f}, "
             f"TAR@FAR=1e-3 {p['tar_at_far_1e-3']:.3f}, chance {p['chance']:.4f}"
         )
+    for attacker, by_recogniser in result["privacy"].get("reconstruction", {}).items():
+        for name in RECOGNISERS:
+            p = by_recogniser[name]
+            print(
+                f"  {name} after {by_recogniser['attacker']}: rank-1 oracle {p['rank1_oracle']:.3f}, "
+                f"AUC {p['auc']:.3f}, TAR@FAR=1e-3 {p['tar_at_far_1e-3']:.3f}"
+            )
     utility = result["utility"]
     for name in ("mtcnn", "dlib"):
         u = utility[name]
@@ -150,4 +183,25 @@ def _attack(args: argparse.Namespace) -> int:
     for name in adaptive_recogniser.PROTOCOLS:
         r = result[name]
         print(f"  {name}: rank-1 {r['rank1']:.3f}, AUC {r['auc']:.3f}, TAR@FAR=1e-3 {r['tar_at_far_1e-3']:.3f}")
+    return 0
+
+
+def _judge_landmarks(args: argparse.Namespace) -> int:
+    """Train and judge the landmark judge on one method; print its NME beside the mean shape's."""
+    r = landmark_judge.run(load_config(landmark_judge.JudgeConfig, args, {"method": args.method}), args.out)
+    print(
+        f"landmark judge on {r['method']}: NME {r['landmark_nme']:.4f} on {r['n_faces']} moved test faces "
+        f"(the mean shape: {r['landmark_nme_mean_shape']:.4f}); {r['seconds_this_run']:.0f} s; report in {args.out}/report.json"
+    )
+    return 0
+
+
+def _attack_reconstruct(args: argparse.Namespace) -> int:
+    """Train the learned inversion of one method; print where it is and how to use it."""
+    r = learned_inversion.run(load_config(learned_inversion.InversionConfig, args, {"method": args.method}), args.out)
+    print(
+        f"learned inversion of {r['method']}: {r['train_images']} training images of {r['train_identities']} identities, "
+        f"ridge weight {r['ridge']['lambda']:g}, {r['seconds']:.0f} s; judge it with "
+        f"evaluate --set 'reconstruction=[learned:{args.out}/{learned_inversion.INVERSION_FILE}]'"
+    )
     return 0

@@ -2,18 +2,22 @@
 
 Every method maps an sRGB uint8 HxWx3 image to one of the same size. Image-space baselines work
 on the sRGB values directly; optical baselines decode sRGB to linear light, image through an
-`optics.presets` camera, and encode back to sRGB.
+`optics.presets` camera, and encode back to sRGB. Each method also states its forward model: the
+differentiable linear operator an attacker who knows the method would invert (a PSF convolution
+in linear light for optics; the sRGB-space operator for the image-space baselines).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import cv2
 import numpy as np
 import torch
+from torch import Tensor
+from torch.nn import functional as F
 
 from anonymizer import runs
 from anonymizer.learned_optic import load_learned_optic, regressor_landmarks
@@ -22,11 +26,25 @@ from obscura import paths
 from obscura.digest import bytes_sha256, file_sha256
 from obscura.errors import ObscuraError
 from optics import presets
+from optics.camera import Camera
+from optics.convolution import convolve
 from optics.image_io import from_uint8, to_uint8
 from optics.sensor import Sensor
 from optics.srgb_capture import SrgbImaging, capture_uint8, psf_imaging
 
 OPTICAL_SEED = 0  # the random Zernike optic is drawn once from this seed, so runs agree
+
+
+@dataclass(frozen=True)
+class ForwardModel:
+    """A method as the linear operator an attacker who knows it inverts: N x 3 x H x W -> N x 3 x H x W, differentiable.
+
+    `domain` says where it is linear: "linear" light for optics (the PSF convolution; sensor noise
+    and quantisation are what the inversion must cope with), "srgb" values for image-space baselines.
+    """
+
+    apply: Callable[[Tensor], Tensor]
+    domain: Literal["linear", "srgb"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +57,7 @@ class Method:
     description: str
     # For capture methods with a heatmap regressor: output image -> 68 x 2 landmarks (x, y), pixels.
     landmarks: Callable[[np.ndarray], np.ndarray] | None = None
+    forward: ForwardModel | None = None  # None: no linear model (the clean image)
 
     @property
     def is_identity(self) -> bool:
@@ -70,16 +89,81 @@ def pixelate(image: np.ndarray, block_px: int) -> np.ndarray:
     return out
 
 
-def optical(preset: str, seed: int = OPTICAL_SEED) -> Callable[[np.ndarray], np.ndarray]:
-    """An optics.presets camera as an image method: sRGB -> linear -> camera -> sRGB."""
-    state: dict[str, object] = {}
+def lowres_forward(n: int) -> ForwardModel:
+    """`lowres` as a torch operator: area average to n x n, bilinear back (half-pixel centres, as OpenCV)."""
 
-    def apply(image: np.ndarray) -> np.ndarray:
-        if "camera" not in state:
-            state["camera"] = presets.camera_from_spec(preset, seed=seed).eval()
-        return capture_uint8(state["camera"], image)
+    def apply(x: Tensor) -> Tensor:
+        return F.interpolate(F.adaptive_avg_pool2d(x, n), size=x.shape[-2:], mode="bilinear", align_corners=False)
 
-    return apply
+    return ForwardModel(apply, "srgb")
+
+
+def blur_forward(sigma_px: float) -> ForwardModel:
+    """`gaussian_blur` as a torch operator: the same kernel, edges reflected."""
+    half = int(np.ceil(4 * sigma_px))
+    taps = torch.exp(-(torch.arange(-half, half + 1, dtype=torch.float64) ** 2) / (2 * sigma_px**2))
+    taps = (taps / taps.sum()).float()
+
+    def apply(x: Tensor) -> Tensor:
+        c = x.shape[1]
+        padded = F.pad(x, (half, half, half, half), mode="reflect")
+        rows = F.conv2d(padded, taps.to(x).view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+        return F.conv2d(rows, taps.to(x).view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+    return ForwardModel(apply, "srgb")
+
+
+def pixelate_forward(block_px: int) -> ForwardModel:
+    """`pixelate` as a torch operator: block means from the top-left (partial blocks at the edges averaged alone)."""
+
+    def apply(x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        means = F.avg_pool2d(x, block_px, ceil_mode=True)
+        return means.repeat_interleave(block_px, dim=-2).repeat_interleave(block_px, dim=-1)[..., :h, :w]
+
+    return ForwardModel(apply, "srgb")
+
+
+def psf_forward(psf: Callable[[], Tensor]) -> ForwardModel:
+    """An optic as a torch operator: the linear (zero-padded) convolution with its PSF (computed once) in linear light."""
+    kept: list[Tensor] = []
+
+    def apply(x: Tensor) -> Tensor:
+        if not kept:
+            with torch.no_grad():
+                kept.append(psf().detach())
+        return convolve(x, kept[0].to(x))
+
+    return ForwardModel(apply, "linear")
+
+
+class PresetCamera:
+    """An optics.presets camera built on first use (a PSF takes a while), shared by a method's image function and forward model."""
+
+    def __init__(self, preset: str, seed: int) -> None:
+        self.preset, self.seed = preset, seed
+        self._camera: Camera | None = None
+
+    @property
+    def camera(self) -> Camera:
+        """The camera, in eval mode."""
+        if self._camera is None:
+            self._camera = presets.camera_from_spec(self.preset, seed=self.seed).eval()
+        return self._camera
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        """sRGB -> linear -> camera -> sRGB."""
+        return capture_uint8(self.camera, image)
+
+    def psf(self) -> Tensor:
+        """The camera's PSF."""
+        return self.camera.psf()
+
+
+def optical(preset: str, description: str, seed: int = OPTICAL_SEED) -> Method:
+    """An optics.presets camera as a method, with its PSF as the forward model."""
+    camera = PresetCamera(preset, seed)
+    return Method(preset, camera.apply, preset, description, forward=psf_forward(camera.psf))
 
 
 def psf_method(psf: torch.Tensor, name: str, sensor_seed: int = 0) -> Method:
@@ -95,21 +179,43 @@ def psf_method(psf: torch.Tensor, name: str, sensor_seed: int = 0) -> Method:
         return capture_uint8(imaging, image, torch.Generator().manual_seed(sensor_seed))
 
     digest = bytes_sha256(kernel.numpy().tobytes())[:12]
-    return Method(name, apply, f"{name}-{digest}", f"imaging through the {name} PSF")
+    return Method(
+        name, apply, f"{name}-{digest}", f"imaging through the {name} PSF", forward=psf_forward(lambda: kernel)
+    )
 
 
-_FIXED: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str]] = {
-    "clean": (lambda im: im, "the source image unchanged"),
+_FIXED: dict[str, Callable[[], Method]] = {
+    "clean": lambda: Method("clean", lambda im: im, "clean", "the source image unchanged"),
     **{
-        f"lowres{n}": ((lambda im, n=n: lowres(im, n)), f"area-downsampled to {n}x{n}, bilinear back")
-        for n in (8, 16, 32)
+        f"lowres{n}": lambda n=n: Method(
+            f"lowres{n}",
+            lambda im: lowres(im, n),
+            f"lowres{n}",
+            f"area-downsampled to {n}x{n}, bilinear back",
+            forward=lowres_forward(n),
+        )
+        for n in (8, 12, 16, 32)
     },
-    **{f"blur{s}": ((lambda im, s=s: gaussian_blur(im, float(s))), f"Gaussian blur, sigma {s} px") for s in (2, 4, 8)},
-    "pixelate16": ((lambda im: pixelate(im, 16)), "mosaic of 16x16-px blocks, each its mean colour"),
-    "defocus": (optical("defocus"), "defocused thin lens through optics.presets ('defocus')"),
-    "zernike-random": (
-        optical("zernike-random"),
-        f"random Zernike phase optic through optics.presets ('zernike-random', seed {OPTICAL_SEED})",
+    **{
+        f"blur{s}": lambda s=s: Method(
+            f"blur{s}",
+            lambda im: gaussian_blur(im, float(s)),
+            f"blur{s}",
+            f"Gaussian blur, sigma {s} px",
+            forward=blur_forward(float(s)),
+        )
+        for s in (2, 4, 8)
+    },
+    "pixelate16": lambda: Method(
+        "pixelate16",
+        lambda im: pixelate(im, 16),
+        "pixelate16",
+        "mosaic of 16x16-px blocks, each its mean colour",
+        forward=pixelate_forward(16),
+    ),
+    "defocus": lambda: optical("defocus", "defocused thin lens through optics.presets ('defocus')"),
+    "zernike-random": lambda: optical(
+        "zernike-random", f"random Zernike phase optic through optics.presets ('zernike-random', seed {OPTICAL_SEED})"
     ),
 }
 
@@ -124,6 +230,7 @@ def learned_optic(spec: str) -> Method:
         learned.key,
         f"the learned optic {path} (stage I), seeded sensor noise",
         landmarks=learned.landmarks,
+        forward=psf_forward(learned.camera.psf),
     )
 
 
@@ -155,6 +262,7 @@ def psf_file(spec: str) -> Method:
         f"{method.cache_key}-{file_sha256(regressor)[:12]}",
         f"{method.description}; landmarks by {regressor}",
         landmarks=lambda capture: regressor_landmarks(model, size, capture),
+        forward=method.forward,
     )
 
 
@@ -166,8 +274,7 @@ def names() -> list[str]:
 def get(name: str) -> Method:
     """Look up a method by name; an unknown name is a one-line error listing the known ones."""
     if name in _FIXED:
-        fn, description = _FIXED[name]
-        return Method(name, fn, name, description)
+        return _FIXED[name]()
     if name == "optic" or name.startswith("optic:"):
         return learned_optic(name)
     if name.startswith("psf:"):

@@ -10,7 +10,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
-from evaluation.analysis import UTILITY_DETECTORS
+from evaluation.analysis import RECOGNISERS, UTILITY_DETECTORS
 from faces.face_sets import read_rgb
 from obscura import atomic
 
@@ -76,7 +76,8 @@ def markdown(r: dict) -> str:
         "| recogniser | rank-1 | rank-1 oracle | AUC | EER | TAR@FAR=1e-3 | chance | probes without face |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name, p in r["privacy"].items():
+    for name in RECOGNISERS:
+        p = r["privacy"][name]
         lines.append(
             f"| {name} | {_fmt(p['rank1'], p['rank1_ci95'])} | {_fmt(p['rank1_oracle'], p['rank1_oracle_ci95'])} "
             f"| {_fmt(p['auc'], p['auc_ci95'])} | {_fmt(p['eer'], p['eer_ci95'])} "
@@ -85,10 +86,11 @@ def markdown(r: dict) -> str:
         )
     lines += ["", "Gallery also transformed:", ""]
     lines += ["| recogniser | rank-1 | rank-1 oracle | AUC | TAR@FAR=1e-3 |", "|---|---|---|---|---|"]
-    for name, p in r["privacy"].items():
-        t = p["transformed_gallery"]
+    for name in RECOGNISERS:
+        t = r["privacy"][name]["transformed_gallery"]
         cells = [_fmt(t[k]) for k in ("rank1", "rank1_oracle", "auc", "tar_at_far_1e-3")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += reconstruction_lines(r)
     lines += ["", "## Utility (source versus output at 256x256)", ""]
     lines += ["| detector | FD | BB (px) | LM (px) | NME | pairs |", "|---|---|---|---|---|---|"]
     for name in UTILITY_DETECTORS:
@@ -98,13 +100,34 @@ def markdown(r: dict) -> str:
     if "landmark_nme" in r["utility"]:
         lines += [
             "",
-            f"Regressor landmarks on the captures versus dlib's on the clean images: NME "
+            f"Regressor landmarks on the captures of moved faces (fixed motions, seed {r['utility']['motion_seed']}, "
+            f"in motions.json) versus dlib's on the clean images moved alike: NME "
             f"{_fmt(r['utility']['landmark_nme'])} over {r['utility']['landmark_nme_pairs']} probes "
-            f"(answering every probe with the mean clean shape: {_fmt(r['utility']['landmark_nme_mean_shape'])}).",
+            f"(answering every probe with the mean shape: {_fmt(r['utility']['landmark_nme_mean_shape'])}); "
+            f"on the aligned faces {_fmt(r['utility']['landmark_nme_aligned'])} "
+            f"(mean shape {_fmt(r['utility']['landmark_nme_mean_shape_aligned'])}).",
         ]
     lines += ["", "## Protocol", ""] + [f"- **{k}**: {v}" for k, v in r["protocol"].items()]
     lines += ["", f"Run time {r['seconds']} s with {r['workers']} worker(s); cache `{r['cache_dir']}`.", ""]
     return "\n".join(lines)
+
+
+def reconstruction_lines(r: dict) -> list[str]:
+    """The privacy table after each reconstruction attacker (reconstruction.png shows the rebuilds)."""
+    attacks = r["privacy"].get("reconstruction", {})
+    if not attacks:
+        return []
+    lines = ["", "After reconstruction (each probe rebuilt from its output, then judged; gallery clean):", ""]
+    lines += ["| attacker | recogniser | rank-1 | rank-1 oracle | AUC | TAR@FAR=1e-3 |", "|---|---|---|---|---|---|"]
+    for by_recogniser in attacks.values():
+        for name in RECOGNISERS:
+            p = by_recogniser[name]
+            lines.append(
+                f"| `{by_recogniser['attacker']}` | {name} | {_fmt(p['rank1'], p['rank1_ci95'])} "
+                f"| {_fmt(p['rank1_oracle'], p['rank1_oracle_ci95'])} | {_fmt(p['auc'], p['auc_ci95'])} "
+                f"| {_fmt(p['tar_at_far_1e-3'], p['tar_at_far_1e-3_ci95'])} |"
+            )
+    return lines
 
 
 def _examples_png(rec: "Records", method: "Method", path: Path, count: int) -> None:

@@ -19,6 +19,17 @@ def shared_data() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def lfw_subset(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four LFW-a identities, their first five images each (links, not copies)."""
+    root = tmp_path_factory.mktemp("lfw_subset")
+    for name in ("Colin_Powell", "Gloria_Macapagal_Arroyo", "Jean_Chretien", "Serena_Williams"):
+        (root / name).mkdir()
+        for src in sorted((shared_data / "lfw-a" / name).iterdir())[:5]:
+            (root / name / src.name).symlink_to(src)
+    return root
+
+
 @pytest.fixture
 def one_torch_thread():
     """One torch thread (CI shares 2 cores between jobs); the previous setting is restored."""

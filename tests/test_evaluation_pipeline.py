@@ -100,17 +100,6 @@ def test_images_without_faces_are_counted_not_fatal(tmp_path: Path, capsys: pyte
     assert len(table) == 3 and table[2].startswith("| faces >= 3 | `blur2` | 2 | 4 | 0.000 [0.000, 0.000]")
 
 
-@pytest.fixture(scope="module")
-def lfw_subset(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Four LFW-a identities, their first five images each (links, not copies)."""
-    root = tmp_path_factory.mktemp("lfw_subset")
-    for name in ("Colin_Powell", "Gloria_Macapagal_Arroyo", "Jean_Chretien", "Serena_Williams"):
-        (root / name).mkdir()
-        for src in sorted((shared_data / "lfw-a" / name).iterdir())[:5]:
-            (root / name / src.name).symlink_to(src)
-    return root
-
-
 def _run(data: Path, method: str, tmp: Path) -> dict:
     cfg = EvaluateConfig(
         data=str(data),

@@ -44,6 +44,10 @@ class DataConfig:
     )  # 0: every training identity (a positive number keeps the first ones, for tests)
     max_images_per_identity: int = bounded(0, ge=0)  # 0: all
     image_size: int = 128  # centre crop side; cropping (not resizing) keeps the optic's pixel scale
+    # faces that move (faces.moved_faces): each training face under a fresh random similarity
+    # transform and mirror, each validation face under its fixed one; False: the aligned crops
+    moved: bool = True
+    motion_seed: int = 0  # the seed of the held-out faces' fixed motions
     cache_dir: str = ""  # "" : evaluation's default cache ($OBSCURA_CACHE/evaluation)
 
 

@@ -264,7 +264,7 @@ def run(cfg: AttackConfig) -> dict[str, Any]:
     start = time.time()
     data = prepare(stage.data, stage.regressor, out, progress=cfg.progress, write=False)
     imaging, attacker = build(stage, cfg, data.identities)
-    history = fine_tune(imaging, attacker, data.train.without_targets(), cfg, out)
+    history = fine_tune(imaging, attacker, data.train.without_targets("none"), cfg, out)
     groups, where = test_images(stage, cfg)
     result = {
         "run": str(runs.stage1_folder(cfg.run).resolve()),
