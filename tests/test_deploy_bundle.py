@@ -108,6 +108,10 @@ def test_cli_bundle_verify_and_dry_run_flash(tmp_path: Path) -> None:
             [sys.executable, "-m", "deploy", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
         )
 
+    keys = deploy("keygen", str(tmp_path / "keys" / "signer"))
+    assert keys.returncode == 0 and "keep it off the device" in keys.stdout, keys.stderr
+    key, pub = str(tmp_path / "keys" / "signer.key"), str(tmp_path / "keys" / "signer.pub")
+    assert (tmp_path / "keys" / "signer.key").stat().st_mode & 0o077 == 0  # the private key is the owner's only
     paths = write_standins(tmp_path / "m", 16)
     made = deploy(
         "bundle",
@@ -122,13 +126,18 @@ def test_cli_bundle_verify_and_dry_run_flash(tmp_path: Path) -> None:
         "input_size=16",
         "--version",
         "v7",
+        "--key",
+        key,
     )
     assert made.returncode == 0, made.stderr
-    checked = deploy("verify", str(tmp_path / "b"))
+    checked = deploy("verify", str(tmp_path / "b"), "--public-key", pub)
     assert checked.returncode == 0 and "version v7" in checked.stdout and "trained models" in checked.stdout
+    assert "signature: valid, by trusted key" in checked.stdout and "de-identifies the output stream" in checked.stdout
     standin = deploy("bundle", str(tmp_path / "s"), "--standin", "32")
     assert standin.returncode == 0 and "stand-in models" in deploy("verify", str(tmp_path / "s")).stdout
-    dry = deploy("flash", str(tmp_path / "b"), "--target", "pi@camera.local:/opt/obscura", "--dry-run")
+    dry = deploy(
+        "flash", str(tmp_path / "b"), "--target", "pi@camera.local:/opt/obscura", "--public-key", pub, "--dry-run"
+    )
     assert dry.returncode == 0 and "nothing was sent to pi@camera.local" in dry.stdout
-    bad = deploy("flash", str(tmp_path / "b"), "--target", "camera.local", "--dry-run")
+    bad = deploy("flash", str(tmp_path / "b"), "--target", "camera.local", "--public-key", pub, "--dry-run")
     assert bad.returncode == 2 and bad.stderr.strip().startswith("deploy: error: --target 'camera.local'")

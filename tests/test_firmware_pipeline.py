@@ -52,7 +52,12 @@ class ListSink:
 
 
 class ScriptedSource:
-    """A camera whose behaviour the test drives: 'frames', 'stall' (read blocks), 'error', 'end'."""
+    """A camera whose behaviour the test drives: 'frames', 'stall' (read blocks), 'error', 'end'.
+
+    Its frames stand for optical captures (`optical`), so they may leave without an anonymizer.
+    """
+
+    optical = True
 
     def __init__(self, mode: str, frame: np.ndarray, frames_before_fault: int = 3):
         self.uri = f"test://{mode}"
@@ -60,12 +65,15 @@ class ScriptedSource:
         self.frame = frame
         self.left = frames_before_fault
         self.unblock = threading.Event()
+        self.closed_by: threading.Thread | None = None
+        self.read_by: threading.Thread | None = None
 
     def open(self) -> None:
         if self.mode == "error-open":
             raise OSError("camera unplugged")
 
     def read(self) -> np.ndarray | None:
+        self.read_by = threading.current_thread()
         time.sleep(0.005)
         if self.mode == "frames" or self.left > 0:
             self.left -= 1
@@ -77,7 +85,11 @@ class ScriptedSource:
             raise OSError("sensor timeout")
         return None
 
+    def interrupt(self) -> None:
+        self.unblock.set()
+
     def close(self) -> None:
+        self.closed_by = threading.current_thread()
         self.unblock.set()
 
 
@@ -155,7 +167,8 @@ def test_source_faults_are_reported_and_retried_with_growing_backoff(mode: str, 
     else:  # frames flowed before each fault, so the delay is reset every time
         assert set(delays) == {0.05} and len(sink.images) >= 2
     if mode == "stall":
-        wait_until(lambda: all(s.unblock.is_set() for s in made[:3]))  # stalled cameras were closed, not leaked
+        # Stalled cameras were woken and then closed by their own reader thread, not leaked.
+        wait_until(lambda: all(s.closed_by is not None and s.closed_by is s.read_by for s in made[:3]))
 
 
 def test_a_slow_sink_never_slows_the_camera_or_the_other_sinks() -> None:
