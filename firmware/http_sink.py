@@ -144,7 +144,7 @@ class _Server(ThreadingHTTPServer):
                     pass
         return True
 
-    def authorised(self, request: Any) -> None:
+    def settle(self, request: Any) -> None:
         """The connection proved the token (or ended): it no longer counts as pending."""
         with self._pending_lock:
             self._pending.pop(request, None)
@@ -267,11 +267,11 @@ class HttpSink:
         with self._clients_lock:
             self.clients -= 1
 
-    def authorised(self, request: Any) -> None:
+    def settle(self, request: Any) -> None:
         """Tell the server a connection proved the token or ended."""
         server = self._server
         if server is not None:
-            server.authorised(request)
+            server.settle(request)
 
     def metrics(self) -> dict[str, Any]:
         """The pipeline's metrics plus this server's connection counts, without the device's file paths."""
@@ -294,7 +294,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def finish(self) -> None:
         """The connection ends: it no longer counts as pending."""
-        self.sink.authorised(self.request)
+        self.sink.settle(self.request)
         super().finish()
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
@@ -302,8 +302,6 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         query = parse_qs(parts.query)
         how = self.sink.authorized(self.headers.get("Authorization"), query, self.headers.get("Cookie"))
-        if how is not None:
-            self.sink.authorised(self.request)
         if how is None:
             self._send(
                 401,
@@ -312,6 +310,7 @@ class _Handler(BaseHTTPRequestHandler):
                 {"WWW-Authenticate": 'Bearer realm="obscura"'},
             )
             return
+        self.sink.settle(self.request)  # a proven client no longer counts against the waiting connections
         routes = {
             "/": self._viewer,
             "/index.html": self._viewer,

@@ -151,7 +151,8 @@ def test_an_authorised_viewer_keeps_its_stream_while_1500_idle_connections_are_o
         assert frames_during_flood[-1].shape == (96, 96, 3)
         assert _status(url + "/frame.jpg") == 200  # a new authorised request gets in while the flood is open
         metrics = json.loads(_body(url + "/metrics"))
-        assert metrics["source"]["state"] == "running" and metrics["source"]["errors"] == 0
+        # The one-image folder loops (ends, restarts); what must not happen is a source error such as EMFILE.
+        assert metrics["source"]["errors"] == 0 and metrics["source"]["last_error"] in (None, "ended: source ended")
         assert metrics["http_pending"] <= 32 and metrics["http_evicted"] >= IDLE_CONNECTIONS - 32
         viewer.close()
     finally:
