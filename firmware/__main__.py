@@ -85,6 +85,8 @@ def _run(args: argparse.Namespace) -> int:
         stand_in = cfg.stand_in
         if cfg.stand_in:
             log.warning("bundle %s holds stand-in models, not the trained networks", args.bundle)
+    elif args.public_key:
+        raise ObscuraError("--public-key checks a bundle's signature; give the --bundle it must have signed")
     else:
         log.warning("no --bundle: no regressor and no anonymizer; only optical captures may be streamed")
     if not source_uri or not sink_uris:

@@ -47,7 +47,9 @@ def test_a_signed_bundle_verifies_with_its_key_and_flashes(signed: Path, keys: d
     assert any("signed by key" in line for line in logs)
 
 
-def test_edited_code_with_a_recomputed_manifest_is_refused(signed: Path, keys: dict[str, Path]) -> None:
+def test_edited_code_with_a_recomputed_manifest_is_refused(
+    signed: Path, keys: dict[str, Path], capsys: pytest.CaptureFixture
+) -> None:
     code = signed / "code" / "firmware" / "pipeline.py"
     code.write_text(code.read_text() + "\nEXFILTRATE = True\n")
     write_manifest(signed, "v1")  # the checksums match again: they alone cannot tell
@@ -57,6 +59,10 @@ def test_edited_code_with_a_recomputed_manifest_is_refused(signed: Path, keys: d
     with pytest.raises(BundleError, match="signature does not match trusted key"):
         flash(signed, DEVICE, keys["pub"], dry_run=True, log=lambda line: None)
     assert firmware_main(["run", "--bundle", str(signed), "--public-key", str(keys["pub"])]) == 2
+    assert "signature does not match trusted key" in capsys.readouterr().err
+    source, sink = f"sim://{signed}?psf=x.npy", "file:///tmp/never"
+    assert firmware_main(["run", "--source", source, "--sink", sink, "--public-key", str(keys["pub"])]) == 2
+    assert "give the --bundle it must have signed" in capsys.readouterr().err
 
 
 def test_unsigned_or_otherwise_signed_bundles_are_refused(tmp_path: Path, keys: dict[str, Path]) -> None:
