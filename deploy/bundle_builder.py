@@ -1,8 +1,10 @@
-"""Making a versioned deployment bundle: models, config, PSF, device code, and a sha256 manifest.
+"""Making a versioned deployment bundle: models, config, PSF, device code, a sha256 manifest and its signature.
 
 The bundle is assembled in a temporary folder beside the target and renamed into place, so an
-interrupted build never leaves a half bundle under the final name. The device-side reader and
-verifier is `firmware.bundle_reader` (the device never imports this module or torch).
+interrupted build never leaves a half bundle under the final name. Given a private key (`deploy
+keygen`), manifest.sig holds the Ed25519 signature of manifest.json, which the device checks
+with the public key it holds. The device-side reader and verifier is `firmware.bundle_reader`
+(the device never imports this module or torch).
 """
 
 from __future__ import annotations
@@ -23,11 +25,15 @@ from firmware.bundle_reader import (
     CONFIG,
     FORMAT,
     MANIFEST,
+    SIGNATURE,
     BundleConfig,
     bundle_files,
+    read_manifest,
+    signature_record,
     verify_bundle,
 )
 from firmware.psf import load_psf
+from obscura import atomic, signing
 from obscura import config as config_io
 from obscura.digest import bytes_sha256
 from obscura.errors import ObscuraError
@@ -45,8 +51,9 @@ def build_bundle(
     constants: Mapping[str, str | Path] | None = None,
     version: str | None = None,
     include_code: bool = True,
+    signing_key: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Write a bundle at `out_dir` (which must not exist) and return its manifest.
+    """Write a bundle at `out_dir` (which must not exist), signed with `signing_key` if given, and return its manifest.
 
     `models` maps 'regressor' / 'anonymizer' to ONNX files; `constants` maps anonymizer input names
     to .npy files. The config's model, PSF and constant paths are filled in to match the bundle.
@@ -54,6 +61,7 @@ def build_bundle(
     target = Path(out_dir)
     if target.exists():
         raise ObscuraError(f"bundle output {target} already exists; choose a new folder (bundles are immutable)")
+    key = None if signing_key is None else signing.load_private_key(signing_key)  # a bad key fails before any work
     unknown = set(models) - {"regressor", "anonymizer"}
     if unknown:
         raise ObscuraError(f"bundle model role {sorted(unknown)[0]!r}: expected 'regressor' or 'anonymizer'")
@@ -81,6 +89,8 @@ def build_bundle(
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
                 )
         manifest = write_manifest(staging, version)
+        if key is not None:
+            _write_signature(staging, key)
         os.replace(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -104,6 +114,22 @@ def write_manifest(root: Path, version: str | None = None) -> dict[str, Any]:
     _check_version(manifest["version"])
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return manifest
+
+
+def sign_bundle(bundle: str | Path, signing_key: str | Path) -> str:
+    """Sign an existing bundle (its checksums verified first) with a private key; returns the key id."""
+    root = Path(bundle)
+    verify_bundle(root)
+    key = signing.load_private_key(signing_key)
+    _write_signature(root, key)
+    return signing.key_id(key.public_key())
+
+
+def _write_signature(root: Path, key: signing.Ed25519PrivateKey) -> None:
+    """manifest.sig for the manifest as it is on disk now."""
+    read_manifest(root)
+    record = signature_record(key, (root / MANIFEST).read_bytes())
+    atomic.write_text(root / SIGNATURE, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def _check_version(version: str) -> None:

@@ -1,21 +1,22 @@
-"""`simulate.py deploy` / `python -m deploy`: export-trained | bundle | verify | flash | rollback | build-engine."""
+"""`simulate.py deploy` / `python -m deploy`: keygen | export-trained | bundle | sign | verify | flash | rollback | build-engine."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from deploy.bundle_builder import build_bundle
+from deploy.bundle_builder import build_bundle, sign_bundle
 from deploy.flash import flash, rollback, ssh_from_args
 from deploy.standins import build_standin_bundle
 from deploy.tensorrt_build import EngineSpec, build_bundle_engines, build_engine
 from deploy.trained import build_trained_bundle, export_trained
 from firmware.bundle_reader import BundleConfig, check_bundle
-from obscura import config
+from obscura import signing
 from obscura.command_line import load_config
 from obscura.errors import ObscuraError
 
-SUMMARY = "export the trained networks, make and verify bundles, flash a device over SSH, build TensorRT engines"
+SUMMARY = "export the trained networks, make, sign and verify bundles, flash a device over SSH, build TensorRT engines"
+KEY_HELP = "Ed25519 private key (PEM, from `deploy keygen`) that signs the bundle"
 
 
 def _add_ssh(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
-    """The deployment steps: export-trained, bundle, verify, flash, rollback, build-engine."""
+    """The deployment steps: keygen, export-trained, bundle, sign, verify, flash, rollback, build-engine."""
+    k = sub.add_parser("keygen", help="make an Ed25519 key pair for signing bundles (PREFIX.key, PREFIX.pub)")
+    k.add_argument("prefix", help="path prefix of the two files, e.g. keys/obscura")
     x = sub.add_parser(
         "export-trained", help="export the trained regressor and anonymizer to ONNX, checked on real captures"
     )
@@ -63,6 +66,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     )
     x.add_argument("--bundle", help="also make a bundle of the export in this new folder")
     x.add_argument("--version", help="bundle version name (with --bundle; default: UTC time + content hash)")
+    x.add_argument("--key", help=f"{KEY_HELP} (with --bundle)")
 
     b = sub.add_parser("bundle", help="make a versioned bundle from ONNX models")
     b.add_argument("out", help="new bundle folder")
@@ -85,13 +89,25 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
         metavar="SIZE",
         help="use stand-in models of this input size (until the trained networks exist)",
     )
+    b.add_argument("--key", help=KEY_HELP)
 
-    v = sub.add_parser("verify", help="verify a bundle's checksums and configuration")
+    s = sub.add_parser("sign", help="sign an existing bundle (e.g. one export-trained made)")
+    s.add_argument("bundle")
+    s.add_argument("--key", required=True, help=KEY_HELP)
+
+    v = sub.add_parser("verify", help="verify a bundle's checksums, signature and configuration")
     v.add_argument("bundle")
+    v.add_argument("--public-key", help="check the signature against this Ed25519 public key (PEM)")
 
     f = sub.add_parser("flash", help="copy a bundle to a device over SSH and make it current")
     f.add_argument("bundle")
     _add_ssh(f)
+    f.add_argument(
+        "--public-key",
+        required=True,
+        help="the Ed25519 public key (PEM) the bundle must be signed by; installed on the device at its first "
+        "flash, and it must match the key the device holds after that",
+    )
     f.add_argument("--dry-run", action="store_true", help="check and print the steps; send nothing")
     f.add_argument("--unit-dir", default="/etc/systemd/system", help="where the systemd unit goes on the device")
     f.add_argument("--python", default="/usr/bin/python3", help="the device's Python, written into the unit")
@@ -108,8 +124,24 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--calibration", help="folder of captures (images) for INT8 calibration")
     e.add_argument("--workspace-mib", type=int, default=1024)
     e.add_argument("--max-batch", type=int, default=1, help="largest batch of the dynamic-batch profile")
-    for parser, func in ((x, _export_trained), (b, _bundle), (v, _verify), (f, _flash), (r, _rollback), (e, _engine)):
+    steps = [(k, _keygen), (x, _export_trained), (b, _bundle), (s, _sign), (v, _verify), (f, _flash)]
+    for parser, func in [*steps, (r, _rollback), (e, _engine)]:
         parser.set_defaults(func=func)
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    """Make a signing key pair."""
+    private, public = f"{args.prefix}.key", f"{args.prefix}.pub"
+    key_id = signing.generate_keypair(private, public)
+    print(f"key {key_id}: private {private} (keep it off the device), public {public} (the device's trusted key)")
+    return 0
+
+
+def _sign(args: argparse.Namespace) -> int:
+    """Sign a bundle."""
+    key_id = sign_bundle(args.bundle, args.key)
+    print(f"bundle {args.bundle}: signed by key {key_id}")
+    return 0
 
 
 def _export_trained(args: argparse.Namespace) -> int:
@@ -123,21 +155,21 @@ def _export_trained(args: argparse.Namespace) -> int:
         f"max |ONNX - PyTorch| {diffs} (tolerance {report['tolerance']:g})"
     )
     if args.bundle:
-        manifest = build_trained_bundle(args.out, args.bundle, args.version)
+        manifest = build_trained_bundle(args.out, args.bundle, args.version, args.key)
         print(f"bundle {args.bundle}: version {manifest['version']}, {len(manifest['files'])} files")
     return 0
 
 
 def _bundle(args: argparse.Namespace) -> int:
     """Make a bundle."""
-    if args.standin:
+    cfg = load_config(BundleConfig, args)
+    if args.standin is not None:
         if args.regressor or args.anonymizer or args.constant:
             raise ObscuraError("--standin replaces --regressor/--anonymizer/--constant; give one or the other")
-        manifest = build_standin_bundle(
-            args.out, args.standin, psf=args.psf, version=args.version, **config.parse_overrides(args.set)
-        )
+        if cfg.input_size not in (BundleConfig.input_size, args.standin):
+            raise ObscuraError(f"--standin {args.standin} sets input_size; the config asks for {cfg.input_size}")
+        manifest = build_standin_bundle(args.out, args.standin, args.psf, args.version, cfg, args.key)
     else:
-        cfg = load_config(BundleConfig, args)
         models = {role: getattr(args, role) for role in ("regressor", "anonymizer") if getattr(args, role)}
         if not models:
             raise ObscuraError("bundle needs --regressor and/or --anonymizer (or --standin SIZE)")
@@ -147,14 +179,16 @@ def _bundle(args: argparse.Namespace) -> int:
             if not sep or not name or not path:
                 raise ObscuraError(f"--constant {item!r}: expected NAME=FILE.npy")
             constants[name] = path
-        manifest = build_bundle(args.out, models, cfg, psf=args.psf, constants=constants, version=args.version)
+        manifest = build_bundle(
+            args.out, models, cfg, psf=args.psf, constants=constants, version=args.version, signing_key=args.key
+        )
     print(f"bundle {args.out}: version {manifest['version']}, {len(manifest['files'])} files")
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
     """Verify a bundle (the device's `firmware check-bundle`)."""
-    print(check_bundle(args.bundle))
+    print(check_bundle(args.bundle, args.public_key))
     return 0
 
 
@@ -164,6 +198,7 @@ def _flash(args: argparse.Namespace) -> int:
     version = flash(
         args.bundle,
         ssh,
+        args.public_key,
         dry_run=args.dry_run,
         unit_dir=args.unit_dir,
         python=args.python,

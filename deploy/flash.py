@@ -1,9 +1,13 @@
 """Flashing a bundle to a device over SSH, and rolling back.
 
-flash: verify the bundle here -> copy it (scp) into a staging folder on the device -> verify every
+flash: verify the bundle here, its Ed25519 signature by the given public key included (an
+unsigned or wrongly signed bundle is refused before anything is sent) -> make sure the device
+trusts that key (ROOT/trusted-key.pub: installed at the first flash, and a flash with another key
+is refused after that) -> copy the bundle (scp) into a staging folder on the device -> verify every
 sha256 there -> move it into releases/VERSION and switch the `current` symlink atomically (the old
-one becomes `previous`) -> install the systemd unit -> restart. A transfer that fails or is cut off
-never touches `current`, so the running version stays intact. Uses the system ssh and scp clients.
+one becomes `previous`) -> install the systemd unit (whose firmware checks the signature against
+the device's key at every start) -> restart. A transfer that fails or is cut off never touches
+`current`, so the running version stays intact. Uses the system ssh and scp clients.
 
 A flash or rollback holds a lock on the device (ROOT/.flash-lock) from first step to last, so two
 workstations cannot interleave their steps on one device. The holder is `host:pid:start`; a lock
@@ -24,13 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from firmware.bundle_reader import MANIFEST, verify_bundle
+from firmware.bundle_reader import MANIFEST, SIGNATURE, verify_bundle
+from obscura import signing
 from obscura.digest import file_sha256
 from obscura.errors import ObscuraError
 
 REMOTE_SCRIPT = Path(__file__).with_name("remote.sh")
 UNIT_TEMPLATE = Path(__file__).resolve().parents[1] / "firmware" / "systemd" / "obscura.service"
 UNIT_NAME = "obscura.service"
+TRUSTED_KEY = "trusted-key.pub"  # under the install folder, beside releases/, never inside a bundle
 SAFE_PATH = re.compile(r"^[A-Za-z0-9._/+-]+$")
 TIMEOUT_S = 600
 HELD_BY = "held by: "  # remote.sh's `lock` names the holder after this
@@ -123,9 +129,9 @@ def render_unit(root: str, python: str) -> str:
 
 
 def checksum_lines(bundle: Path, manifest: dict) -> str:
-    """`sha256sum -c` input for every bundle file, the manifest included."""
+    """`sha256sum -c` input for every bundle file, the manifest and its signature included."""
     lines = [f"{entry['sha256']}  {rel}" for rel, entry in sorted(manifest["files"].items())]
-    lines.append(f"{file_sha256(bundle / MANIFEST)}  {MANIFEST}")
+    lines += [f"{file_sha256(bundle / name)}  {name}" for name in (MANIFEST, SIGNATURE)]
     for line in lines:
         if not SAFE_PATH.match(line.split("  ", 1)[1]):
             raise ObscuraError(f"bundle {bundle}: file name {line.split('  ', 1)[1]!r} is not safe to send to a device")
@@ -178,6 +184,7 @@ def release_lock(ssh: Ssh, holder: str) -> None:
 def flash(
     bundle: str | Path,
     ssh: Ssh,
+    public_key: str | Path,
     dry_run: bool = False,
     unit_dir: str = "/etc/systemd/system",
     python: str = "/usr/bin/python3",
@@ -187,13 +194,15 @@ def flash(
 ) -> str:
     """Install `bundle` on the device and make it current; returns the version. See the module docstring."""
     bundle = Path(bundle)
-    manifest = verify_bundle(bundle)
+    manifest = verify_bundle(bundle, public_key)
+    key_pem = signing.public_pem(signing.load_public_key(public_key)).decode("ascii")
     version = manifest["version"]
     root = ssh.target.root
     staging = f"{root}/releases/.staging-{version}-{secrets.token_hex(4)}"
     sums = checksum_lines(bundle, manifest)
     q = shlex.quote
     steps = [
+        ("trust", f"trust {q(root)} {TRUSTED_KEY} <<'OBSCURA_KEY'\n{key_pem}OBSCURA_KEY"),
         ("prepare", f"prepare {q(root)} {q(staging)}"),
         ("copy", f"scp -r {bundle} {ssh.target.destination}:{staging}"),
         ("verify", f"verify {q(staging)} <<'OBSCURA_SUMS'\n{sums}\nOBSCURA_SUMS"),
@@ -201,7 +210,10 @@ def flash(
         ("unit", f"install_unit {q(unit_dir)} {UNIT_NAME} <<'OBSCURA_UNIT'\n{render_unit(root, python)}OBSCURA_UNIT"),
         ("restart", f"restart {UNIT_NAME} {q(restart_cmd or '')}"),
     ]
-    log(f"bundle {bundle}: version {version}, {len(manifest['files'])} files verified locally")
+    log(
+        f"bundle {bundle}: version {version}, {len(manifest['files'])} files verified locally, "
+        f"signed by key {signing.key_id(signing.load_public_key(public_key))}"
+    )
     if dry_run:
         for name, text in steps:
             log(f"[dry run] {name}: {text.splitlines()[0]}")

@@ -1,8 +1,9 @@
 # Device-side steps of `python -m deploy flash` and `rollback`, run by `sh -s` over ssh.
-# Needs only POSIX sh and GNU coreutils (sha256sum, readlink, `mv -T`). The layout under ROOT:
+# Needs only POSIX sh and GNU coreutils (sha256sum, readlink, `mv -T`, cmp). The layout under ROOT:
 #   releases/VERSION/   one folder per bundle      current -> releases/VERSION   (what runs)
 #   releases/.staging-* transfers in progress      previous -> releases/VERSION  (for rollback)
 #   .flash-lock/holder  the flash or rollback now running (mkdir(2) takes the lock atomically)
+#   trusted-key.pub     the public key every bundle must be signed by (the firmware checks it at start)
 # `current` only ever changes by rename(2) of a new symlink over it, so it is always complete.
 set -eu
 
@@ -36,6 +37,18 @@ owns() {  # ROOT HOLDER: stop unless HOLDER still holds the lock
 
 unlock() {  # ROOT HOLDER: release the lock if HOLDER holds it
     if [ "$(cat "$1/.flash-lock/holder" 2>/dev/null)" = "$2" ]; then rm -rf "$1/.flash-lock"; fi
+}
+
+trust() {  # ROOT NAME, key on stdin: install the trusted key at the first flash; refuse another key after that
+    mkdir -p "$1"
+    cat > "$1/.$2.new"
+    if [ -f "$1/$2" ]; then
+        if cmp -s "$1/.$2.new" "$1/$2"; then rm -f "$1/.$2.new"; echo "device trusts this signing key"; return; fi
+        rm -f "$1/.$2.new"
+        fail "this device trusts another signing key ($1/$2); refusing a bundle signed by a different key"
+    fi
+    mv -f "$1/.$2.new" "$1/$2"
+    echo "device now trusts this signing key ($1/$2)"
 }
 
 prepare() {  # ROOT STAGING: clear stale transfers, report the running version
@@ -100,6 +113,12 @@ restart() {  # NAME [COMMAND]: the given command, else systemctl where systemd r
         sh -c "$2" || fail "restart command failed: $2"
         echo "restarted with: $2"
     elif command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        # The unit runs as this unprivileged system user (in the video group, for the cameras).
+        if ! id obscura >/dev/null 2>&1; then
+            useradd --system --no-create-home --shell /usr/sbin/nologin --user-group obscura >&2 \
+                || fail "cannot create the service user obscura (useradd)"
+            echo "created system user obscura"
+        fi
         { systemctl daemon-reload && systemctl enable "$1" && systemctl restart "$1"; } >&2 \
             || fail "systemctl restart $1 failed (see journalctl -u $1)"
         echo "restarted with: systemctl restart $1"

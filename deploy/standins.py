@@ -20,6 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from deploy.bundle_builder import build_bundle
 from firmware.bundle_reader import BundleConfig
+from obscura.errors import ObscuraError
 
 OPSET = 17
 HEATMAP_STRIDE = 4
@@ -103,14 +104,26 @@ def expected_output(capture01: np.ndarray, style: np.ndarray) -> np.ndarray:
     return np.clip(up + style.reshape(n, 3, 1, 1) - capture01, 0.0, 1.0)
 
 
-def build_standin_bundle(
-    out_dir: str | Path, size: int, psf: str | Path | None = None, version: str | None = None, **config: object
-) -> dict:
-    """A complete bundle made of the stand-ins (marked `stand_in: true`); returns its manifest."""
+def check_standin_size(size: int) -> None:
+    """A stand-in input size must be a positive multiple of the heatmap stride."""
+    if size < HEATMAP_STRIDE or size % HEATMAP_STRIDE:
+        raise ObscuraError(f"--standin {size}: expected an input size that is a positive multiple of {HEATMAP_STRIDE}")
 
+
+def build_standin_bundle(
+    out_dir: str | Path,
+    size: int,
+    psf: str | Path | None = None,
+    version: str | None = None,
+    config: BundleConfig | None = None,
+    signing_key: str | Path | None = None,
+) -> dict:
+    """A complete bundle made of the stand-ins (marked `stand_in: true`), from `config` if given; returns its manifest."""
+    check_standin_size(size)
+    cfg = config or BundleConfig()
+    cfg.input_size, cfg.stand_in = size, True
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_standins(tmp, size)
-        cfg = BundleConfig(input_size=size, stand_in=True, **config)
         return build_bundle(
             out_dir,
             {"regressor": paths["regressor"], "anonymizer": paths["anonymizer"]},
@@ -118,4 +131,5 @@ def build_standin_bundle(
             psf=psf,
             constants={"style": paths["style"]},
             version=version,
+            signing_key=signing_key,
         )

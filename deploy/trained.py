@@ -261,7 +261,9 @@ def write_preview(path: Path, clean: Tensor, captures: Tensor, models: dict[str,
     return write_png(path, np.vstack(rows))
 
 
-def build_trained_bundle(export_dir: str | Path, bundle_dir: str | Path, version: str | None = None) -> dict[str, Any]:
+def build_trained_bundle(
+    export_dir: str | Path, bundle_dir: str | Path, version: str | None = None, signing_key: str | Path | None = None
+) -> dict[str, Any]:
     """A bundle of an export folder: both models, the latent as the anonymizer's constant input, the PSF; returns the manifest."""
     folder = Path(export_dir)
     try:
@@ -273,5 +275,11 @@ def build_trained_bundle(export_dir: str | Path, bundle_dir: str | Path, version
     cfg = BundleConfig(input_size=int(report["input_size"]), value_range="0..1")
     models = {"regressor": folder / REGRESSOR, "anonymizer": folder / ANONYMIZER}
     return build_bundle(
-        bundle_dir, models, cfg, psf=folder / PSF, constants={"latent": folder / LATENT}, version=version
+        bundle_dir,
+        models,
+        cfg,
+        psf=folder / PSF,
+        constants={"latent": folder / LATENT},
+        version=version,
+        signing_key=signing_key,
     )

@@ -3,18 +3,28 @@
 http://HOST:PORT/?token=SECRET | token_file=PATH   (or $OBSCURA_TOKEN), stream=output|capture, quality=1..100
 
 Routes: /  viewer page (a valid ?token= also sets an HttpOnly cookie so the page's own requests
-carry it), /stream.mjpg  multipart JPEG stream, /frame.jpg  newest frame, /metrics  JSON.
-A token is accepted from `Authorization: Bearer`, `?token=` or the cookie; anything else is 401.
+carry it), /stream.mjpg  multipart JPEG stream, /frame.jpg  newest frame, /metrics  JSON (file
+paths shortened to their last part). A token is accepted from `Authorization: Bearer` (the scheme
+in any case, RFC 7235), `?token=` or the cookie; anything else is 401.
 Each client has its own thread and always gets the newest frame: a slow client skips frames,
 and after `write_timeout` seconds without progress it is dropped; the pipeline never waits for it.
+A client that hangs up is dropped even while no frame comes.
+
+Against one client holding the camera hostage: a connection must send its request within
+`read_timeout_s`; at most `max_unauthenticated` connections may wait to be authorised, and a new
+one evicts the oldest waiting one (so idle connections cannot lock out a real client); the listen
+backlog is 128.
 """
 
 from __future__ import annotations
 
+import collections
 import hmac
 import json
 import logging
 import os
+import re
+import select
 import socket
 import threading
 from http import cookies
@@ -33,6 +43,10 @@ COOKIE = "obscura_token"
 BOUNDARY = "obscura-frame"
 VIEWER_PAGE = Path(__file__).with_name("viewer.html")
 SEND_BUFFER_BYTES = 128 * 1024
+LISTEN_BACKLOG = 128
+IDLE_CHECK_S = 0.5
+# The directories of an absolute path (not the `//` of a URI scheme): /metrics shows only the last part.
+PATH_DIRECTORIES = re.compile(r"(?<!:/)(?:/[^/\s'\"?&]+)+/(?=[^/\s'\"?&])")
 
 
 class FrameBroadcaster:
@@ -88,8 +102,64 @@ def resolve_token(options: dict[str, str], uri: str) -> str:
     return token
 
 
+def without_paths(value: Any) -> Any:
+    """`value` (JSON data) with every absolute path's directories replaced by '…' (the device's layout stays private)."""
+    if isinstance(value, str):
+        return PATH_DIRECTORIES.sub("…/", value)
+    if isinstance(value, dict):
+        return {k: without_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_paths(v) for v in value]
+    return value
+
+
+class _Server(ThreadingHTTPServer):
+    """A threading HTTP server that admits at most `max_pending` connections not yet authorised.
+
+    A connection counts as pending from accept until its request proved the token (or it closed);
+    when the limit is reached a new connection evicts the oldest pending one (its socket is shut
+    down, which ends that handler's read), so idle or half-sent requests cannot starve real clients.
+    """
+
+    daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
+
+    def __init__(self, address: tuple[str, int], handler: type, max_pending: int):
+        self.max_pending = max_pending
+        self._pending: collections.OrderedDict[socket.socket, None] = collections.OrderedDict()
+        self._pending_lock = threading.Lock()
+        self.evicted = 0
+        super().__init__(address, handler)
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """Admit every connection, evicting the oldest pending one when the limit is reached."""
+        with self._pending_lock:
+            self._pending[request] = None
+            while len(self._pending) > self.max_pending:
+                oldest, _ = self._pending.popitem(last=False)
+                self.evicted += 1
+                try:
+                    oldest.shutdown(socket.SHUT_RDWR)
+                except OSError:  # it went away meanwhile
+                    pass
+        return True
+
+    def settle(self, request: Any) -> None:
+        """The connection proved the token (or ended): it no longer counts as pending."""
+        with self._pending_lock:
+            self._pending.pop(request, None)
+
+    @property
+    def pending(self) -> int:
+        """Connections accepted and not yet authorised."""
+        with self._pending_lock:
+            return len(self._pending)
+
+
 class HttpSink:
     """Serves the stream, the viewer and the metrics; `write` only encodes and publishes one JPEG."""
+
+    allow_raw_frames = False
 
     def __init__(
         self,
@@ -101,6 +171,8 @@ class HttpSink:
         metrics: Callable[[], dict[str, Any]] | None = None,
         max_clients: int = 8,
         write_timeout_s: float = 10.0,
+        read_timeout_s: float = 10.0,
+        max_unauthenticated: int = 32,
     ):
         if stream not in ("output", "capture"):
             raise ObscuraError(f"http sink: stream={stream!r}; expected 'output' or 'capture'")
@@ -111,10 +183,12 @@ class HttpSink:
         self._metrics = metrics or (lambda: {})
         self.max_clients = max_clients
         self.write_timeout_s = write_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.max_unauthenticated = max_unauthenticated
         self.frames = FrameBroadcaster()
         self.clients = 0
         self._clients_lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -124,12 +198,11 @@ class HttpSink:
 
     def open(self) -> None:
         """Bind and serve in a daemon thread."""
-        handler = type("Handler", (_Handler,), {"sink": self})
+        handler = type("Handler", (_Handler,), {"sink": self, "timeout": self.read_timeout_s})
         try:
-            server = ThreadingHTTPServer((self.host, self.port), handler)
+            server = _Server((self.host, self.port), handler, self.max_unauthenticated)
         except OSError as err:
             raise ObscuraError(f"http sink: cannot listen on {self.host}:{self.port}: {err.strerror or err}") from None
-        server.daemon_threads = True
         self.port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(
@@ -159,8 +232,9 @@ class HttpSink:
     def authorized(self, header: str | None, query: dict[str, list[str]], cookie_header: str | None) -> str | None:
         """The way the request proved the token ('header', 'query', 'cookie'), or None."""
         candidates = []
-        if header and header.startswith("Bearer "):
-            candidates.append(("header", header[len("Bearer ") :].strip()))
+        scheme, _, credentials = (header or "").strip().partition(" ")
+        if scheme.lower() == "bearer":  # RFC 7235: the scheme is case-insensitive
+            candidates.append(("header", credentials.strip()))
         if query.get("token"):
             candidates.append(("query", query["token"][-1]))
         if cookie_header:
@@ -193,9 +267,21 @@ class HttpSink:
         with self._clients_lock:
             self.clients -= 1
 
+    def settle(self, request: Any) -> None:
+        """Tell the server a connection proved the token or ended."""
+        server = self._server
+        if server is not None:
+            server.settle(request)
+
     def metrics(self) -> dict[str, Any]:
-        """The pipeline's metrics plus this server's client count."""
-        return {**self._metrics(), "http_clients": self.clients}
+        """The pipeline's metrics plus this server's connection counts, without the device's file paths."""
+        server = self._server
+        connections = {
+            "http_clients": self.clients,
+            "http_pending": server.pending if server else 0,
+            "http_evicted": server.evicted if server else 0,
+        }
+        return without_paths({**self._metrics(), **connections})
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -205,6 +291,11 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "obscura"
     sys_version = ""
+
+    def finish(self) -> None:
+        """The connection ends: it no longer counts as pending."""
+        self.sink.settle(self.request)
+        super().finish()
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         """Route, after checking the token."""
@@ -219,6 +310,7 @@ class _Handler(BaseHTTPRequestHandler):
                 {"WWW-Authenticate": 'Bearer realm="obscura"'},
             )
             return
+        self.sink.settle(self.request)  # a proven client no longer counts against the waiting connections
         routes = {
             "/": self._viewer,
             "/index.html": self._viewer,
@@ -269,8 +361,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             seq = 0
             while not sink.frames.closed:
-                jpeg, seq = sink.frames.wait_newer(seq, 1.0)
+                jpeg, seq = sink.frames.wait_newer(seq, IDLE_CHECK_S)
                 if jpeg is None:
+                    if self._hung_up():
+                        break
                     continue
                 head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
                 self.wfile.write(head.encode("ascii") + jpeg + b"\r\n")
@@ -279,6 +373,15 @@ class _Handler(BaseHTTPRequestHandler):
             log.debug("stream client %s left: %s", self.client_address, err)
         finally:
             sink.client_left()
+
+    def _hung_up(self) -> bool:
+        """Whether the client closed its end (seen without waiting; while frames flow, a failed write says so)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            # Readable with nothing to read is the end of the stream (a client may also send bytes: still there).
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
 
     def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
         """A complete response with a body."""

@@ -121,14 +121,15 @@ def load_stages(
     bundle: str | Path,
     providers: Sequence[str] = (),
     engine_dir: str | Path | None = None,
+    public_key: str | Path | None = None,
 ) -> tuple[OnnxRegressor | None, OnnxAnonymizer | None, BundleConfig]:
-    """Verify a bundle and build its regressor and anonymizer stages (either may be absent).
+    """Verify a bundle (and its signature, given the trusted public key) and build its stages (either may be absent).
 
     A model runs on a TensorRT engine when `engine_dir` holds one built from exactly that ONNX file
     (see firmware.tensorrt_runner), else on onnxruntime.
     """
     root = Path(bundle)
-    manifest = verify_bundle(root)
+    manifest = verify_bundle(root, public_key)
     cfg = load_config(root, manifest)
     chosen = providers or cfg.providers
 

@@ -3,6 +3,11 @@
 The camera thread never waits for anything downstream: every hand-over is a `put` that evicts the
 oldest frame when the next stage is busy. A source that stalls, ends or fails is restarted with
 exponential back-off, and its state is reported through `Metrics` (served on /metrics).
+
+What may leave: a sink gets a frame only if it is de-identified (the output of a trained
+anonymizer), or an optical capture the firmware made itself (a source with `optical = True`,
+i.e. sim://), or if the sink was given `allow_raw_frames=true`. Anything else is withheld and
+counted, so a camera without the optic, or a bundle without an anonymizer, never streams a clean face.
 """
 
 from __future__ import annotations
@@ -27,19 +32,29 @@ POLL_S = 0.05
 
 @dataclass
 class Frame:
-    """One frame on its way through the pipeline. It holds the optical capture, never a clean image."""
+    """One frame on its way through the pipeline: what the source gave, and what the stages made of it.
+
+    The capture is the optic's image on a privacy camera, but the firmware cannot see the optic: a
+    capture counts as optical only when this firmware imaged it (sim://). `Pipeline.withholds` decides what leaves.
+    """
 
     index: int
     captured_at: float
     capture: np.ndarray
+    optical: bool = False  # the capture was imaged through the optic here (sim://), so it holds no clean face
     heatmaps: np.ndarray | None = None
     output: np.ndarray | None = None
 
 
 class Sink(Protocol):
-    """Where frames leave the pipeline. `stream` picks what it receives: 'output' or 'capture'."""
+    """Where frames leave the pipeline. `stream` picks what it receives: 'output' or 'capture'.
+
+    `allow_raw_frames` (the operator's explicit `allow_raw_frames=true`) lets it receive frames
+    that are not de-identified.
+    """
 
     stream: str
+    allow_raw_frames: bool
 
     def open(self) -> None:
         """Acquire files, sockets or servers."""
@@ -60,10 +75,15 @@ class Backoff:
 
 
 class _SourceSession:
-    """One opened source and the daemon thread reading it; abandoned (not joined) if it stalls."""
+    """One opened source and the daemon thread reading it; abandoned (not joined) if it stalls.
 
-    def __init__(self, source: object, deliver: Callable[[np.ndarray, float], None]):
+    The source is opened, read and closed on that one thread: OpenCV's and FFmpeg's captures
+    crash (abort, segfault) when released from another thread while a read is inside them.
+    """
+
+    def __init__(self, source: object, deliver: Callable[[np.ndarray, float, bool], None]):
         self.source = source
+        self.optical = bool(getattr(source, "optical", False))
         self._deliver = deliver
         self.cancelled = False
         self.done = threading.Event()
@@ -93,7 +113,7 @@ class _SourceSession:
                     break
                 self.frames += 1
                 self.last_progress = time.monotonic()
-                self._deliver(frame, time.perf_counter() - start)
+                self._deliver(frame, time.perf_counter() - start, self.optical)
             self._finish("stopped", "")
         except Exception as err:  # noqa: BLE001 - any device fault is reported and retried
             self._finish("error", f"{type(err).__name__}: {err}")
@@ -107,9 +127,15 @@ class _SourceSession:
             self.done.set()
 
     def cancel(self) -> None:
-        """Stop delivering frames and release the device from another thread (this unblocks most reads)."""
+        """Stop delivering frames; the reader closes the source itself. A source's `interrupt()` may wake a read."""
         self.cancelled = True
-        threading.Thread(target=self._close, name="source-close", daemon=True).start()
+        interrupt = getattr(self.source, "interrupt", None)
+        if interrupt is not None:
+            interrupt()
+
+    def join(self, timeout_s: float) -> None:
+        """Wait for the reader to close the source (a read stuck in a driver is left behind after `timeout_s`)."""
+        self._thread.join(timeout_s)
 
     def _close(self) -> None:
         """Close the source, ignoring errors from an already broken device."""
@@ -133,16 +159,20 @@ class Pipeline:
         stall_timeout_s: float = 3.0,
         open_timeout_s: float = 15.0,
         backoff: Backoff = Backoff(),
+        stand_in: bool = False,
     ):
         self._source_factory = source_factory
         self.sinks = list(sinks)
         self.regressor = regressor
         self.anonymizer = anonymizer
+        # A stand-in anonymizer's output is a closed form of the capture, not a de-identification.
+        self.deidentifies = anonymizer is not None and not stand_in
         self.metrics = metrics or Metrics()
         self.stall_timeout_s = stall_timeout_s
         self.open_timeout_s = open_timeout_s
         self.backoff = backoff
         self._stop = threading.Event()
+        self._stop_deadline = 0.0
         self._threads: list[threading.Thread] = []
         self._next_index = 0
         self.captured = DropOldestQueue[Frame](queue_size)
@@ -153,9 +183,21 @@ class Pipeline:
         for i, (sink, q) in enumerate(zip(self.sinks, self.sink_queues)):
             self.metrics.add_queue(f"sink{i}_{type(sink).__name__}", q)
 
+    def withholds(self, sink: Sink, optical: bool) -> bool:
+        """Whether `sink` would be refused the frames of a source whose captures are (not) optical."""
+        if getattr(sink, "allow_raw_frames", False) or optical:
+            return False
+        return sink.stream == "capture" or not self.deidentifies
+
     def start(self) -> "Pipeline":
         """Open the sinks and start every thread."""
-        for sink in self.sinks:
+        for i, sink in enumerate(self.sinks):
+            if getattr(sink, "allow_raw_frames", False):
+                log.warning(
+                    "sink%d (%s): allow_raw_frames=true: frames that are NOT de-identified may leave this device",
+                    i,
+                    type(sink).__name__,
+                )
             sink.open()
         targets = [
             ("source", self._supervise_source),
@@ -174,8 +216,9 @@ class Pipeline:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Signal every thread, wait for them, and close the sinks."""
-        self._stop.set()
         deadline = time.monotonic() + timeout_s
+        self._stop_deadline = deadline
+        self._stop.set()
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         for sink in self.sinks:
@@ -190,19 +233,20 @@ class Pipeline:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _deliver(self, image: np.ndarray, read_s: float) -> None:
+    def _deliver(self, image: np.ndarray, read_s: float, optical: bool) -> None:
         """Hand a captured frame to the regressor's queue (never blocks)."""
         if self.metrics.source["state"] != "running":
             self.metrics.set_source(state="running")
         self.metrics.count("captured")
         self.metrics.latency("capture", read_s)
-        self.captured.put(Frame(self._next_index, time.monotonic(), image))
+        self.captured.put(Frame(self._next_index, time.monotonic(), image, optical))
         self._next_index += 1
 
     def _supervise_source(self) -> None:
         """Keep a source session alive: detect end, error and stall, and retry with exponential back-off."""
         delay = self.backoff.initial_s
         attempt = 0
+        last_fault = ("", "")
         while not self._stop.is_set():
             if attempt:
                 self.metrics.bump_source("restarts")
@@ -221,7 +265,10 @@ class Pipeline:
                 break
             self.metrics.bump_source({"error": "errors", "stalled": "stalls", "ended": "ends"}[kind])
             self.metrics.set_source(state="retrying", last_error=f"{kind}: {message}", retry_in_s=delay)
-            log.warning("source %s: %s (%s); retrying in %.2f s", self.metrics.source["uri"], kind, message, delay)
+            # The same fault again (a looping file ending, a camera still unplugged) is logged once; /metrics counts it.
+            level = logging.DEBUG if (kind, message) == last_fault else logging.WARNING
+            last_fault = (kind, message)
+            log.log(level, "source %s: %s (%s); retrying in %.2f s", self.metrics.source["uri"], kind, message, delay)
             if self._stop.wait(delay):
                 break
             delay = min(delay * 2, self.backoff.max_s)
@@ -238,6 +285,7 @@ class Pipeline:
                 session.cancel()
                 return "stalled", f"no frame for {idle:.1f} s"
         session.cancel()
+        session.join(max(0.0, self._stop_deadline - time.monotonic()))
         return "stopped", ""
 
     def _locate(self, frame: Frame) -> None:
@@ -281,6 +329,9 @@ class Pipeline:
         while not self._stop.is_set():
             frame = inbox.get(POLL_S)
             if frame is None:
+                continue
+            if self.withholds(sink, frame.optical):
+                self.metrics.count(f"{name}_withheld")
                 continue
             image = frame.capture if sink.stream == "capture" else frame.output
             start = time.perf_counter()

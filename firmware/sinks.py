@@ -6,12 +6,16 @@ rtp://HOST:PORT                      H.264 over RTP/UDP      } need an OpenCV bu
 rtsp://HOST:PORT/PATH                H.264 pushed to an RTSP server (rtspclientsink) }
 
 Every sink takes `stream=output` (default, the de-identified frame) or `stream=capture` (the optical
-capture, itself privacy-preserving). Nothing else exists to send: the clean frame of sim:// never
-leaves its source.
+capture), and `allow_raw_frames=true|false` (default false). Without it a sink receives only
+de-identified frames or captures the firmware imaged through the optic itself (sim://): a camera's
+frame without a trained anonymizer is withheld (firmware.pipeline). The clean frame of sim:// never
+leaves its source. A file sink never overwrites an earlier run's frames or video.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,8 +26,10 @@ from firmware.http_sink import HttpSink, resolve_token
 from firmware.sources import SourceUri, opencv_has_gstreamer, parse_uri
 from obscura.errors import ObscuraError
 
+log = logging.getLogger("firmware.sinks")
 SINK_SCHEMES = ("http", "file", "rtp", "rtsp")
 VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+FRAME_NAME = re.compile(r"^frame_(\d+)\.png$")
 
 
 def _stream(parsed: SourceUri) -> str:
@@ -34,14 +40,22 @@ def _stream(parsed: SourceUri) -> str:
     return stream
 
 
+def _allow_raw_frames(parsed: SourceUri) -> bool:
+    """The allow_raw_frames= option, checked: only an explicit 'true' lets raw frames out."""
+    value = parsed.options.get("allow_raw_frames", "false").lower()
+    if value not in ("true", "false"):
+        raise ObscuraError(f"sink {parsed.text}: allow_raw_frames={value!r}; expected 'true' or 'false'")
+    return value == "true"
+
+
 def build_sink(uri: str, metrics: Callable[[], dict[str, Any]] | None = None) -> Any:
     """Build (not yet open) the sink named by `uri`."""
     parsed = parse_uri(uri, SINK_SCHEMES, kind="sink")
     if parsed.scheme == "http":
         host, _, port = parsed.location.split("/")[0].rpartition(":")
         if not host or not port.isdigit():
-            raise ObscuraError(f"sink {uri}: expected http://HOST:PORT/ (e.g. http://0.0.0.0:8080/)")
-        return HttpSink(
+            raise ObscuraError(f"sink {uri}: expected http://HOST:PORT/ (e.g. http://127.0.0.1:8080/)")
+        sink = HttpSink(
             host,
             int(port),
             resolve_token(parsed.options, uri),
@@ -49,13 +63,37 @@ def build_sink(uri: str, metrics: Callable[[], dict[str, Any]] | None = None) ->
             int(parsed.number("quality", 80)),
             metrics,
         )
-    if parsed.scheme == "file":
-        return FileSink(Path(parsed.location), _stream(parsed), parsed.number("fps", 30))
-    return GstreamerSink(parsed, _stream(parsed))
+    elif parsed.scheme == "file":
+        sink = FileSink(Path(parsed.location), _stream(parsed), parsed.number("fps", 30))
+    else:
+        sink = GstreamerSink(parsed, _stream(parsed))
+    sink.allow_raw_frames = _allow_raw_frames(parsed)
+    return sink
+
+
+def _free_video_path(path: Path) -> Path:
+    """`path`, or OUT-1.mp4, OUT-2.mp4 ... when earlier runs wrote it (their videos are kept)."""
+    candidate, n = path, 0
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
+
+
+def _next_frame_number(folder: Path) -> int:
+    """One past the highest frame_N.png an earlier run left in `folder` (0 for a new folder)."""
+    numbers = [int(m.group(1)) for p in folder.iterdir() if (m := FRAME_NAME.match(p.name))]
+    return max(numbers, default=-1) + 1
 
 
 class FileSink:
-    """Writes frames to a video file (by suffix) or, for a folder, as numbered PNG images."""
+    """Writes frames to a video file (by suffix) or, for a folder, as numbered PNG images.
+
+    A run never overwrites an earlier one: a folder's numbering continues after the frames already
+    there, and an existing video file is kept while this run writes OUT-1.mp4 (OUT-2.mp4, ...).
+    """
+
+    allow_raw_frames = False
 
     def __init__(self, path: Path, stream: str = "output", fps: float = 30.0):
         self.path = path
@@ -63,25 +101,33 @@ class FileSink:
         self.fps = fps or 30.0
         self.is_video = path.suffix.lower() in VIDEO_CODECS
         self._writer = None
+        self._first_number = 0
         self.written = 0
+        self.video_path = path
 
     def open(self) -> None:
-        """Create the folder; the video writer opens with the first frame (it needs the size)."""
+        """Create the folder and pick this run's names; the video writer opens with the first frame (it needs the size)."""
         (self.path.parent if self.is_video else self.path).mkdir(parents=True, exist_ok=True)
+        if self.is_video:
+            self.video_path = _free_video_path(self.path)
+            if self.video_path != self.path:
+                log.info("%s holds an earlier run; this run writes %s", self.path, self.video_path)
+        else:
+            self._first_number = _next_frame_number(self.path)
 
     def write(self, image: np.ndarray, index: int) -> None:
         """Append one frame."""
 
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         if not self.is_video:
-            if not cv2.imwrite(str(self.path / f"frame_{index:08d}.png"), bgr):
+            if not cv2.imwrite(str(self.path / f"frame_{self._first_number + index:08d}.png"), bgr):
                 raise OSError(f"cannot write an image into {self.path}")
         else:
             if self._writer is None:
                 fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[self.path.suffix.lower()])
-                writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (bgr.shape[1], bgr.shape[0]))
+                writer = cv2.VideoWriter(str(self.video_path), fourcc, self.fps, (bgr.shape[1], bgr.shape[0]))
                 if not writer.isOpened():
-                    raise OSError(f"OpenCV cannot write video {self.path}")
+                    raise OSError(f"OpenCV cannot write video {self.video_path}")
                 self._writer = writer
             self._writer.write(bgr)
         self.written += 1
@@ -110,6 +156,8 @@ def gstreamer_pipeline(parsed: SourceUri, width: int, height: int, fps: float) -
 
 class GstreamerSink:
     """RTP/RTSP through OpenCV's GStreamer VideoWriter; refused clearly where OpenCV has no GStreamer."""
+
+    allow_raw_frames = False
 
     def __init__(self, parsed: SourceUri, stream: str = "output"):
         self.parsed = parsed

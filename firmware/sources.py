@@ -8,6 +8,10 @@ sim://FOLDER?psf=FILE      clean frames from a folder or video, passed through t
 
 Query options: width, height, fps (capture rate; for file:// and sim:// the playback pace, 0 = as fast
 as possible). Heavy or device-only modules (cv2, picamera2) are imported when a source opens.
+
+Only sim:// is `optical`: the firmware applies the PSF itself. A camera's or a file's frames may
+come without the optic (a USB webcam, clean footage), so they count as raw (see firmware.pipeline).
+Every source is opened, read and closed on one thread (the pipeline's reader).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class Source(Protocol):
     """A camera-like frame producer."""
 
     uri: str
+    optical: bool
 
     def open(self) -> None:
         """Acquire the device or file; raises on failure."""
@@ -40,7 +45,7 @@ class Source(Protocol):
         """The next H x W x 3 uint8 RGB frame, or None when the source has ended."""
 
     def close(self) -> None:
-        """Release the device; safe to call twice and from another thread."""
+        """Release the device; safe to call twice, called on the thread that reads."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,8 @@ def _camera_index(parsed: SourceUri) -> int:
 class PicamSource:
     """Raspberry Pi camera through picamera2 (its 'main' stream configured as RGB888)."""
 
+    optical = False
+
     def __init__(self, parsed: SourceUri):
         self.uri = parsed.text
         self.index = _camera_index(parsed)
@@ -136,6 +143,7 @@ class _OpenCvCapture:
     """Shared OpenCV VideoCapture handling for csi://, v4l2:// and video files."""
 
     uri: str
+    optical = False
 
     def __init__(self) -> None:
         self._cap = None
@@ -316,7 +324,9 @@ def _media(path_text: str, uri: str) -> _ImageFolder | _VideoFile:
 
 
 class FileSource:
-    """Recorded frames (captures from the optic) from a video or a folder, paced to `fps` (default 30)."""
+    """Recorded frames from a video or a folder, paced to `fps` (default 30); not known to be optical captures."""
+
+    optical = False
 
     def __init__(self, parsed: SourceUri):
         self.uri = parsed.text
@@ -339,6 +349,8 @@ class FileSource:
 
 class SimSource:
     """A simulated privacy camera: clean frames go through the PSF here and only the capture leaves `read()`."""
+
+    optical = True
 
     def __init__(self, parsed: SourceUri):
 

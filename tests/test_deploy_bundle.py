@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from deploy.__main__ import main as deploy_main
 from deploy.bundle_builder import build_bundle
 from deploy.standins import build_standin_bundle, write_standins
 from firmware.bundle_reader import (
@@ -108,6 +109,10 @@ def test_cli_bundle_verify_and_dry_run_flash(tmp_path: Path) -> None:
             [sys.executable, "-m", "deploy", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
         )
 
+    keys = deploy("keygen", str(tmp_path / "keys" / "signer"))
+    assert keys.returncode == 0 and "keep it off the device" in keys.stdout, keys.stderr
+    key, pub = str(tmp_path / "keys" / "signer.key"), str(tmp_path / "keys" / "signer.pub")
+    assert (tmp_path / "keys" / "signer.key").stat().st_mode & 0o077 == 0  # the private key is the owner's only
     paths = write_standins(tmp_path / "m", 16)
     made = deploy(
         "bundle",
@@ -122,13 +127,60 @@ def test_cli_bundle_verify_and_dry_run_flash(tmp_path: Path) -> None:
         "input_size=16",
         "--version",
         "v7",
+        "--key",
+        key,
     )
     assert made.returncode == 0, made.stderr
-    checked = deploy("verify", str(tmp_path / "b"))
+    checked = deploy("verify", str(tmp_path / "b"), "--public-key", pub)
     assert checked.returncode == 0 and "version v7" in checked.stdout and "trained models" in checked.stdout
+    assert "signature: valid, by trusted key" in checked.stdout and "de-identifies the output stream" in checked.stdout
     standin = deploy("bundle", str(tmp_path / "s"), "--standin", "32")
     assert standin.returncode == 0 and "stand-in models" in deploy("verify", str(tmp_path / "s")).stdout
-    dry = deploy("flash", str(tmp_path / "b"), "--target", "pi@camera.local:/opt/obscura", "--dry-run")
+    dry = deploy(
+        "flash", str(tmp_path / "b"), "--target", "pi@camera.local:/opt/obscura", "--public-key", pub, "--dry-run"
+    )
     assert dry.returncode == 0 and "nothing was sent to pi@camera.local" in dry.stdout
-    bad = deploy("flash", str(tmp_path / "b"), "--target", "camera.local", "--dry-run")
+    bad = deploy("flash", str(tmp_path / "b"), "--target", "camera.local", "--public-key", pub, "--dry-run")
     assert bad.returncode == 2 and bad.stderr.strip().startswith("deploy: error: --target 'camera.local'")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "bogus=1"], "bogus"),
+        (["--set", "input_size=big"], "config key 'input_size' is 'big'; expected int"),
+        (["--set", "threads=0"], "config key 'threads'"),
+    ],
+)
+def test_standin_bundles_validate_their_config_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str], message: str
+) -> None:
+    assert deploy_main(["bundle", str(tmp_path / "s"), "--standin", "32", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("deploy: error:") and message in err[0]
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("size", ["-3", "0", "30"])
+def test_standin_sizes_that_cannot_work_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture, size: str) -> None:
+    assert deploy_main(["bundle", str(tmp_path / "s"), "--standin", size]) == 2
+    assert f"--standin {size}: expected an input size that is a positive multiple of 4" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_standin_bundles_honour_config_files_and_overrides(tmp_path: Path) -> None:
+    config = tmp_path / "bundle.yaml"
+    config.write_text("name: hall-camera\nsource: v4l2:///dev/video2\nthreads: 2\n")
+    assert (
+        deploy_main(["bundle", str(tmp_path / "s"), "--standin", "32", "--config", str(config), "--set", "threads=3"])
+        == 0
+    )
+    cfg = load_config(tmp_path / "s")
+    assert (cfg.name, cfg.source, cfg.threads, cfg.input_size, cfg.stand_in) == (
+        "hall-camera",
+        "v4l2:///dev/video2",
+        3,
+        32,
+        True,
+    )
+    assert deploy_main(["bundle", str(tmp_path / "t"), "--standin", "32", "--set", "input_size=64"]) == 2

@@ -20,6 +20,7 @@ import pytest
 from deploy.flash import FlashError, Ssh, Target, flash, lock_holder, rollback, take_lock
 from deploy.standins import build_standin_bundle
 from firmware.bundle_reader import verify_bundle
+from obscura import signing
 from obscura.errors import ObscuraError
 from obscura.paths import REPO_ROOT
 
@@ -102,9 +103,16 @@ def device(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture()
 def bundles(tmp_path: Path) -> tuple[Path, Path]:
-    build_standin_bundle(tmp_path / "v1", 16, version="v1")
-    build_standin_bundle(tmp_path / "v2", 32, version="v2")
+    """Two bundles signed by tmp_path/signer.key; flashes check them with tmp_path/signer.pub (see `_pub`)."""
+    signing.generate_keypair(tmp_path / "signer.key", tmp_path / "signer.pub")
+    build_standin_bundle(tmp_path / "v1", 16, version="v1", signing_key=tmp_path / "signer.key")
+    build_standin_bundle(tmp_path / "v2", 32, version="v2", signing_key=tmp_path / "signer.key")
     return tmp_path / "v1", tmp_path / "v2"
+
+
+def _pub(bundle: Path) -> Path:
+    """The public key the `bundles` fixture signed with."""
+    return bundle.parent / "signer.pub"
 
 
 def _ssh(device: Path, root: Path) -> Ssh:
@@ -130,7 +138,7 @@ def _flash_cli(device: Path, bundle: Path, root: Path, *extra: str, path_prefix:
             str(root.parents[1] / "units"),
             "--restart-cmd",
             f"echo restarted >> {root.parents[1] / 'restarts'}",
-            *extra,
+            *(extra if "--public-key" in extra else ("--public-key", str(_pub(bundle)), *extra)),
         ],
         cwd=REPO_ROOT,
         env=env,
@@ -154,6 +162,8 @@ def test_flash_installs_verifies_switches_and_rolls_back(device: Path, bundles, 
     verify_bundle(root / "current")  # the device copy is complete and unaltered
     unit = (tmp_path / "device" / "units" / "obscura.service").read_text()
     assert f"ExecStart=/usr/bin/python3 -m firmware run --bundle {root}/current" in unit and "@" not in unit
+    assert f"--public-key {root}/trusted-key.pub" in unit
+    assert (root / "trusted-key.pub").read_bytes() == _pub(v1).read_bytes()  # the device now holds the key
     assert (tmp_path / "device" / "restarts").read_text().count("restarted") == 1
     with pytest.raises(FlashError, match="no previous version under .* to roll back to"):
         rollback(_ssh(device, root), restart_cmd="true", log=lambda line: None)
@@ -168,10 +178,11 @@ def test_flash_installs_verifies_switches_and_rolls_back(device: Path, bundles, 
     assert _current(root) == "releases/v1" and os.readlink(root / "previous") == "releases/v2"
     assert (tmp_path / "device" / "restarts").read_text().count("restarted") == 3
 
-    build_standin_bundle(tmp_path / "v3", 16, version="v3")
+    build_standin_bundle(tmp_path / "v3", 16, version="v3", signing_key=tmp_path / "signer.key")
     flash(
         tmp_path / "v3",
         _ssh(device, root),
+        _pub(v1),
         unit_dir=str(tmp_path / "device" / "units"),
         restart_cmd="true",
         log=logs.append,
@@ -192,7 +203,7 @@ def test_without_systemd_the_restart_is_skipped_and_said(device: Path, bundles, 
         pytest.skip("systemd runs here; the test must not restart a real service")
     root = tmp_path / "device" / "opt" / "obscura"
     logs: list[str] = []
-    flash(bundles[0], _ssh(device, root), unit_dir=str(tmp_path / "units"), log=logs.append)
+    flash(bundles[0], _ssh(device, root), _pub(bundles[0]), unit_dir=str(tmp_path / "units"), log=logs.append)
     assert any(line.startswith("skipped restart: systemd is not running") for line in logs)
 
 
@@ -259,11 +270,11 @@ def test_tampered_or_partial_bundles_are_refused_before_anything_is_sent(bundles
     ssh = Ssh(Target.parse("device:/opt/obscura"))
     (v1 / "psf.npy").write_bytes(b"extra")
     with pytest.raises(ObscuraError, match="psf.npy is not listed in the manifest"):
-        flash(v1, ssh, dry_run=True)
+        flash(v1, ssh, _pub(v1), dry_run=True)
     (v1 / "psf.npy").unlink()
     (v1 / "models" / "regressor.onnx").unlink()
     with pytest.raises(ObscuraError, match="missing file models/regressor.onnx"):
-        flash(v1, ssh, dry_run=True)
+        flash(v1, ssh, _pub(v1), dry_run=True)
     with pytest.raises(ObscuraError, match="expected \\[user@\\]host:/absolute/path"):
         Target.parse("device:relative/dir")
     assert issubclass(FlashError, ObscuraError)
@@ -299,3 +310,16 @@ def test_a_step_that_lost_the_lock_stops_before_touching_the_device(device: Path
     with pytest.raises(FlashError, match="lost the lock"):
         ssh.run_steps(f"owns {root} {lock_holder()}\nactivate {root} v9 {root}/releases/.staging-x", "activate")
     assert not (root / "current").exists()
+
+
+def test_a_device_trusts_one_key_and_refuses_bundles_signed_by_another(device: Path, bundles, tmp_path: Path) -> None:
+    v1, _ = bundles
+    root = tmp_path / "device" / "opt" / "obscura"
+    first = _flash_cli(device, v1, root)
+    assert first.returncode == 0 and "device now trusts this signing key" in first.stdout, first.stderr
+    signing.generate_keypair(tmp_path / "other.key", tmp_path / "other.pub")
+    build_standin_bundle(tmp_path / "v9", 16, version="v9", signing_key=tmp_path / "other.key")
+    refused = _flash_cli(device, tmp_path / "v9", root, "--public-key", str(tmp_path / "other.pub"))
+    assert refused.returncode != 0 and "trusts another signing key" in refused.stderr
+    assert _current(root) == "releases/v1" and not (root / "releases" / "v9").exists()
+    assert (root / "trusted-key.pub").read_bytes() == _pub(v1).read_bytes()

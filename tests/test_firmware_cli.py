@@ -130,3 +130,19 @@ def test_rtp_and_rtsp_sinks_need_gstreamer_and_build_the_right_pipeline(monkeypa
         pipeline, api, _, size = opened[-1]
         assert pipeline.startswith("appsrc is-live=true ! videoconvert") and pipeline.endswith(tail)
         assert api == cv2.CAP_GSTREAMER and size == (32, 24)
+
+
+def test_a_file_sink_never_overwrites_an_earlier_run(tmp_path: Path) -> None:
+    frame = np.zeros((16, 16, 3), np.uint8)
+    for run in range(2):
+        folder, video = sinks.FileSink(tmp_path / "frames"), sinks.FileSink(tmp_path / "out.avi")
+        for sink in (folder, video):
+            sink.open()
+            for index in range(3):  # every run's frame indices start at 0
+                sink.write(frame + run, index)
+            sink.close()
+    pngs = sorted(p.name for p in (tmp_path / "frames").iterdir())
+    assert pngs == [f"frame_{i:08d}.png" for i in range(6)]
+    assert cv2.imread(str(tmp_path / "frames" / pngs[0]))[0, 0, 0] == 0  # the first run's frames are intact
+    assert cv2.imread(str(tmp_path / "frames" / pngs[-1]))[0, 0, 0] == 1
+    assert sorted(p.name for p in tmp_path.glob("out*.avi")) == ["out-1.avi", "out.avi"]

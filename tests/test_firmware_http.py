@@ -19,6 +19,7 @@ from test_firmware_pipeline import ScriptedSource, wait_until
 from firmware.http_sink import BOUNDARY, HttpSink
 from firmware.pipeline import Pipeline
 from firmware.sinks import build_sink
+from firmware.sources import open_source
 from firmware.stream_metrics import Metrics
 from obscura.errors import ObscuraError
 
@@ -215,3 +216,39 @@ def test_a_connected_viewer_keeps_streaming_across_a_source_stall() -> None:
     source = json.loads(body)["source"]
     assert source["stalls"] == 1 and source["last_error"].startswith("stalled: no frame for")
     assert source["state"] == "running" and source["restarts"] == 1
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "Bearer", "bEaReR"])
+def test_the_bearer_scheme_is_accepted_in_any_case(served, scheme: str) -> None:
+    _, sink = served
+    assert _get(sink.url + "/metrics", {"Authorization": f"{scheme} {TOKEN}"})[0] == 200
+    assert _get(sink.url + "/metrics", {"Authorization": f"{scheme} wrong-token-xyz"})[0] == 401
+    assert _get(sink.url + "/metrics", {"Authorization": f"Basic {TOKEN}"})[0] == 401
+
+
+def test_metrics_do_not_show_the_device_file_paths(tmp_path: Path) -> None:
+    folder = tmp_path / "secret-site" / "clean"
+    folder.mkdir(parents=True)
+    cv2.imwrite(str(folder / "0.png"), _pattern())
+    np.save(tmp_path / "psf.npy", np.ones((3, 3, 3), np.float32) / 9)
+    uri = f"sim://{folder}?psf={tmp_path / 'psf.npy'}&fps=50"
+    metrics = Metrics(uri)
+    sink = HttpSink("127.0.0.1", 0, TOKEN, metrics=metrics.snapshot)
+    with Pipeline(lambda: open_source(uri), [sink], metrics=metrics):
+        wait_until(lambda: metrics.snapshot()["source"]["ends"] >= 1)  # a last_error that names the source too
+        body = _get(sink.url + "/metrics", {"Authorization": f"Bearer {TOKEN}"})[1].decode()
+    assert str(tmp_path) not in body and "secret-site" not in body
+    assert json.loads(body)["source"]["uri"] == "sim://…/clean?psf=…/psf.npy&fps=50"
+
+
+def test_clients_that_hang_up_are_dropped_even_while_no_frame_comes() -> None:
+    metrics = Metrics("test://stall")
+    sink = HttpSink("127.0.0.1", 0, TOKEN, metrics=metrics.snapshot, max_clients=2)
+    source = ScriptedSource("stall", _pattern(), frames_before_fault=2)  # two frames, then a camera that hangs
+    with Pipeline(lambda: source, [sink], metrics=metrics, stall_timeout_s=60):
+        wait_until(lambda: sink.frames.newest()[0] is not None)
+        for _ in range(3):  # more than max_clients: each must have been dropped for the next to get in
+            sock = _open_stream(sink)
+            assert sock.recv(12).startswith(b"HTTP/1.1 200")
+            sock.close()
+            wait_until(lambda: sink.clients == 0, timeout_s=5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ import yaml
 
 from deploy.bundle_builder import write_manifest
 from deploy.standins import build_standin_bundle, expected_output
+from firmware import sources
 from firmware.inference_stages import load_stages, to_model_input
 from firmware.pipeline import Backoff, Pipeline
 from firmware.queues import DropOldestQueue
@@ -52,7 +54,12 @@ class ListSink:
 
 
 class ScriptedSource:
-    """A camera whose behaviour the test drives: 'frames', 'stall' (read blocks), 'error', 'end'."""
+    """A camera whose behaviour the test drives: 'frames', 'stall' (read blocks), 'error', 'end'.
+
+    Its frames stand for optical captures (`optical`), so they may leave without an anonymizer.
+    """
+
+    optical = True
 
     def __init__(self, mode: str, frame: np.ndarray, frames_before_fault: int = 3):
         self.uri = f"test://{mode}"
@@ -60,12 +67,15 @@ class ScriptedSource:
         self.frame = frame
         self.left = frames_before_fault
         self.unblock = threading.Event()
+        self.closed_by: threading.Thread | None = None
+        self.read_by: threading.Thread | None = None
 
     def open(self) -> None:
         if self.mode == "error-open":
             raise OSError("camera unplugged")
 
     def read(self) -> np.ndarray | None:
+        self.read_by = threading.current_thread()
         time.sleep(0.005)
         if self.mode == "frames" or self.left > 0:
             self.left -= 1
@@ -77,7 +87,11 @@ class ScriptedSource:
             raise OSError("sensor timeout")
         return None
 
+    def interrupt(self) -> None:
+        self.unblock.set()
+
     def close(self) -> None:
+        self.closed_by = threading.current_thread()
         self.unblock.set()
 
 
@@ -155,7 +169,8 @@ def test_source_faults_are_reported_and_retried_with_growing_backoff(mode: str, 
     else:  # frames flowed before each fault, so the delay is reset every time
         assert set(delays) == {0.05} and len(sink.images) >= 2
     if mode == "stall":
-        wait_until(lambda: all(s.unblock.is_set() for s in made[:3]))  # stalled cameras were closed, not leaked
+        # Stalled cameras were woken and then closed by their own reader thread, not leaked.
+        wait_until(lambda: all(s.closed_by is not None and s.closed_by is s.read_by for s in made[:3]))
 
 
 def test_a_slow_sink_never_slows_the_camera_or_the_other_sinks() -> None:
@@ -173,3 +188,61 @@ def test_a_slow_sink_never_slows_the_camera_or_the_other_sinks() -> None:
 def test_metrics_report_frame_counters_before_the_first_frame() -> None:
 
     assert Metrics("test://").snapshot()["frames"] == {"captured": 0, "emitted": 0}
+
+
+class _ThreadCheckingCapture:
+    """A fake cv2.VideoCapture that records which thread reads and which releases, and a release during a read."""
+
+    made: list["_ThreadCheckingCapture"] = []
+
+    def __init__(self, target: object, api: int):
+        self.reader: threading.Thread | None = None
+        self.releaser: threading.Thread | None = None
+        self.reading = False
+        self.released_during_read = False
+        _ThreadCheckingCapture.made.append(self)
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        return True
+
+    def set(self, prop: int, value: float) -> bool:
+        return True
+
+    def read(self) -> tuple[bool, np.ndarray]:
+        self.reader, self.reading = threading.current_thread(), True
+        time.sleep(0.002)  # inside the decoder for a while, as FFmpeg would be
+        self.reading = False
+        return True, np.zeros((8, 8, 3), np.uint8)
+
+    def release(self) -> None:
+        self.released_during_read = self.released_during_read or self.reading
+        self.releaser = threading.current_thread()
+
+
+def test_start_and_stop_30_times_releases_the_capture_on_its_reader_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"not decoded: the capture is faked")
+    monkeypatch.setattr(sources.cv2, "VideoCapture", _ThreadCheckingCapture)
+    _ThreadCheckingCapture.made.clear()
+    for _ in range(30):
+        pipe = Pipeline(lambda: sources.open_source(f"file://{video}?fps=0"), [ListSink()])
+        pipe.start()
+        wait_until(lambda: pipe.metrics.snapshot()["frames"]["captured"] >= 2)
+        pipe.stop()
+        capture = _ThreadCheckingCapture.made[-1]
+        assert capture.releaser is not None  # released before stop() returned
+        assert capture.releaser is capture.reader and not capture.released_during_read
+    assert len(_ThreadCheckingCapture.made) == 30
+
+
+def test_a_source_that_keeps_ending_is_logged_once_and_counted_every_time(caplog: pytest.LogCaptureFixture) -> None:
+    frame = np.zeros((8, 8, 3), np.uint8)
+    pipe = Pipeline(
+        lambda: ScriptedSource("end", frame, frames_before_fault=1), [ListSink()], backoff=Backoff(0.01, 0.01)
+    )
+    with caplog.at_level(logging.WARNING, logger="firmware.pipeline"), pipe:
+        wait_until(lambda: pipe.metrics.snapshot()["source"]["ends"] >= 5)
+    warnings = [r for r in caplog.records if "ended" in r.getMessage()]
+    assert len(warnings) == 1 and pipe.metrics.snapshot()["source"]["ends"] >= 5

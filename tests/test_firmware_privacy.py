@@ -1,4 +1,4 @@
-"""What may leave the device: de-identified frames and the optical capture, never the clean frame of sim://.
+"""What may leave the device: de-identified frames and optical captures, never a clean frame unless the operator says so.
 
 Also: the device code runs without torch (it only has exported models).
 """
@@ -17,7 +17,10 @@ import numpy as np
 from test_firmware_pipeline import ListSink, wait_until
 
 import firmware
-from deploy.standins import build_standin_bundle
+from deploy.bundle_builder import build_bundle
+from deploy.standins import build_standin_bundle, write_standins
+from firmware.__main__ import main as firmware_main
+from firmware.bundle_reader import BundleConfig, check_bundle
 from firmware.inference_stages import load_stages
 from firmware.pipeline import Pipeline
 from firmware.psf import PsfConvolver
@@ -132,3 +135,71 @@ def test_the_device_runtime_works_with_torch_impossible_to_import(tmp_path: Path
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["frames"]["emitted"] >= 1 and len(list(out.iterdir())) >= 1
+
+
+def _clean_file_source(tmp_path: Path) -> str:
+    """file:// footage of a clean scene: what a camera without the optic (or a copied video) would give."""
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "000.png"), _checkerboard())
+    return f"file://{folder}?fps=0"
+
+
+def test_frames_that_are_not_de_identified_never_leave_without_allow_raw_frames(tmp_path: Path) -> None:
+    uri = _clean_file_source(tmp_path)
+    build_standin_bundle(tmp_path / "bundle", 64)
+    regressor, standin_anonymizer, _ = load_stages(tmp_path / "bundle")
+    cases = {  # name: (regressor, anonymizer, stand_in)
+        "no bundle": (None, None, False),
+        "regressor only": (regressor, None, False),
+        "stand-in anonymizer": (regressor, standin_anonymizer, True),
+    }
+    for name, (reg, anon, stand_in) in cases.items():
+        output, capture, allowed = ListSink("output"), ListSink("capture"), ListSink("capture")
+        allowed.allow_raw_frames = True
+        with Pipeline(lambda: open_source(uri), [output, capture, allowed], reg, anon, stand_in=stand_in) as pipe:
+            wait_until(lambda: len(allowed.images) >= 3)
+        assert output.images == [] and capture.images == [], name
+        frames = pipe.metrics.snapshot()["frames"]
+        assert frames["sink_ListSink_withheld"] >= 6, name  # counted for both refused sinks
+        assert _detail_in_common(allowed.images[0], _checkerboard()) > 0.99  # the operator's explicit choice
+
+
+def test_a_trained_anonymizer_output_leaves_but_the_raw_capture_does_not(tmp_path: Path) -> None:
+    uri = _clean_file_source(tmp_path)
+    redrawn = np.full((16, 16, 3), 90, np.uint8)
+    output, capture = ListSink("output"), ListSink("capture")
+    with Pipeline(lambda: open_source(uri), [output, capture], None, lambda c, h: redrawn) as pipe:
+        wait_until(lambda: len(output.images) >= 3)
+    assert all(image is redrawn for image in output.images) and capture.images == []
+    assert pipe.metrics.snapshot()["frames"]["sink_ListSink_withheld"] >= 3
+
+
+def test_run_refuses_raw_frames_in_one_line_and_allows_them_only_when_told(tmp_path: Path, capsys, caplog) -> None:
+    uri = _clean_file_source(tmp_path)
+    out = tmp_path / "out"
+    assert firmware_main(["run", "--source", uri, "--sink", f"file://{out}", "--duration", "0.1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "without --bundle nothing de-identifies" in err[0] and "allow_raw_frames=true" in err[0]
+    assert not out.exists()
+    sink = f"file://{out}?allow_raw_frames=true"
+    assert firmware_main(["run", "--source", uri, "--sink", sink, "--duration", "0.5", "--log-level", "warning"]) == 0
+    assert any("NOT de-identified" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+    assert len(list(out.iterdir())) >= 1
+    bad = f"file://{out}?allow_raw_frames=yes"
+    assert firmware_main(["run", "--source", uri, "--sink", bad]) == 2
+    assert "allow_raw_frames='yes'; expected 'true' or 'false'" in capsys.readouterr().err
+
+
+def test_verify_says_what_a_bundle_can_and_cannot_de_identify(tmp_path: Path) -> None:
+    paths = write_standins(tmp_path / "m", 16)
+    build_bundle(tmp_path / "regressor-only", {"regressor": paths["regressor"]}, BundleConfig(input_size=16))
+    assert "cannot de-identify: no anonymizer" in check_bundle(tmp_path / "regressor-only")
+    build_standin_bundle(tmp_path / "standin", 16)
+    assert "cannot de-identify: stand-in models" in check_bundle(tmp_path / "standin")
+    cfg = BundleConfig(input_size=16)
+    build_bundle(
+        tmp_path / "full", {k: paths[k] for k in ("regressor", "anonymizer")}, cfg, constants={"style": paths["style"]}
+    )
+    summary = check_bundle(tmp_path / "full")
+    assert "de-identifies the output stream" in summary and "cannot de-identify stream=capture" in summary
