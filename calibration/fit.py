@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from obscura.config import bounded
 from obscura.errors import ObscuraError
 from optics.fabrication.as_built import Errors, as_built_psf, psf_correlation
 from optics.optic import Optic
@@ -48,11 +49,11 @@ class FitConfig:
     """Which parameters to fit and how."""
 
     parameters: list[str] = field(default_factory=lambda: list(SCALES))
-    steps: int = 300
-    learning_rate: float = 0.05
-    relative_floor: float = 0.02
-    rotation_search_rad: float = 0.06
-    max_chi2_per_pixel: float = 3.0
+    steps: int = bounded(300, ge=1)
+    learning_rate: float = bounded(0.05, gt=0)
+    relative_floor: float = bounded(0.02, ge=0)
+    rotation_search_rad: float = bounded(0.06, ge=0, le=3.2)
+    max_chi2_per_pixel: float = bounded(3.0, gt=0)
 
 
 @dataclass

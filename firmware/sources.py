@@ -12,6 +12,7 @@ as possible). Heavy or device-only modules (cv2, picamera2) are imported when a 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,8 +62,8 @@ class SourceUri:
             value = float(raw)
         except ValueError:
             raise ObscuraError(f"source {self.text}: option {key}={raw!r} is not a number") from None
-        if value < 0:
-            raise ObscuraError(f"source {self.text}: option {key}={raw!r} must be >= 0")
+        if not math.isfinite(value) or value < 0:
+            raise ObscuraError(f"{self.text}: option {key}={raw!r}; expected a finite number >= 0")
         return value
 
 
