@@ -22,8 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     exp.add_argument("--optic", help="saved optic (.npz); default: the committed weights/optic.npz")
     exp.add_argument("--levels", type=int, help="height levels, 2-256 (default 8)")
-    exp.add_argument("--format", help="comma-separated subset of gds,tiff,stl (default: all)")
-    exp.add_argument("--pitch", type=float, metavar="M", help="writer pitch (m, default 1e-6)")
+    exp.add_argument("--format", help="comma-separated subset of gds,tiff,stl (default: gds,tiff; stl is the slowest)")
+    exp.add_argument("--pitch", type=float, metavar="M", help="writer pitch (m, default 2e-6)")
     exp.add_argument(
         "--max-height", type=float, metavar="M", help="largest height the process can write (m, default 1e-5)"
     )
