@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 import cv2
@@ -33,6 +34,7 @@ from optics.fabrication.fabrication_plots import save_psf_pair
 from optics.presets import camera_from_spec
 from optics.psf_plots import save_psf_figure
 
+FIT_NOT_CONVERGED_EXIT = 1  # outputs are written (to inspect), but the fit is not to be trusted
 SUMMARY = "measured PSFs from a prototype, the fitted optic, sim-to-real fine-tuning, camera intrinsics"
 
 
@@ -145,7 +147,13 @@ def run_fit(args: argparse.Namespace) -> int:
             f"measured PSF in {folder} cannot be read ({err}); expected the folder written by `measure`"
         ) from None
     optic = camera_from_spec(args.optic, seed=args.seed, psf_size=psf.shape[-1]).optic
+    print(
+        f"fit: {len(cfg.parameters)} parameters, {cfg.steps} steps on a {psf.shape[-1]} px crop "
+        f"({optic.config.pupil_samples} pupil samples, {optic.wavelengths_m.numel()} wavelengths)",
+        flush=True,
+    )
     result = fit_camera(optic, psf, sigma, cfg)
+    converged = result.converged(cfg)
     out = Path(args.out)
     atomic.write_json(
         out / "fit.json",
@@ -155,6 +163,9 @@ def run_fit(args: argparse.Namespace) -> int:
             "chi2_per_pixel": result.chi2_per_pixel,
             "relative_residual": result.relative_residual,
             "correlation": result.correlation,
+            "converged": converged,
+            "max_chi2_per_pixel": cfg.max_chi2_per_pixel,
+            "start": result.start,
             "loss_history": result.history,
         },
     )
@@ -167,7 +178,18 @@ def run_fit(args: argparse.Namespace) -> int:
         f"chi2/pixel {result.chi2_per_pixel:.2f}, relative residual {result.relative_residual:.3f}",
     )
     print("fit: " + ", ".join(f"{k}={v:.4g}" for k, v in result.values.items()))
-    print(f"fit: chi2/pixel {result.chi2_per_pixel:.2f}, relative residual {result.relative_residual:.4f} -> {out}")
+    print(
+        f"fit: chi2/pixel {result.chi2_per_pixel:.2f}, relative residual {result.relative_residual:.4f}, "
+        f"correlation {result.correlation:.4f} -> {out}"
+    )
+    if not converged:
+        print(
+            f"fit: warning: did not converge: chi2/pixel {result.chi2_per_pixel:.2f} is above max_chi2_per_pixel "
+            f"{cfg.max_chi2_per_pixel:g} (the fitted model does not explain the measurement to within its noise); "
+            "check the crop holds the PSF, or raise steps",
+            file=sys.stderr,
+        )
+        return FIT_NOT_CONVERGED_EXIT
     return 0
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from obscura.config import bounded
 from obscura.errors import ObscuraError
 
 
@@ -15,17 +16,17 @@ from obscura.errors import ObscuraError
 class CaptureNoise:
     """Sensor and exposure of the synthetic captures (electrons unless named otherwise)."""
 
-    signal_e: float = 4e5
-    full_well_e: float = 20000.0
-    read_noise_e: float = 3.0
-    dark_current_e: float = 20.0
-    dark_nonuniformity: float = 0.2
-    hot_pixel_fraction: float = 1e-3
-    hot_pixel_e: float = 3000.0
-    bias_dn: float = 64.0
-    bit_depth: int = 12
-    frames: int = 8
-    dark_frames: int = 8
+    signal_e: float = bounded(4e5, gt=0, le=1e15)  # Poisson sampling refuses larger means
+    full_well_e: float = bounded(20000.0, gt=0)
+    read_noise_e: float = bounded(3.0, ge=0)
+    dark_current_e: float = bounded(20.0, ge=0)
+    dark_nonuniformity: float = bounded(0.2, ge=0)
+    hot_pixel_fraction: float = bounded(1e-3, ge=0, le=1)
+    hot_pixel_e: float = bounded(3000.0, ge=0)
+    bias_dn: float = bounded(64.0, ge=0)
+    bit_depth: int = bounded(12, ge=1, le=32)
+    frames: int = bounded(8, ge=1)
+    dark_frames: int = bounded(8, ge=1)
 
     @property
     def max_dn(self) -> float:

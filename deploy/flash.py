@@ -57,9 +57,11 @@ class Target:
     def parse(cls, text: str) -> "Target":
         """Parse and check a target string."""
         dest, sep, root = text.partition(":")
-        if not sep or not dest or not root.startswith("/") or not SAFE_PATH.match(root) or dest.startswith("-"):
+        # The install folder is replaced wholesale on rollback: never the device's root.
+        bad_root = not root.startswith("/") or not SAFE_PATH.match(root) or not root.strip("/")
+        if not sep or not dest or bad_root or dest.startswith("-"):
             raise ObscuraError(
-                f"--target {text!r}: expected [user@]host:/absolute/path, e.g. pi@camera.local:/opt/obscura"
+                f"--target {text!r}: expected [user@]host:/absolute/path below /, e.g. pi@camera.local:/opt/obscura"
             )
         return cls(dest, root.rstrip("/") or "/")
 
@@ -269,4 +271,6 @@ def ssh_from_args(
     target: str, port: int | None, identity: str | None, config: str | None, options: Sequence[str]
 ) -> Ssh:
     """An Ssh from command-line values."""
+    if port is not None and not 1 <= port <= 65535:
+        raise ObscuraError(f"--port {port}: expected an ssh port 1..65535")
     return Ssh(Target.parse(target), port, identity, config, list(options))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import signal
 import sys
 import threading
@@ -72,6 +73,12 @@ def _check(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     """Build source, stages and sinks; run until the duration ends or SIGTERM/SIGINT."""
+    if not isinstance(logging.getLevelName(args.log_level.upper()), int):
+        raise ObscuraError(f"--log-level {args.log_level!r}: expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    if not args.stall_timeout > 0 or not math.isfinite(args.stall_timeout):
+        raise ObscuraError(f"--stall-timeout {args.stall_timeout}: expected a number of seconds > 0")
+    if not args.duration >= 0 or not math.isfinite(args.duration):
+        raise ObscuraError(f"--duration {args.duration}: expected seconds >= 0 (0 = until SIGTERM)")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     regressor = anonymizer = None

@@ -24,6 +24,7 @@ import numpy as np
 
 from firmware.http_sink import HttpSink, resolve_token
 from firmware.sources import SourceUri, opencv_has_gstreamer, parse_uri
+from obscura.atomic import writable_folder
 from obscura.errors import ObscuraError
 
 log = logging.getLogger("firmware.sinks")
@@ -53,8 +54,10 @@ def build_sink(uri: str, metrics: Callable[[], dict[str, Any]] | None = None) ->
     parsed = parse_uri(uri, SINK_SCHEMES, kind="sink")
     if parsed.scheme == "http":
         host, _, port = parsed.location.split("/")[0].rpartition(":")
-        if not host or not port.isdigit():
-            raise ObscuraError(f"sink {uri}: expected http://HOST:PORT/ (e.g. http://127.0.0.1:8080/)")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ObscuraError(
+                f"sink {uri}: expected http://HOST:PORT/ with a port 0..65535 (e.g. http://127.0.0.1:8080/)"
+            )
         sink = HttpSink(
             host,
             int(port),
@@ -106,8 +109,9 @@ class FileSink:
         self.video_path = path
 
     def open(self) -> None:
-        """Create the folder and pick this run's names; the video writer opens with the first frame (it needs the size)."""
-        (self.path.parent if self.is_video else self.path).mkdir(parents=True, exist_ok=True)
+        """Create the folder, check it takes files and pick this run's names; the video writer opens with the first frame."""
+        # Refused now: otherwise every frame fails and the run still ends with exit code 0.
+        writable_folder(self.path.parent if self.is_video else self.path)
         if self.is_video:
             self.video_path = _free_video_path(self.path)
             if self.video_path != self.path:

@@ -16,6 +16,7 @@ Every source is opened, read and closed on one thread (the pipeline's reader).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,8 +67,8 @@ class SourceUri:
             value = float(raw)
         except ValueError:
             raise ObscuraError(f"source {self.text}: option {key}={raw!r} is not a number") from None
-        if value < 0:
-            raise ObscuraError(f"source {self.text}: option {key}={raw!r} must be >= 0")
+        if not math.isfinite(value) or value < 0:
+            raise ObscuraError(f"{self.text}: option {key}={raw!r}; expected a finite number >= 0")
         return value
 
 

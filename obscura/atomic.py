@@ -12,12 +12,28 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from obscura.errors import ObscuraError
+
+
+def writable_folder(folder: str | os.PathLike[str]) -> Path:
+    """Create `folder` if needed and check it takes files (commands call it before long work)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        # A file where the folder should be, a read-only or virtual file system (/proc): the user's path.
+        raise ObscuraError(
+            f"output folder {folder} cannot be written ({err.strerror or err}); expected a writable folder"
+        ) from None
+    return folder
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto `path` if the block succeeds."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    writable_folder(target.parent)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)

@@ -11,6 +11,7 @@ optical axis falls on the centre of pixel (H // 2, W // 2).
 from __future__ import annotations
 
 import math
+import os
 import warnings
 
 import torch
@@ -43,12 +44,29 @@ def validate(config: OpticConfig) -> None:
     if config.mask.kind not in ("none", "zernike", "freeform"):
         raise ObscuraError(f"mask kind is {config.mask.kind!r}; expected 'none', 'zernike' or 'freeform'")
     wavelengths, _ = channel_samples(config.spectrum)
+    _check_memory(config, wavelengths.numel())
     airy_diameter_m = 2.44 * float(wavelengths.max()) * config.sensor_distance_m / config.lens.aperture_diameter_m
     window_m = config.psf_size * config.pixel_pitch_m
     if window_m < airy_diameter_m:
         raise ObscuraError(
             f"psf window psf_size x pixel_pitch_m = {window_m:.3g} m is smaller than the Airy disc diameter "
             f"{airy_diameter_m:.3g} m of a {config.lens.aperture_diameter_m:g} m aperture; expected a larger psf_size or pitch"
+        )
+
+
+def _check_memory(config: OpticConfig, wavelengths: int) -> None:
+    """Refuse a window or pupil grid whose complex fields cannot fit in this machine's memory (not an OOM kill)."""
+    n_out = config.psf_size * config.pixel_oversample
+    n_in = config.pupil_samples
+    # Per wavelength: pupil field, the two Fourier matrices and the sensor field (complex128), with
+    # a factor 4 for intermediates and their intensities.
+    need = 4 * 16 * wavelengths * (n_in**2 + 2 * n_out * n_in + n_out**2)
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have / 2:
+        raise ObscuraError(
+            f"psf_size {config.psf_size} x pixel_oversample {config.pixel_oversample} with pupil_samples {n_in} "
+            f"needs about {need / 2**30:.3g} GiB; expected a grid that fits half of this machine's "
+            f"{have / 2**30:.0f} GiB memory"
         )
 
 

@@ -57,6 +57,11 @@ def save_optic(path: str | Path, camera_or_optic: torch.nn.Module) -> Path:
 def read_optic(path: str | Path) -> OpticFile:
     """Read and check a saved optic; a missing, corrupt or foreign file raises ObscuraError."""
     path = Path(path)
+    if path.suffix.lower() != ".npz":
+        raise ObscuraError(
+            f"optic file {path} is not an .npz file; expected a saved optic (.npz written by save_optic), "
+            "not a PSF or image"
+        )
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta_json"]))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,8 +11,9 @@ import torch
 from tqdm import tqdm
 
 from obscura import atomic, config
+from obscura.command_line import add_config_options
 from obscura.errors import ObscuraError
-from optics import image_io
+from optics import checks, image_io
 from optics.camera import Camera
 from optics.optic_file import strict_json
 from optics.presets import camera_config, camera_from_spec
@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     psf.add_argument(
         "--depths", type=float, nargs="+", metavar="M", help="also write psf_depths.npy for these object distances (m)"
     )
-    psf.add_argument("--out", required=True, help="output folder")
+    add_config_options(psf, "camera configuration (YAML/JSON), e.g. the config.yaml of an earlier psf run")
     psf.set_defaults(func=run_psf)
 
     cap = subparsers.add_parser(
@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cap.add_argument(
         "--max-side", type=int, default=1024, help="shrink larger images to this longest side (default %(default)s)"
     )
-    cap.add_argument("--out", required=True, help="output folder")
+    add_config_options(cap, "camera configuration (YAML/JSON), e.g. the config.yaml of an earlier psf run")
     cap.set_defaults(func=run_capture)
 
 
@@ -113,8 +113,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_camera(args: argparse.Namespace) -> Camera:
-    """The camera the options describe, on the requested device and dtype."""
-    overrides = _overrides(args)
+    """The camera the options describe (preset < --config < --set < flags), on the requested device and dtype."""
+    # The file's sections merge whole (deep), then each --set key, then the flags given.
+    overrides = {**(config.read_file(args.config) if args.config else {}), **config.parse_overrides(args.set)}
+    overrides.update(_overrides(args))
     if (
         args.optic == "lens"
         and args.sensor_distance is None
@@ -136,7 +138,7 @@ def build_camera(args: argparse.Namespace) -> Camera:
 
 def run_psf(args: argparse.Namespace) -> int:
     """Write psf.npy (C x H x W), psf.json, config.yaml and psf.png into --out."""
-    out = Path(args.out)
+    out = atomic.writable_folder(args.out)
     camera = build_camera(args)
     with torch.no_grad():
         psf_t, inside = camera.optic.psf_and_energy()
@@ -184,7 +186,8 @@ def run_psf(args: argparse.Namespace) -> int:
 
 def run_capture(args: argparse.Namespace) -> int:
     """Write <name>_capture.png per image, side_by_side.png, capture.json and config.yaml into --out."""
-    out = Path(args.out)
+    out = atomic.writable_folder(args.out)
+    checks.positive_int("--max-side", args.max_side)
     paths = image_io.list_images(args.inputs)
     scenes = [image_io.read_srgb(p, args.max_side) for p in paths]
     camera = build_camera(args)

@@ -7,9 +7,11 @@ import json
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from calibration.__main__ import main
 from calibration.intrinsics import synthetic_views
+from optics.fabrication.as_built import Errors, as_built_psf
 from optics.optic_file import save_optic
 from optics.presets import camera_from_spec
 
@@ -101,6 +103,20 @@ def test_synth_measure_fit_chain(small_optic, tmp_path, capsys):
     assert result["values"]["rotation_rad"] == pytest.approx(0.03, abs=0.003)
     assert (fit / "fit.png").is_file() and (fit / "config.yaml").is_file()
     assert "chi2/pixel" in capsys.readouterr().out
+
+
+def test_a_fit_that_does_not_converge_warns_and_exits_1(small_optic, tmp_path, capsys):
+    meas = tmp_path / "meas"
+    meas.mkdir()
+    with torch.no_grad():
+        psf = as_built_psf(camera_from_spec(str(small_optic)).optic, Errors()).numpy()
+    np.save(meas / "psf.npy", psf)
+    np.save(meas / "psf_sigma.npy", np.full_like(psf, 1e-5))
+    # A plain lens cannot explain the random mask's PSF, whatever its errors.
+    code = main(["fit", "--optic", "lens", "--measured", str(meas), "--set", "steps=5", "--out", str(tmp_path / "fit")])
+    assert code == 1
+    assert "did not converge" in capsys.readouterr().err
+    assert json.loads((tmp_path / "fit" / "fit.json").read_text())["converged"] is False
 
 
 def test_saturated_captures_fail_with_one_line_and_exit_code_2(small_optic, tmp_path, capsys):

@@ -75,3 +75,25 @@ def test_fit_refuses_a_wrong_window_and_unknown_parameters():
         fit_camera(optic, np.ones((3, 16, 16)) / 256, np.ones((3, 16, 16)), FitConfig(steps=1))
     with pytest.raises(ObscuraError, match="tilt"):
         fit_camera(optic, np.ones((3, 32, 32)), np.ones((3, 32, 32)), FitConfig(parameters=["tilt"], steps=1))
+
+
+def test_fit_of_the_committed_optic_recovers_the_rotation(one_torch_thread):
+    """The committed optic's PSF is a wide speckle whose centroid lies tens of pixels off the axis: the
+    start must come from matching the nominal PSF, not from the centroids (which left a 0.02 fit at -0.0095)."""
+    coarse = dict(pupil_samples=80, optic__spectrum__samples_per_channel=1)
+    truth_errors = Errors(rotation_rad=0.023, psf_shift_px=(0.3, -0.4))
+    # The synthetic PSF must cover every pixel of the crop: its light reaches ~70 px from the axis.
+    wide = camera_from_spec("weights/optic.npz", psf_size=160, **coarse).optic
+    with torch.no_grad():
+        truth = as_built_psf(wide, truth_errors).numpy()
+    noise = CaptureNoise(signal_e=4e6)
+    lights, darks = synthesise_captures(truth, (192, 192), (16, 16), noise, seed=2)
+    measured = measure_psf(lights, darks, MeasureConfig(crop_px=40, saturation_dn=noise.max_dn))
+    optic = camera_from_spec("weights/optic.npz", psf_size=40, **coarse).optic
+    cfg = FitConfig(parameters=["rotation_rad", "psf_shift_x_px", "psf_shift_y_px"], steps=80, learning_rate=0.1)
+    result = fit_camera(optic, measured.psf, measured.sigma, cfg)
+    top, left = measured.info["crop_origin_px"]
+    assert result.values["rotation_rad"] == pytest.approx(0.023, abs=0.002)
+    assert left + 20 + result.values["psf_shift_x_px"] == pytest.approx(16 + 80 + 0.3, abs=0.1)
+    assert top + 20 + result.values["psf_shift_y_px"] == pytest.approx(16 + 80 - 0.4, abs=0.1)
+    assert result.converged(cfg) and result.correlation > 0.99

@@ -150,6 +150,8 @@ def test_export_command_writes_every_file_and_reports_changes(small_optic, tmp_p
             "80e-6",
             "--max-height",
             "0.8e-6",
+            "--format",
+            "gds,tiff,stl",
             "--out",
             str(tmp_path),
         ]
@@ -202,3 +204,18 @@ def test_stl_of_a_random_map_is_closed_once_corner_contacts_are_filled(tmp_path)
     mesh = trimesh.load(tmp_path / "m.stl")
     assert info["corner_contacts"] == 0 and mesh.is_watertight and mesh.is_winding_consistent
     assert mesh.volume == pytest.approx((fixed.height_m.sum() * 1e6 + 0.5 * levels.size) * 1.0, rel=1e-6)
+
+
+def test_export_defaults_run_in_minutes_and_announce_the_estimate(small_optic, tmp_path, capsys):
+    # The README's command at 1 um and with STL took 30 min and 5.8 GB on the committed optic.
+    cfg = export.ExportConfig()
+    assert cfg.writer_pitch_m == 2e-6 and "stl" not in cfg.formats
+    seconds, sizes = export.estimate(2000, cfg.formats)
+    assert seconds < 10 * 60 and set(sizes) == {"gds", "tiff"}
+    slow, slow_sizes = export.estimate(4000, list(export.FORMATS))
+    assert slow > 20 * 60 and slow_sizes["stl"] > 200e6  # what the old defaults cost, stated before starting
+    args = _parser().parse_args(["export", "--optic", str(small_optic), "--pitch", "40e-6", "--out", str(tmp_path)])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("export: 100 x 100 px at 40 um; estimated") and "gds ~" in out[0]
+    assert not (tmp_path / "mask.stl").exists() and (tmp_path / "mask.gds").is_file()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
 
+import simulate
 from optics.fabrication.as_built import (
     Errors,
     as_built_psf,
@@ -150,3 +152,29 @@ def test_tolerance_command_writes_report(tmp_path):
     for label in ("design", "fabricated", "within_tolerance"):
         psf = np.load(tmp_path / "out" / f"psf_{label}.npy")
         assert psf.shape == (3, 24, 24) and np.allclose(psf.sum(axis=(1, 2)), 1.0, atol=1e-6), label
+
+
+@pytest.mark.parametrize("levels, code", [(2, 1), (64, 0)])
+def test_tolerance_fails_a_fabricated_optic_that_loses_the_design(levels, code, tmp_path, capsys):
+    # One wavelength (the wrap wavelength) in every channel: with 64 levels the fabricated mask is
+    # the design; 2 levels (binary) turn it into another PSF with more light in the centre spot.
+    path = tmp_path / "optic.npz"
+    spec = dict(optic__mask__init_rms_height_m=0.4e-6, optic__spectrum__centres_m=[550e-9] * 3, **MONO)
+    save_optic(path, camera_from_spec("zernike-random", seed=2, pupil_samples=48, psf_size=24, **spec))
+    sweeps = [
+        "height_error_sigma_m=[1.0e-8]",
+        "mask_shift_m=[5.0e-6]",
+        "rotation_deg=[0.1]",
+        "distance_error_m=[1.0e-5]",
+    ]
+    fabrication = ["fabrication.writer_pitch_m=2.0e-5", "fabrication.min_feature_m=0.0", f"fabrication.levels={levels}"]
+    argv = ["tolerance", "--optic", str(path), "--out", str(tmp_path / "out")]
+    assert simulate.main(argv + [a for s in sweeps + fabrication for a in ("--set", s)]) == code
+    check = json.loads((tmp_path / "out" / "tolerance.json").read_text())["privacy_check"]
+    err = capsys.readouterr().err
+    assert check["passed"] is (code == 0)
+    if code:
+        assert check["fabricated_correlation"] < 0.9 and "FAIL: fabricated PSF correlates" in err
+        assert all(f > d for f, d in zip(check["centre_spot_energy_fabricated"], check["centre_spot_energy_design"]))
+    else:
+        assert check["fabricated_correlation"] > 0.99 and "FAIL" not in err

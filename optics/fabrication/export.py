@@ -21,7 +21,14 @@ from optics.materials import material
 from optics.optic_file import OPTIC_FILE, load_optic, strict_json
 
 FORMATS = ("gds", "tiff", "stl")
+DEFAULT_FORMATS = ("gds", "tiff")  # STL (3-D printing) on request: it is the slowest and largest file
 COMMITTED_OPTIC = WEIGHTS_DIR / OPTIC_FILE
+# Seconds and bytes per format for a 1000 x 1000 px grid of the committed optic at 8 levels, measured
+# on one core of a 2-core shared machine (docs/fabrication.md). Time grows as about side^1.6 (the
+# level boundaries grow with the side, the runs and the read-back with the area), sizes as stated.
+SECONDS_AT_1000_PX = {"tiff": 3.6, "gds": 40.0, "stl": 150.0}
+TIME_EXPONENT = 1.6
+LONG_EXPORT_S = 60.0
 
 
 @dataclass
@@ -30,8 +37,8 @@ class ExportConfig:
 
     optic: str = ""
     levels: int = bounded(8, ge=2, le=256)
-    formats: list[str] = field(default_factory=lambda: list(FORMATS))
-    writer_pitch_m: float = 1e-6
+    formats: list[str] = field(default_factory=lambda: list(DEFAULT_FORMATS))
+    writer_pitch_m: float = bounded(2e-6, gt=0)
     max_height_m: float = 10e-6
     min_feature_m: float = 2e-6
     design_wavelength_m: float = 0.0
@@ -64,6 +71,25 @@ def design_surface(optic) -> np.ndarray:
     return h.cpu().numpy()
 
 
+def estimate(side_px: int, formats: list[str]) -> tuple[float, dict[str, float]]:
+    """Rough time (s) and file sizes (bytes) of an export on a side_px x side_px writer grid."""
+    scale = side_px / 1000
+    seconds = sum(SECONDS_AT_1000_PX[f] for f in formats) * scale**TIME_EXPONENT
+    sizes = {"tiff": 2.0 * side_px**2, "gds": 3.1e6 * scale, "stl": 65e6 * scale}
+    return seconds, {f: sizes[f] for f in formats}
+
+
+def announce(side_px: int, pitch_m: float, formats: list[str]) -> None:
+    """Print the grid, the estimated time and file sizes before the work starts (a long one says so)."""
+    seconds, sizes = estimate(side_px, formats)
+    files_text = ", ".join(f"{f} ~{size / 1e6:.0f} MB" for f, size in sizes.items())
+    print(
+        f"export: {side_px} x {side_px} px at {pitch_m * 1e6:g} um; estimated {seconds / 60:.1f} min, {files_text}"
+        + (" (long: a coarser --pitch or fewer --format cuts it)" if seconds > LONG_EXPORT_S else ""),
+        flush=True,
+    )
+
+
 def run_export(cfg: ExportConfig, out: Path) -> dict:
     """Write the requested files, the sidecar export.json, height_map.png and config.yaml into `out`."""
     config.check(cfg)
@@ -72,6 +98,8 @@ def run_export(cfg: ExportConfig, out: Path) -> dict:
         raise ObscuraError(f"formats are {cfg.formats}; expected a non-empty list from {', '.join(FORMATS)}")
     optic_path = resolve_optic(cfg.optic)
     optic = load_optic(optic_path)
+    atomic.writable_folder(out)
+    announce(round(optic.config.lens.aperture_diameter_m / cfg.writer_pitch_m), cfg.writer_pitch_m, cfg.formats)
     trained_material = optic.mask.material_name if optic.mask is not None else ""
     surface = design_surface(optic)
     fab_material = cfg.material or trained_material
@@ -121,11 +149,13 @@ def run_export(cfg: ExportConfig, out: Path) -> dict:
         "units": "height = grey * nm_per_grey_level",
     }
     written: dict[str, dict] = {}
-    progress = tqdm(total=len(cfg.formats), desc="export", unit="file", disable=None)
+    progress = tqdm(total=len(cfg.formats), desc="export", unit="file")
     if "tiff" in cfg.formats:
+        progress.set_postfix_str("tiff")
         written["tiff"] = {"file": "height_map.tif", **files.write_tiff(out / "height_map.tif", level_map, meta)}
         progress.update()
     if "gds" in cfg.formats:
+        progress.set_postfix_str("gds (write and read back)")
         info = files.write_gds(out / "mask.gds", level_map)
         exact = bool(
             np.array_equal(
@@ -139,6 +169,7 @@ def run_export(cfg: ExportConfig, out: Path) -> dict:
         written["gds"] = {"file": "mask.gds", "layer_n_is_level_n": True, "round_trip_exact": exact, **info}
         progress.update()
     if "stl" in cfg.formats:
+        progress.set_postfix_str("stl")
         written["stl"] = {"file": "mask.stl", **files.write_stl(out / "mask.stl", level_map, cfg.stl_base_m)}
         progress.update()
     progress.close()

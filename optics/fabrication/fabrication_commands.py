@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from obscura.command_line import add_config_options, load_config
 from optics.fabrication.export import ExportConfig, run_export
 from optics.fabrication.tolerance import ToleranceConfig, run_tolerance
+
+PRIVACY_LOST_EXIT = 1  # the report is written; the fabricated optic failed the privacy check
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,8 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     exp.add_argument("--optic", help="saved optic (.npz); default: the committed weights/optic.npz")
     exp.add_argument("--levels", type=int, help="height levels, 2-256 (default 8)")
-    exp.add_argument("--format", help="comma-separated subset of gds,tiff,stl (default: all)")
-    exp.add_argument("--pitch", type=float, metavar="M", help="writer pitch (m, default 1e-6)")
+    exp.add_argument("--format", help="comma-separated subset of gds,tiff,stl (default: gds,tiff; stl is the slowest)")
+    exp.add_argument("--pitch", type=float, metavar="M", help="writer pitch (m, default 2e-6)")
     exp.add_argument(
         "--max-height", type=float, metavar="M", help="largest height the process can write (m, default 1e-5)"
     )
@@ -87,4 +90,15 @@ def run_tolerance_command(args: argparse.Namespace) -> int:
         + ", ".join(f"{r['error']} {r['tolerance']:g}" for r in report["sweeps"])
         + f" -> {args.out}/tolerance.json"
     )
+    check = report["privacy_check"]
+    for failure in check["failures"]:
+        print(f"tolerance: FAIL: {failure}", file=sys.stderr)
+    if not check["passed"]:
+        print(
+            "tolerance: FAIL: the fabricated optic does not keep the design's privacy; "
+            f"check it with the recognisers: simulate.py evaluate --method psf:{args.out}/psf_fabricated.npy",
+            file=sys.stderr,
+        )
+        return PRIVACY_LOST_EXIT
+    print("tolerance: privacy check passed (PSF correlation and centre spot of the fabricated optic)")
     return 0

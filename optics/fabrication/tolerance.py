@@ -8,6 +8,13 @@ distance error. Each error is swept alone and compared with the error-free fabri
 of at least `min_correlation` with it. The correlation of the fabricated optic with the design
 (what the export costs: wrapping, quantisation, resampling, constraints) is reported on its own,
 and each perturbed PSF's correlation with the design too.
+
+Privacy check of the fabricated optic: its PSF must keep a correlation of at least
+`min_fabricated_correlation` with the design, and its centre spot (the Airy disc of each channel
+about the optical axis, where an unblurred ghost image would form) may hold at most
+`max_centre_spot_gain` more of a channel's light than the design's. The recognisers' verdict on
+the fabricated PSF is left to `simulate.py evaluate --method psf:OUT/psf_fabricated.npy`: it
+needs the face data and the evaluation floor, which this optics-level tool does not import.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from optics.fabrication.heightmap import LevelMap, fabricated_levels
 from optics.materials import material
 from optics.optic import Optic
 from optics.optic_file import load_optic, strict_json
+from optics.psf_metrics import centre_spot_energy
 
 
 @dataclass
@@ -45,6 +53,8 @@ class ToleranceConfig:
     rotation_deg: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5, 1.0, 2.0])
     distance_error_m: list[float] = field(default_factory=lambda: [5e-6, 10e-6, 20e-6, 50e-6, 100e-6])
     min_correlation: float = bounded(0.9, gt=0, lt=1)
+    min_fabricated_correlation: float = bounded(0.9, ge=0, le=1)
+    max_centre_spot_gain: float = bounded(0.01, ge=0, le=1)
     seed: int = 0
 
 
@@ -144,6 +154,7 @@ def run_tolerance(cfg: ToleranceConfig, out: Path) -> dict:
     report = {
         "optic": str(optic_path),
         "min_correlation": cfg.min_correlation,
+        "privacy_check": privacy_check(optic, design.numpy(), fabricated.numpy(), cfg),
         "fabricated_correlation": float(psf_correlation(design, fabricated)),
         "fabricated_correlation_per_channel": [float(psf_correlation(d, f)) for d, f in zip(design, fabricated)],
         "fabrication_changes": level_map.changes,
@@ -163,6 +174,35 @@ def run_tolerance(cfg: ToleranceConfig, out: Path) -> dict:
     save_tolerance_curves(out / "tolerance.png", sweeps, cfg.min_correlation)
     save_psf_pair(out / "psf_design_vs_fabricated.png", design.numpy(), fabricated.numpy(), ("design", "fabricated"))
     return report
+
+
+def privacy_check(optic: Optic, design: np.ndarray, fabricated: np.ndarray, cfg: ToleranceConfig) -> dict:
+    """Whether the fabricated PSF still blurs like the design: correlation and centre-spot energy, with failures."""
+    centres = [float(lam[len(lam) // 2]) for lam in optic.wavelengths_m]
+    f_number_px = optic.config.sensor_distance_m / optic.config.lens.aperture_diameter_m / optic.config.pixel_pitch_m
+    radius_px = [1.22 * lam * f_number_px for lam in centres]  # first dark ring of the in-focus Airy pattern
+    spot_design, spot_fabricated = centre_spot_energy(design, radius_px), centre_spot_energy(fabricated, radius_px)
+    corr = float(psf_correlation(torch.from_numpy(design), torch.from_numpy(fabricated)))
+    failures = []
+    if corr < cfg.min_fabricated_correlation:
+        failures.append(
+            f"fabricated PSF correlates {corr:.3f} with the design; expected >= {cfg.min_fabricated_correlation:g}"
+        )
+    for channel, (d, f) in enumerate(zip(spot_design, spot_fabricated)):
+        if f - d > cfg.max_centre_spot_gain:
+            failures.append(
+                f"channel {channel}: {f:.1%} of the light in the unblurred centre spot (design {d:.1%}); "
+                f"expected at most {cfg.max_centre_spot_gain:.1%} more: a sharp ghost image"
+            )
+    return {
+        "passed": not failures,
+        "failures": failures,
+        "fabricated_correlation": corr,
+        "centre_spot_radius_px": radius_px,
+        "centre_spot_energy_design": spot_design,
+        "centre_spot_energy_fabricated": spot_fabricated,
+        "recognisers": "not run here: simulate.py evaluate --method psf:OUT/psf_fabricated.npy",
+    }
 
 
 def tolerance(values: list[float], correlation: list[float], minimum: float) -> float:
