@@ -59,7 +59,11 @@ CASES = [
     ("firmware", f"run --source {SIM} --sink file://{{tmp}}/afile/v.mp4", "afile cannot be written"),
     ("firmware", "run --source bogus://x --sink file://{tmp}/o", "source URI 'bogus://x': expected one of"),
     ("deploy", "flash --target host:/ --public-key {tmp}/k.pub --dry-run {tmp}/imgs", "--target 'host:/': expected"),
-    ("deploy", "flash --target host:/opt/x --port 99999 --public-key {tmp}/k.pub --dry-run {tmp}/imgs", "--port 99999: expected"),
+    (
+        "deploy",
+        "flash --target host:/opt/x --port 99999 --public-key {tmp}/k.pub --dry-run {tmp}/imgs",
+        "--port 99999: expected",
+    ),
 ]
 
 
