@@ -53,10 +53,11 @@ class EvaluateConfig:
     examples: int = bounded(6, ge=0)
     progress: bool = True
     # reconstruction attackers who rebuild each probe before the recognisers judge it (evaluation.attacks.
-    # reconstruction): "tikhonov" (LAMBDA chosen on `lambda_split`'s identities), "tikhonov:LAMBDA", "learned:FILE"
+    # reconstruction): "tikhonov" / "admm" (LAMBDA / TAU chosen on `lambda_split`'s identities), "tikhonov:LAMBDA",
+    # "admm:TAU", "learned:FILE"
     reconstruction: list[str] = field(default_factory=list)
     lambda_split: str | None = None  # file of training identity names (e.g. a stage-I run's splits/train.txt)
-    lambda_faces: int = bounded(24, ge=1)  # their images the attacker rebuilds to choose LAMBDA
+    lambda_faces: int = bounded(24, ge=1)  # their images the attacker rebuilds to choose LAMBDA or TAU
     motion_seed: int = 0  # the fixed motions of the moved test faces (faces.moved_faces; as stage I's data.motion_seed)
 
 
@@ -82,26 +83,27 @@ def check(cfg: EvaluateConfig) -> Method:
 
 
 def resolve_attackers(cfg: EvaluateConfig, method: Method) -> tuple[tuple[str, ...], dict[str, dict]]:
-    """Each reconstruction spec made exact (`tikhonov` gets the LAMBDA its training faces chose), and how it was chosen."""
+    """Each reconstruction spec made exact (`tikhonov`, `admm` get the weight their training faces chose), and how it was chosen."""
     specs, chosen = [], {}
     for spec in cfg.reconstruction:
-        if spec != "tikhonov":
+        if spec not in reconstruction.GRIDS:
             reconstruction.build(spec, method)  # refuses a bad spec before any image is judged
             specs.append(spec)
             continue
         if not cfg.lambda_split:
             raise ObscuraError(
-                "config key 'reconstruction' has 'tikhonov' without LAMBDA: set 'lambda_split' (a file of training "
-                "identities to choose it on) or give tikhonov:LAMBDA"
+                f"config key 'reconstruction' has {spec!r} without its weight: set 'lambda_split' (a file of training "
+                f"identities to choose it on) or give {spec}:WEIGHT"
             )
+        reconstruction.build(f"{spec}:0", method)  # the attacker fits the method (and its package is here)
         train = load_face_set(cfg.data, 2, read_split(cfg.lambda_split), progress=False)
         faces = [img.path for name in train.identities for img in train.images[name]]
         picked = [read_rgb(faces[i])[0] for i in np.linspace(0, len(faces) - 1, cfg.lambda_faces).round().astype(int)]
-        lam, scores = reconstruction.choose_lambda(method, picked)
-        specs.append(f"tikhonov:{lam:g}")
-        chosen["tikhonov"] = {
-            "lambda": lam,
-            "psnr_db_by_lambda": scores,
+        weight, scores = reconstruction.choose(spec, method, picked)
+        specs.append(f"{spec}:{weight:g}")
+        chosen[spec] = {
+            "weight": weight,
+            "psnr_db_by_weight": scores,
             "faces": len(picked),
             "split": cfg.lambda_split,
         }
@@ -301,7 +303,7 @@ def run(cfg: EvaluateConfig) -> dict:
     }
     if attackers:
         result["privacy"]["reconstruction"] = privacy_after_reconstruction(rec, cfg, attackers)
-        result["reconstruction_lambda"] = chosen
+        result["reconstruction_weights"] = chosen
         examples = [read_rgb(p)[0] for p in rec.probe_paths[: cfg.examples]]
         built = [reconstruction.build(spec, method) for spec in attackers]
         reconstruction.examples_png(out / "reconstruction.png", method, built, examples)
