@@ -44,6 +44,7 @@ class EvaluateConfig:
     method: str = "clean"
     out: str = ""
     min_images: int = bounded(DEFAULT_MIN_IMAGES, ge=2)  # one gallery image plus probes
+    max_images: int | None = bounded(None, ge=2)  # None: all; else each identity's first K images by name
     split: str | None = None
     cache_dir: str | None = None  # None: $OBSCURA_CACHE/evaluation or ~/.cache/obscura/evaluation
     workers: int = bounded(2, ge=1)
@@ -78,6 +79,8 @@ def check(cfg: EvaluateConfig) -> Method:
         raise ObscuraError("--data is required (a folder of <identity>/<image> files)")
     if not cfg.out:
         raise ObscuraError("--out is required (the folder for report.json, report.md and PNGs)")
+    if cfg.max_images is not None and cfg.max_images < cfg.min_images:
+        raise ObscuraError(f"config key 'max_images' is {cfg.max_images}; expected >= min_images ({cfg.min_images})")
     return get(cfg.method)
 
 
@@ -271,7 +274,7 @@ def run(cfg: EvaluateConfig) -> dict:
     start = time.time()
     out = Path(cfg.out)
     identities = read_split(cfg.split) if cfg.split else None
-    face_set = load_face_set(cfg.data, cfg.min_images, identities, progress=cfg.progress)
+    face_set = load_face_set(cfg.data, cfg.min_images, identities, cfg.progress, cfg.max_images)
     cache_root = Path(cfg.cache_dir) if cfg.cache_dir else result_cache.default_dir()
     attackers, chosen = resolve_attackers(cfg, method)
     config.write_resolved(cfg, out)
@@ -282,6 +285,7 @@ def run(cfg: EvaluateConfig) -> dict:
         "method_description": method.description,
         "data": str(Path(cfg.data).resolve()),
         "min_images": cfg.min_images,
+        "max_images": cfg.max_images,
         "split": cfg.split,
         "n_identities": len(face_set.identities),
         "n_gallery": len(rec.gallery),
