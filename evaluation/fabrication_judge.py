@@ -28,8 +28,8 @@ from optics.optic_file import strict_json
 
 JUDGED_PSFS = ("design", "fabricated")
 RULE = (
-    "for each recogniser (SFace, dlib) and figure (oracle rank-1 against chance = 1 / identities; verification "
-    "AUC against chance = 0.5), with ref = max(design's figure, chance): the fabricated PSF loses privacy when "
+    "for each recogniser (SFace, dlib) and figure (oracle rank-1 against chance = 1 / identities; oracle verification "
+    "AUC against chance = 0.5; oracle: each probe aligned with its clean image's landmarks), with ref = max(design's figure, chance): the fabricated PSF loses privacy when "
     "its figure exceeds ref by more than the allowed gain (max_rank1_gain, max_auc_gain) and the lower end of "
     "its 95 % bootstrap interval lies above ref (more than the sampling noise of the subset)"
 )
@@ -134,7 +134,7 @@ def verdict(design: dict, fabricated: dict, cfg: FabricationJudgeConfig) -> dict
                 d["chance"],
                 cfg.max_rank1_gain,
             ),
-            "auc": (d["auc"], f["auc"], f["auc_ci95"], 0.5, cfg.max_auc_gain),
+            "auc_oracle": (d["auc_oracle"], f["auc_oracle"], f["auc_oracle_ci95"], 0.5, cfg.max_auc_gain),
         }
         figures[name] = {}
         for figure, (design_value, value, ci, chance, gain) in rows.items():
@@ -151,7 +151,7 @@ def verdict(design: dict, fabricated: dict, cfg: FabricationJudgeConfig) -> dict
             if lost:
                 failures.append(
                     f"{name}: the fabricated PSF's {figure} is {value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}], above "
-                    f"max(design {design_value:.3f}, chance {chance:.3f}) by {value - ref:.3f}; "
+                    f"max(design {design_value:.3f}, chance {chance:.3f}) by {value - ref:.4f}; "
                     f"expected at most +{gain:g} (or within the interval)"
                 )
     return {"passed": not failures, "failures": failures, "figures": figures, "rule": RULE}

@@ -14,7 +14,8 @@ from optics.presets import camera_from_spec
 
 
 def _result(rank1: float, rank1_ci: list[float], auc: float, auc_ci: list[float], chance: float = 0.05) -> dict:
-    figures = {"rank1_oracle": rank1, "rank1_oracle_ci95": rank1_ci, "auc": auc, "auc_ci95": auc_ci, "chance": chance}
+    figures = {"rank1_oracle": rank1, "rank1_oracle_ci95": rank1_ci, "chance": chance}
+    figures.update(auc_oracle=auc, auc_oracle_ci95=auc_ci)
     return {"privacy": {"sface": figures, "dlib": figures}}
 
 
