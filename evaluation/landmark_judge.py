@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from anonymizer import checkpoint, runs
 from anonymizer.nets import heatmaps
-from anonymizer.nets.regressor import HeatmapRegressor, load_regressor, save_regressor
+from anonymizer.nets.regressor import HeatmapRegressor, init_from, save_regressor
 from anonymizer.stage1.stage1_config import DataConfig, RegressorConfig
 from anonymizer.stage1.stage1_data import FaceCrops, held_out, prepare
 from anonymizer.training_runtime import LoopConfig, batches, process_runtime, run_summary, step_seed
@@ -93,12 +93,7 @@ def build_regressor(init: str) -> HeatmapRegressor:
     """The judge's regressor, fresh or from a judge file of the same architecture and crop size."""
     model = HeatmapRegressor(**arch())
     if init:
-        start, size = load_regressor(init)
-        if size != _judge_data().image_size or start.state_dict().keys() != model.state_dict().keys():
-            raise ObscuraError(
-                f"config key 'train.init': {init} is not a judge regressor ({JUDGE_FILE} of `judge-landmarks`)"
-            )
-        model.load_state_dict(start.state_dict())
+        init_from(model, init, _judge_data().image_size, "train.init")
     return model.train()
 
 

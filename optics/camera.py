@@ -45,8 +45,14 @@ class Camera(nn.Module):
             self._cache = (key, self.optic.psf())
         return self._cache[1]
 
-    def forward(self, scene_linear: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Blur the scene with the PSF (linear convolution), then digitise it on the sensor."""
+    def forward(
+        self, scene_linear: Tensor, generator: torch.Generator | None = None, with_psf: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Blur the scene with the PSF (linear convolution), then digitise it on the sensor.
+
+        With `with_psf` also the PSF itself: one forward, so a DistributedDataParallel wrapper sees
+        the optic's parameters used once, by a trainer that also inverts its own capture.
+        """
         check_images(scene_linear)
         if scene_linear.shape[1] != self.optic.channels:
             raise ObscuraError(
@@ -55,4 +61,5 @@ class Camera(nn.Module):
         if generator is None and self.noise_seed is not None and self.sensor.noise:
             generator = torch.Generator(device=scene_linear.device).manual_seed(self.noise_seed)
         psf = self.psf().to(device=scene_linear.device, dtype=scene_linear.dtype)
-        return self.sensor(convolve(scene_linear, psf), generator=generator)
+        capture = self.sensor(convolve(scene_linear, psf), generator=generator)
+        return (capture, psf) if with_psf else capture

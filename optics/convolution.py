@@ -35,3 +35,14 @@ def convolve(images: Tensor, psf: Tensor) -> Tensor:
     spectrum = torch.fft.rfft2(images, s=size) * torch.fft.rfft2(psf.to(images), s=size)
     full = torch.fft.irfft2(spectrum, s=size)
     return full[..., h // 2 : h // 2 + h_img, w // 2 : w // 2 + w_img]
+
+
+def correlate(images: Tensor, psf: Tensor) -> Tensor:
+    """The adjoint of `convolve` with the same PSF: <convolve(x, k), y> = <x, correlate(y, k)> for every x, y.
+
+    It is the convolution with the PSF turned by 180 degrees about its centre (h//2, w//2); an even
+    side puts that centre one sample off the turned array's, so a zero row/column in front restores it.
+    """
+    turned = psf.flip(-2, -1)
+    h, w = psf.shape[-2:]
+    return convolve(images, torch.nn.functional.pad(turned, (1 - w % 2, 0, 1 - h % 2, 0)))

@@ -41,6 +41,14 @@ def capture_srgb(imaging: LinearImaging, images: Tensor, generator: torch.Genera
     return linear_to_srgb(imaging(srgb_to_linear(images), generator=generator))
 
 
+def capture_srgb_with_psf(
+    camera: Camera | torch.nn.Module, images: Tensor, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """`capture_srgb` through a trainable camera (or its DDP wrapper), and the PSF that made the capture (one forward)."""
+    linear, psf = camera(srgb_to_linear(images), generator=generator, with_psf=True)
+    return linear_to_srgb(linear), psf
+
+
 def capture_uint8(imaging: LinearImaging, image: np.ndarray, generator: torch.Generator | None = None) -> np.ndarray:
     """sRGB uint8 H x W x 3 -> its sRGB uint8 capture of the same size, without gradient."""
     with torch.no_grad():

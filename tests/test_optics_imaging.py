@@ -8,7 +8,8 @@ import torch
 from scipy.signal import convolve2d
 
 from obscura.errors import ObscuraError
-from optics.convolution import convolve
+from optics.convolution import convolve, correlate
+from optics.deconvolution import tikhonov
 
 
 def test_matches_direct_convolution() -> None:
@@ -46,3 +47,31 @@ def test_bad_inputs() -> None:
         convolve(torch.zeros(3, 8, 8), torch.ones(3, 3, 3))
     with pytest.raises(ObscuraError, match="psf has shape"):
         convolve(torch.zeros(1, 3, 8, 8), torch.ones(1, 3, 3))
+
+
+@pytest.mark.parametrize("size", [(8, 8), (9, 9), (8, 11)])
+def test_correlate_is_the_adjoint_of_convolve(size: tuple[int, int]) -> None:
+    g = torch.Generator().manual_seed(sum(size))
+    psf = torch.rand(3, *size, generator=g, dtype=torch.float64)
+    x = torch.rand(2, 3, 20, 17, generator=g, dtype=torch.float64)
+    y = torch.rand(2, 3, 20, 17, generator=g, dtype=torch.float64)
+    assert torch.allclose((convolve(x, psf) * y).sum(), (x * correlate(y, psf)).sum(), rtol=1e-12)
+
+
+def test_least_squares_deconvolution_is_differentiable_in_the_psf() -> None:
+    """A trainer can ask how well its own capture is inverted: the solve's gradient matches finite differences."""
+    g = torch.Generator().manual_seed(0)
+    psf = torch.rand(3, 9, 9, generator=g, dtype=torch.float64) ** 4
+    psf = (psf / psf.sum(dim=(1, 2), keepdim=True)).requires_grad_(True)
+    scene = torch.rand(2, 3, 24, 24, generator=g, dtype=torch.float64)
+    capture = convolve(scene, psf.detach())
+
+    def error(k: torch.Tensor) -> torch.Tensor:
+        rebuilt = tikhonov(capture, lambda x: convolve(x, k), lambda v: correlate(v, k), 1e-3, 10)
+        return (rebuilt - scene).pow(2).mean()
+
+    error(psf).backward()
+    step = torch.randn(psf.shape, generator=g, dtype=torch.float64) * 1e-6
+    with torch.no_grad():
+        numeric = (error(psf + step) - error(psf - step)) / 2
+    assert torch.isclose((psf.grad * step).sum(), numeric, rtol=1e-4)

@@ -124,3 +124,16 @@ def load_regressor(path: str | Path) -> tuple[HeatmapRegressor, int]:
             f"regressor file {path}: weights do not match its architecture ({str(err).splitlines()[0]})"
         ) from None
     return model.eval(), int(state["image_size"])
+
+
+def init_from(model: HeatmapRegressor, path: str | Path, image_size: int, key: str) -> HeatmapRegressor:
+    """Start `model` from a saved regressor's weights; a file of another shape or crop size is refused, naming `key`."""
+    start, size = load_regressor(path)
+    theirs, ours = start.state_dict(), model.state_dict()
+    if size != image_size or theirs.keys() != ours.keys() or any(theirs[k].shape != ours[k].shape for k in ours):
+        raise ObscuraError(
+            f"config key {key!r}: {path} is a regressor of another architecture or crop size ({size} px); "
+            f"expected one of this architecture trained on {image_size} px crops"
+        )
+    model.load_state_dict(theirs)
+    return model

@@ -62,6 +62,9 @@ class RegressorConfig:
     heatmap_sigma_px: float = bounded(1.5, gt=0)  # in heatmap pixels
     boundary_sigma_px: float = bounded(1.0, gt=0)
     foreground_weight: float = bounded(10.0, ge=0)
+    # "": a fresh regressor; else a regressor file of this shape and crop size to start from (a judge_regressor.pt
+    # of `judge-landmarks` on clean moved faces: a regressor that already finds faces before it reads captures)
+    init: str = ""
 
 
 @dataclass
@@ -86,6 +89,24 @@ class AdversaryConfig:
 
 
 @dataclass
+class RebuildConfig:
+    """The reconstruction attacker inside the loop: least squares with the optic's own PSF, judged by the adversary.
+
+    A capture that fools a recogniser but is inverted by least squares is not private. With
+    `weight` > 0 each step rebuilds `images` captures of the batch (Tikhonov, the camera's exact
+    zero-padded and cropped convolution, `iterations` conjugate-gradient steps differentiated
+    through), the privacy term adds `weight` x the identity information of the rebuilt faces, and
+    the adversary learns on them too: the optic must make its capture hard to invert, not only
+    hard to read.
+    """
+
+    weight: float = bounded(0.0, ge=0)  # 0: off
+    lam: float = bounded(1e-3, gt=0)  # the smoothness weight (evaluation's choice on training faces: 1e-3)
+    iterations: int = bounded(20, ge=1)
+    images: int = bounded(4, ge=1)  # rebuilt per batch (at most the batch)
+
+
+@dataclass
 class TrainConfig(LoopConfig):
     """The min-max loop: the shared loop settings plus the players' learning rates and the privacy weight."""
 
@@ -105,6 +126,7 @@ class Stage1Config:
     camera: CameraConfig = field(default_factory=_default_camera)
     regressor: RegressorConfig = field(default_factory=RegressorConfig)
     adversary: AdversaryConfig = field(default_factory=AdversaryConfig)
+    rebuild: RebuildConfig = field(default_factory=RebuildConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -128,6 +150,8 @@ def validate(cfg: Stage1Config) -> None:
         raise ObscuraError(
             f"config key 'adversary.init' is {a.init!r}; expected '' or an attacker.pt / adversary.pt file"
         )
+    if r.init and not Path(r.init).is_file():
+        raise ObscuraError(f"config key 'regressor.init' is {r.init!r}; expected '' or a regressor file")
     try:
         HeatmapRegressor(r.base_channels, r.depth, r.stride, r.max_channels)
     except ValueError as err:

@@ -23,14 +23,22 @@ PANELS = (
     ("adversary_loss", "adversary ArcFace loss"),
     ("psf_r80_px", "PSF radius holding 80 % of the light [px]"),
     ("quality_l1", "L1(capture, clean) (sRGB)"),
+    # with the reconstruction attacker in the loop (rebuild.weight > 0)
+    ("rebuild_identity_information", "identity information of the rebuilds [nats]"),
+    ("rebuild_adversary_accuracy", "adversary top-1 on the rebuilds"),
+    ("rebuild_psnr_db", "least-squares rebuild PSNR [dB]"),
 )
 
 
 def loss_curves(path: Path, history: list[dict]) -> Path:
     """One panel per logged metric against the step count."""
-    fig, axes = plt.subplots(2, 4, figsize=(17, 7))
+    panels = [(key, title) for key, title in PANELS if history and key in history[0]]
+    rows = -(-len(panels) // 4)
+    fig, axes = plt.subplots(rows, 4, figsize=(17, 3.5 * rows), squeeze=False)
     steps = [h["step"] for h in history]
-    for ax, (key, title) in zip(axes.ravel(), PANELS):
+    for ax in axes.ravel()[len(panels) :]:
+        ax.axis("off")
+    for ax, (key, title) in zip(axes.ravel(), panels):
         ax.plot(steps, [h[key] for h in history], lw=1.2)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")

@@ -35,9 +35,9 @@ from anonymizer.nets.adversary import (
     identity_information,
     information_bound,
 )
-from anonymizer.nets.regressor import HeatmapRegressor, count_parameters, save_regressor
+from anonymizer.nets.regressor import HeatmapRegressor, count_parameters, init_from, save_regressor
 from anonymizer.stage1 import stage1_plots
-from anonymizer.stage1.stage1_config import Stage1Config, validate
+from anonymizer.stage1.stage1_config import RebuildConfig, Stage1Config, validate
 from anonymizer.stage1.stage1_data import FaceCrops, Stage1Data, prepare
 from anonymizer.training_runtime import (
     Runtime,
@@ -49,13 +49,16 @@ from anonymizer.training_runtime import (
     wrap,
 )
 from obscura import atomic, config
+from optics import deconvolution
 from optics.camera import Camera
+from optics.convolution import convolve, correlate
 from optics.optic import Optic
 from optics.optic_file import save_optic
 from optics.psf_metrics import encircled_energy_radius_px
 from optics.psf_plots import save_psf_figure
 from optics.sensor import Sensor
-from optics.srgb_capture import capture_srgb
+from optics.srgb import linear_to_srgb, srgb_to_linear
+from optics.srgb_capture import capture_srgb, capture_srgb_with_psf
 
 METRICS = (
     "heatmap_loss",
@@ -66,6 +69,7 @@ METRICS = (
     "nme",
     "quality_l1",
 )
+REBUILD_METRICS = ("rebuild_identity_information", "rebuild_adversary_accuracy", "rebuild_psnr_db")
 PSF_ENERGY = 0.8  # logged: radius of the PSF holding this share of the light (mean over R, G, B)
 
 
@@ -84,6 +88,8 @@ def build_models(cfg: Stage1Config, identities: list[str], device: torch.device)
     r, a = cfg.regressor, cfg.adversary
     camera = Camera(Optic(cfg.camera.optic), Sensor(cfg.camera.sensor), noise_seed=None)
     regressor = HeatmapRegressor(r.base_channels, r.depth, r.stride, r.max_channels)
+    if r.init:
+        init_from(regressor, r.init, cfg.data.image_size, "regressor.init")
     adversary = runs.build_adversary(a, len(identities))
     if a.init:
         runs.load_weights(adversary, Path(a.init), runs.read_recogniser(Path(a.init)), identities)
@@ -97,6 +103,19 @@ def build_optimizers(models: Models, cfg: Stage1Config) -> dict[str, torch.optim
         "regressor": torch.optim.Adam(models.regressor.parameters(), lr=cfg.train.lr_regressor),
         "adversary": torch.optim.Adam(models.adversary.parameters(), lr=cfg.adversary.lr),
     }
+
+
+def rebuild(capture: Tensor, psf: Tensor, cfg: RebuildConfig) -> Tensor:
+    """The attacker's least-squares rebuild of sRGB captures through `psf`, differentiable in both (sRGB out)."""
+    y = srgb_to_linear(capture)
+    scene = deconvolution.tikhonov(y, lambda x: convolve(x, psf), lambda v: correlate(v, psf), cfg.lam, cfg.iterations)
+    return linear_to_srgb(scene.clamp(0.0, 1.0))
+
+
+def psnr_db(a: Tensor, b: Tensor) -> float:
+    """Mean PSNR (dB) of two batches in [0, 1], image by image."""
+    mse = (a - b).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+    return float((-10 * torch.log10(mse)).mean())
 
 
 def train_step(
@@ -118,11 +137,12 @@ def train_step(
     # 1. optic + regressor against the frozen adversary (the optic itself frozen during warm-up)
     models.adversary.eval().requires_grad_(False)
     learn_optic = step >= t.warmup_steps
-    if learn_optic:
-        capture = capture_srgb(wrapped["camera"], images, noise)
-    else:
-        with torch.no_grad():  # the plain module: DDP only syncs the optic once it is trained
-            capture = capture_srgb(models.camera, images, noise)
+    inverting = cfg.rebuild.weight > 0
+    with torch.set_grad_enabled(learn_optic):  # the plain module while frozen: DDP only syncs a trained optic
+        if inverting:
+            capture, psf = capture_srgb_with_psf(wrapped["camera"] if learn_optic else models.camera, images, noise)
+        else:
+            capture = capture_srgb(wrapped["camera"] if learn_optic else models.camera, images, noise)
     pred = wrapped["regressor"](capture)
     heat = heatmaps.heatmap_loss(pred, targets, cfg.regressor.foreground_weight)
     logits, _ = models.adversary(capture)
@@ -130,6 +150,19 @@ def train_step(
     quality = (capture - images).abs().mean()
     lam = t.lambda_priv if learn_optic else 0.0
     loss = heat + lam * info + t.quality_weight * quality
+    extra: dict[str, float] = {}
+    if inverting:
+        k = min(cfg.rebuild.images, images.shape[0])
+        rebuilt = rebuild(capture[:k], psf, cfg.rebuild)
+        rebuilt_logits, _ = models.adversary(rebuilt)
+        rebuilt_info = identity_information(rebuilt_logits)
+        loss = loss + (cfg.rebuild.weight if learn_optic else 0.0) * rebuilt_info
+        with torch.no_grad():
+            extra = {
+                "rebuild_identity_information": rebuilt_info.item(),
+                "rebuild_adversary_accuracy": (rebuilt_logits.argmax(dim=1) == labels[:k]).float().mean().item(),
+                "rebuild_psnr_db": psnr_db(rebuilt, images[:k]),
+            }
     opts["optic"].zero_grad(set_to_none=True)
     opts["regressor"].zero_grad(set_to_none=True)
     loss.backward()
@@ -137,13 +170,17 @@ def train_step(
         opts["optic"].step()
     opts["regressor"].step()
 
-    # 2. the adversary re-learns identities from these captures (a share of clean faces anchors it)
+    # 2. the adversary re-learns identities from these captures (a share of clean faces anchors it), and from the
+    # attacker's rebuilds of them when the loop inverts its captures
     models.adversary.train().requires_grad_(True)
     n_clean = int(round(a.clean_fraction * images.shape[0]))
     seen = torch.cat([images[:n_clean], capture.detach()[n_clean:]])
+    seen_labels = labels
+    if inverting:
+        seen, seen_labels = torch.cat([seen, rebuilt.detach()]), torch.cat([labels, labels[:k]])
     for _ in range(a.steps_per_step):
-        plain, margin = wrapped["adversary"](seen, labels)
-        adv_loss, _ = arcface_loss(margin, plain, labels)
+        plain, margin = wrapped["adversary"](seen, seen_labels)
+        adv_loss, _ = arcface_loss(margin, plain, seen_labels)
         opts["adversary"].zero_grad(set_to_none=True)
         adv_loss.backward()
         opts["adversary"].step()
@@ -160,6 +197,7 @@ def train_step(
         "adversary_accuracy": accuracy.item(),
         "nme": heatmaps.nme(found, marks).mean().item(),
         "quality_l1": quality.item(),
+        **extra,
     }
 
 
@@ -207,7 +245,8 @@ def summarise(pending: list[dict], step: int, camera: Camera) -> dict[str, float
     """Mean of each metric over the steps since the last log line, the PSF's 80 % radius, and the step count."""
     with torch.no_grad():
         radius = float(np.mean(encircled_energy_radius_px(camera.psf().detach().cpu().double().numpy(), PSF_ENERGY)))
-    return {"step": step, **{k: float(np.mean([m[k] for m in pending])) for k in METRICS}, "psf_r80_px": radius}
+    keys = [k for k in (*METRICS, *REBUILD_METRICS) if k in pending[0]]
+    return {"step": step, **{k: float(np.mean([m[k] for m in pending])) for k in keys}, "psf_r80_px": radius}
 
 
 @torch.no_grad()

@@ -35,6 +35,7 @@ from evaluation.attacks.learned_inversion import LearnedInversion
 from evaluation.methods import ForwardModel, Method
 from obscura import atomic
 from obscura.errors import ObscuraError
+from optics import deconvolution
 from optics.image_io import from_uint8, to_uint8
 from optics.srgb import linear_to_srgb, srgb_to_linear
 
@@ -58,40 +59,15 @@ class Attacker(Protocol):
         """sRGB uint8 capture H x W x 3 -> the rebuilt sRGB uint8 scene of the same size."""
 
 
-def grad_norm_sq(x: Tensor) -> Tensor:
-    """||grad x||^2 per image: squared forward differences along both image axes, summed."""
-    return (x[..., 1:, :] - x[..., :-1, :]).pow(2).flatten(1).sum(1) + (x[..., :, 1:] - x[..., :, :-1]).pow(2).flatten(
-        1
-    ).sum(1)
-
-
 def tikhonov(y: Tensor, operator: Callable[[Tensor], Tensor], lam: float, iterations: int = CG_ITERATIONS) -> Tensor:
     """argmin_x ||A x - y||^2 + lam ||grad x||^2 for a linear A (N x C x H x W both sides), by conjugate gradients.
 
-    The normal equations (A^T A + lam D^T D) x = A^T y are solved matrix-free: A^T v and D^T D v are
-    vector-Jacobian products of the operator and of the smoothness penalty, so nothing is assumed
-    about A beyond linearity. CG stops early when the residual is 1e-6 of the right-hand side.
+    A^T comes from autograd (the vector-Jacobian product of the operator), so nothing is assumed
+    about A beyond linearity: every linear method (optic, blur, low resolution, mosaic) is inverted
+    with its own operator.
     """
-    zero = torch.zeros_like(y)
-    _, adjoint = torch.func.vjp(operator, zero)  # A linear: its vector-Jacobian product is A^T everywhere
-
-    def normal(v: Tensor) -> Tensor:
-        smooth = torch.func.grad(lambda u: 0.5 * grad_norm_sq(u).sum())(v)  # D^T D v
-        return adjoint(operator(v))[0] + lam * smooth
-
-    b = adjoint(y)[0]
-    x, r = zero.clone(), b.clone()
-    p, rs = r.clone(), (r * r).sum()
-    stop = 1e-12 * rs
-    for _ in range(iterations):
-        ap = normal(p)
-        alpha = rs / (p * ap).sum().clamp_min(1e-30)
-        x, r = x + alpha * p, r - alpha * ap
-        rs_new = (r * r).sum()
-        if rs_new <= stop:
-            break
-        p, rs = r + (rs_new / rs) * p, rs_new
-    return x
+    _, vjp = torch.func.vjp(operator, torch.zeros_like(y))  # A linear: its vector-Jacobian product is A^T everywhere
+    return deconvolution.tikhonov(y, operator, lambda v: vjp(v)[0], lam, iterations)
 
 
 def to_domain(images: Tensor, forward: ForwardModel) -> Tensor:
