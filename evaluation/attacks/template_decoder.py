@@ -1,0 +1,85 @@
+"""The template decoder of the WIFS 2023 inversion attack, scaled to CPU: a face template -> the 112 x 112 face it came from.
+
+The template (D values) is read as a D x 1 x 1 image and grown by six ConvTranspose stages
+(1 -> 3 -> 7 -> 14 -> 28 -> 56 -> 112 px), each followed by three conv3x3 + BatchNorm + ReLU,
+then a 1 x 1 convolution to RGB and a sigmoid. The paper's widths are larger; `widths` sets
+them. Its loss: MSE + 0.1 (1 - SSIM) + 0.005 identity loss (here 1 - the cosine between the
+inverted recogniser's template of the rebuilt face and the face's clean template).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pytorch_msssim import ssim
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from anonymizer import checkpoint
+from obscura.errors import ObscuraError
+
+FORMAT = "obscura-template-decoder"
+# (kernel, stride, padding) of the six ConvTranspose stages: 1 -> 3 -> 7 -> 14 -> 28 -> 56 -> 112
+STAGES = ((3, 1, 0), (3, 2, 0), (4, 2, 1), (4, 2, 1), (4, 2, 1), (4, 2, 1))
+DEFAULT_WIDTHS = (192, 192, 96, 48, 24, 16)
+
+
+class UpStage(nn.Module):
+    """ConvTranspose2d up-sampling, then three conv3x3 + BatchNorm + ReLU."""
+
+    def __init__(self, dim_in: int, dim_out: int, kernel: int, stride: int, padding: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.ConvTranspose2d(dim_in, dim_out, kernel, stride, padding)]
+        for _ in range(3):
+            layers += [nn.Conv2d(dim_out, dim_out, 3, padding=1, bias=False), nn.BatchNorm2d(dim_out), nn.ReLU(True)]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+
+class TemplateDecoder(nn.Module):
+    """N x D templates -> N x 3 x 112 x 112 faces in [0, 1]."""
+
+    def __init__(self, dim: int = 128, widths: tuple[int, ...] = DEFAULT_WIDTHS) -> None:
+        super().__init__()
+        if len(widths) != len(STAGES):
+            raise ObscuraError(f"config key 'widths' is {list(widths)}; expected {len(STAGES)} channel counts")
+        self.dim, self.widths = dim, tuple(widths)
+        dims = (dim, *widths)
+        self.stages = nn.Sequential(*(UpStage(dims[i], dims[i + 1], *STAGES[i]) for i in range(len(STAGES))))
+        self.to_rgb = nn.Conv2d(widths[-1], 3, 1)
+
+    def forward(self, template: Tensor) -> Tensor:
+        return self.to_rgb(self.stages(template.view(-1, self.dim, 1, 1))).sigmoid()
+
+
+def pixel_losses(rebuilt: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """MSE and 1 - SSIM (11 x 11 Gaussian window, data range 1) between rebuilt and true faces."""
+    return F.mse_loss(rebuilt, target), 1.0 - ssim(rebuilt, target, data_range=1.0, size_average=True)
+
+
+def save_decoder(path: Any, decoder: TemplateDecoder, info: dict[str, Any]) -> None:
+    """A decoder file (atomic, checksummed): its shape, weights and how it was made."""
+    checkpoint.save(
+        path,
+        {
+            "format": FORMAT,
+            "dim": decoder.dim,
+            "widths": list(decoder.widths),
+            "info": info,
+            "state_dict": decoder.state_dict(),
+        },
+    )
+
+
+def load_decoder(path: Any) -> tuple[TemplateDecoder, dict[str, Any]]:
+    """A decoder file's network (eval mode) and its info (recogniser, protection, training)."""
+    state = checkpoint.load(path)
+    if state.get("format") != FORMAT:
+        raise ObscuraError(
+            f"--decoder {path}: not a template decoder (format {state.get('format')!r}; expected {FORMAT!r})"
+        )
+    decoder = TemplateDecoder(int(state["dim"]), tuple(state["widths"]))
+    decoder.load_state_dict(state["state_dict"])
+    return decoder.eval(), dict(state["info"])
