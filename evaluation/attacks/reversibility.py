@@ -70,11 +70,18 @@ def usual_dlib_box(faces: np.ndarray) -> np.ndarray:
 
 
 def rsr(
-    rebuilt: np.ndarray, sources: np.ndarray, labels: np.ndarray, source_found: np.ndarray, rebuilt_rows: np.ndarray
+    rebuilt: np.ndarray,
+    sources: np.ndarray,
+    labels: np.ndarray,
+    source_found: np.ndarray,
+    rebuilt_rows: np.ndarray,
+    mean_face: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """RSR of rebuilt templates (judge's, one per rebuilt image) against the judge's clean templates of the test images.
 
     `sources` / `source_found` / `labels` cover every test image; `rebuilt_rows` says which test image each rebuild is of.
+    `mean_face`, the judge's template of the training faces' mean image, is the attacker who ignores the template:
+    its rate against the same sources is the floor an RSR must be read against.
     """
     keep = source_found[rebuilt_rows]
     rows, rebuilt = rebuilt_rows[keep], rebuilt[keep]
@@ -90,7 +97,15 @@ def rsr(
     other_scores = np.concatenate(other) if other else np.zeros(0)
     genuine = [sources[index[(labels[index] == labels[i]) & (index > i)]] @ sources[i] for i in index]
     genuine_scores = np.concatenate(genuine) if genuine else np.zeros(0)
+    floor = (
+        {}
+        if mean_face is None
+        else {
+            "mean_face_same_image": {k: metrics.acceptance(sources[rows] @ mean_face, t) for k, t in thresholds.items()}
+        }
+    )
     return {
+        **floor,
         "thresholds": thresholds,
         "impostor_pairs": int(impostors.size),
         "n_rebuilt": int(len(rows)),

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from anonymizer import checkpoint, runs
 from anonymizer.training_runtime import (
+    RESUMABLE_KEYS,
     LoopConfig,
     batches,
     process_runtime,
@@ -69,6 +70,8 @@ REPORT = "report.json"
 # identity cosines above this SFace score (FMR 0.1 % on celeba-crops test impostor pairs is about 0.33) mark an
 # extra-set identity as possibly one of the test people: it is dropped from training
 LOOKALIKE_FMR = 1e-3
+# settings that only change the judging, not what is learned: a resumed training may change them
+RESUMABLE = (*RESUMABLE_KEYS, "judges", "test_images", "examples", "cache_dir", "protect_seed")
 
 
 @dataclass
@@ -263,7 +266,7 @@ def train_decoder(
     found = checkpoint.latest(folder)
     if found is not None:
         path, state = found
-        refuse_changed_config(path, cfg, state["config"])
+        refuse_changed_config(path, cfg, state["config"], RESUMABLE)
         decoder.load_state_dict(state["decoder"])
         opt.load_state_dict(state["opt"])
         start, history = int(state["step"]), list(state["history"])
@@ -447,8 +450,9 @@ def judge_all(
         judge, clean = build_judge(name, cfg, cache, test, usual)
         start = time.process_time()
         rebuilt_templates, detected = judge.read(rebuilt)
+        mean_face = judge.read(usual.mean(axis=0).round().astype(np.uint8)[None])[0][0]
         found[name] = {
-            **reversibility.rsr(rebuilt_templates, clean.templates, test.labels, clean.found, rows),
+            **reversibility.rsr(rebuilt_templates, clean.templates, test.labels, clean.found, rows, mean_face),
             "detected_share": float(detected.mean()) if detected.size else float("nan"),
             "source_images_without_face": int((~clean.found).sum()),
             "cpu_seconds": round(time.process_time() - start, 1),
