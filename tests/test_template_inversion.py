@@ -158,6 +158,23 @@ def test_a_decoder_trains_and_resumes_exactly(tmp_path: Path, one_torch_thread: 
     assert not torch.equal(fresh.to_rgb.weight, straight.to_rgb.weight)
 
 
+def test_the_linear_path_starts_the_decoder_at_the_ridge_rebuild(one_torch_thread: None) -> None:
+    rng = np.random.default_rng(4)
+    templates = torch.from_numpy(unit(rng, 300).astype(np.float32))
+    # faces that depend on the template: a smooth pattern whose colour and shading follow three template values
+    ramp = torch.linspace(0, 1, 112)
+    base = 0.5 + 0.4 * torch.tanh(4 * templates[:, :3, None, None]) * ramp[None, None, :, None] * ramp[None, None, None, :]
+    faces = (base.clamp(0, 1) * 255).round().to(torch.uint8).movedim(1, -1)
+    decoder = TemplateDecoder(128, tuple(TINY_WIDTHS)).eval()
+    target = faces.movedim(-1, 1).float() / 255
+    with torch.no_grad():
+        assert torch.allclose(decoder(templates[:4]), torch.full((4, 3, 112, 112), 0.5))  # untrained: grey
+        decoder.fit_linear(templates, faces)
+        fitted = ((decoder(templates) - target) ** 2).mean()
+    mean_face = ((target.mean(0, keepdim=True) - target) ** 2).mean()
+    assert fitted < 0.2 * mean_face
+
+
 def test_a_changed_setting_is_refused_on_resumption(tmp_path: Path, one_torch_thread: None) -> None:
     tiny_training(tmp_path, 2, tmp_path / "run")
     cfg = ti.TemplateAttackConfig(out=str(tmp_path / "run"), protect="none", widths=TINY_WIDTHS)

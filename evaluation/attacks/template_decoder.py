@@ -3,7 +3,11 @@
 The template (D values) is read as a D x 1 x 1 image and grown by six ConvTranspose stages
 (1 -> 3 -> 7 -> 14 -> 28 -> 56 -> 112 px), each followed by three conv3x3 + BatchNorm + ReLU,
 then a 1 x 1 convolution to RGB and a sigmoid. The paper's widths are larger; `widths` sets
-them. Its loss: MSE + 0.1 (1 - SSIM) + 0.005 identity loss (here 1 - the cosine between the
+them. One addition for CPU budgets: a linear path from the template to a 56 x 56 image of
+logits (bilinearly enlarged), added before the sigmoid and started as the ridge regression of
+the training faces on their templates, with the convolutional path's last layer started at
+zero. The decoder then begins at the best linear rebuild (the mean face, pose, skin, lighting)
+instead of grey, which a 1 x 1 input through six stages takes thousands of steps to reach. Its loss: MSE + 0.1 (1 - SSIM) + 0.005 identity loss (here 1 - the cosine between the
 inverted recogniser's template of the rebuilt face and the face's clean template).
 """
 
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from pytorch_msssim import ssim
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -21,7 +26,9 @@ from obscura.errors import ObscuraError
 FORMAT = "obscura-template-decoder"
 # (kernel, stride, padding) of the six ConvTranspose stages: 1 -> 3 -> 7 -> 14 -> 28 -> 56 -> 112
 STAGES = ((3, 1, 0), (3, 2, 0), (4, 2, 1), (4, 2, 1), (4, 2, 1), (4, 2, 1))
-DEFAULT_WIDTHS = (192, 192, 96, 48, 24, 16)
+DEFAULT_WIDTHS = (128, 128, 64, 32, 16, 8)
+PRIOR_PX = 56  # the linear path's image side (enlarged to 112)
+RIDGE = 1e-2  # the linear path's ridge weight, relative to the mean diagonal of the templates' Gram matrix
 
 
 class UpStage(nn.Module):
@@ -49,9 +56,34 @@ class TemplateDecoder(nn.Module):
         dims = (dim, *widths)
         self.stages = nn.Sequential(*(UpStage(dims[i], dims[i + 1], *STAGES[i]) for i in range(len(STAGES))))
         self.to_rgb = nn.Conv2d(widths[-1], 3, 1)
+        nn.init.zeros_(self.to_rgb.weight)
+        nn.init.zeros_(self.to_rgb.bias)
+        self.linear = nn.Linear(dim, 3 * PRIOR_PX * PRIOR_PX)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
 
     def forward(self, template: Tensor) -> Tensor:
-        return self.to_rgb(self.stages(template.view(-1, self.dim, 1, 1))).sigmoid()
+        prior = self.linear(template).view(-1, 3, PRIOR_PX, PRIOR_PX)
+        prior = F.interpolate(prior, scale_factor=2, mode="bilinear", align_corners=False)
+        return (prior + self.to_rgb(self.stages(template.view(-1, self.dim, 1, 1)))).sigmoid()
+
+    @torch.no_grad()
+    def fit_linear(self, templates: Tensor, faces: Tensor) -> None:
+        """Start the linear path as the ridge regression of the faces' logits (uint8 N x 112 x 112 x 3) on their templates."""
+        chunks = [
+            F.interpolate(faces[i : i + 512].movedim(-1, 1).float() / 255.0, size=(PRIOR_PX, PRIOR_PX), mode="area")
+            for i in range(0, len(faces), 512)
+        ]
+        y = torch.logit(torch.cat(chunks).clamp(0.02, 0.98)).flatten(1).double()
+        x = templates.double()
+        x_mean, y_mean = x.mean(0), y.mean(0)
+        xc = x - x_mean
+        gram = xc.T @ xc
+        w = torch.linalg.solve(
+            gram + RIDGE * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype), xc.T @ (y - y_mean)
+        )
+        self.linear.weight.copy_(w.T.float())
+        self.linear.bias.copy_((y_mean - x_mean @ w).float())
 
 
 def pixel_losses(rebuilt: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
