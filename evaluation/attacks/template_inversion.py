@@ -487,9 +487,7 @@ def run(cfg: TemplateAttackConfig) -> dict[str, Any]:
             pairs, _, train_summary = training_pairs(cfg, root, cache, recogniser, test_t, test.labels)
             decoder = new_decoder(cfg)
             if not cfg.train.init:
-                decoder.fit_linear(
-                    protect_batch(pairs.templates, setting, cfg.train.seed), pairs.faces.movedim(-1, 1).float() / 255.0
-                )
+                decoder.fit_linear(protect_batch(pairs.templates, setting, cfg.train.seed), pairs.faces)
             history, started = train_decoder(decoder, pairs, recogniser, setting, cfg, out, rt)
             info = {
                 "recogniser": recogniser.name,
