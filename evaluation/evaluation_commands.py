@@ -122,6 +122,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("folders", nargs="+", help="attack-templates output folders, or folders of them")
     g.add_argument("--out", required=True, help="folder for grid.md, grid.json and grid.png")
     g.set_defaults(func=_attack_templates_grid)
+    u = subparsers.add_parser(
+        "attack-templates-publish",
+        help="commit a finished attack-templates decoder to weights/ with its manifest entry",
+    )
+    u.add_argument("--run", required=True, help="the attack-templates output folder")
+    u.add_argument("--name", required=True, help="the file name under weights/ (e.g. template_decoder_sface.pt)")
+    u.add_argument("--command", required=True, help="the exact command that trained it (recorded in the manifest)")
+    u.set_defaults(func=_attack_templates_publish)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -266,4 +274,10 @@ def _attack_templates_grid(args: argparse.Namespace) -> int:
     """Gather attack-templates reports into the block size x permuted blocks grid."""
     text = template_grid.write(args.folders, args.out)
     print(text, end="")
+    return 0
+
+
+def _attack_templates_publish(args: argparse.Namespace) -> int:
+    """Copy a decoder into weights/ and record it in the manifest."""
+    print(f"published {template_inversion.publish(args.run, args.name, args.command)} (weights/manifest.json updated)")
     return 0

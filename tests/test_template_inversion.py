@@ -142,7 +142,9 @@ def tiny_training(tmp_path: Path, steps: int, out: Path) -> TemplateDecoder:
     cfg.train.identity_weight, cfg.train.identity_images, cfg.train.progress = 0.5, 2, False
     cfg.train.halve_every_epochs = 0.5  # the lr halves inside the run, so resumption must restore it
     decoder = ti.new_decoder(cfg)
-    history, _ = ti.train_decoder(decoder, pairs, recogniser, pemiu.parse(cfg.protect, 128), cfg, out, Runtime(torch.device("cpu")))
+    history, _ = ti.train_decoder(
+        decoder, pairs, recogniser, pemiu.parse(cfg.protect, 128), cfg, out, Runtime(torch.device("cpu"))
+    )
     assert len(history) == steps
     return decoder
 
@@ -163,7 +165,9 @@ def test_the_linear_path_starts_the_decoder_at_the_ridge_rebuild(one_torch_threa
     templates = torch.from_numpy(unit(rng, 300).astype(np.float32))
     # faces that depend on the template: a smooth pattern whose colour and shading follow three template values
     ramp = torch.linspace(0, 1, 112)
-    base = 0.5 + 0.4 * torch.tanh(4 * templates[:, :3, None, None]) * ramp[None, None, :, None] * ramp[None, None, None, :]
+    base = (
+        0.5 + 0.4 * torch.tanh(4 * templates[:, :3, None, None]) * ramp[None, None, :, None] * ramp[None, None, None, :]
+    )
     faces = (base.clamp(0, 1) * 255).round().to(torch.uint8).movedim(1, -1)
     decoder = TemplateDecoder(128, tuple(TINY_WIDTHS)).eval()
     target = faces.movedim(-1, 1).float() / 255
@@ -183,7 +187,13 @@ def test_a_changed_setting_is_refused_on_resumption(tmp_path: Path, one_torch_th
     pairs = ti.DecoderPairs(templates, np.zeros((4, 112, 112, 3), np.uint8), np.zeros((4, 112, 112, 3), np.uint8))
     with pytest.raises(ObscuraError, match="protect = 'pemiu:16:8', this config has 'none'"):
         ti.train_decoder(
-            ti.new_decoder(cfg), pairs, ti.Recogniser("sface", None, None, ""), None, cfg, tmp_path / "run", Runtime(torch.device("cpu"))
+            ti.new_decoder(cfg),
+            pairs,
+            ti.Recogniser("sface", None, None, ""),
+            None,
+            cfg,
+            tmp_path / "run",
+            Runtime(torch.device("cpu")),
         )
 
 
@@ -193,7 +203,10 @@ def test_the_differentiable_sface_matches_opencv_on_real_faces(shared_data: Path
     from faces.face_models import SFace, YuNet
     from faces.face_sets import read_rgb
 
-    paths = sorted((shared_data / "celeba-crops").glob("*/*.jpg"))[::700] + sorted((shared_data / "lfw-a").glob("*/*.jpg"))[::3000]
+    paths = (
+        sorted((shared_data / "celeba-crops").glob("*/*.jpg"))[::700]
+        + sorted((shared_data / "lfw-a").glob("*/*.jpg"))[::3000]
+    )
     yunet, sface, net = YuNet(), SFace(), sface_net()
     crops, reference = [], []
     for path in paths:
@@ -212,7 +225,9 @@ def test_the_differentiable_sface_matches_opencv_on_real_faces(shared_data: Path
 
 
 @pytest.mark.slow
-def test_attack_templates_trains_judges_and_reuses_its_decoder(shared_data: Path, tmp_path: Path, one_torch_thread: None) -> None:
+def test_attack_templates_trains_judges_and_reuses_its_decoder(
+    shared_data: Path, tmp_path: Path, one_torch_thread: None
+) -> None:
     splits = Path(__file__).resolve().parents[1] / "weights" / "splits"
     (tmp_path / "train.txt").write_text("".join(splits.joinpath("train.txt").read_text().splitlines(True)[:2]))
     (tmp_path / "test.txt").write_text("".join(splits.joinpath("test.txt").read_text().splitlines(True)[:2]))
@@ -224,7 +239,15 @@ def test_attack_templates_trains_judges_and_reuses_its_decoder(shared_data: Path
     ]  # fmt: skip
     assert main(["attack-templates", *common, "--set", "train.steps=2", "--out", str(tmp_path / "a")]) == 0
     out = tmp_path / "a"
-    for name in ("report.json", "report.md", "examples.png", "config.yaml", "decoder.pt", "splits/train.txt", "splits/test.txt"):
+    for name in (
+        "report.json",
+        "report.md",
+        "examples.png",
+        "config.yaml",
+        "decoder.pt",
+        "splits/train.txt",
+        "splits/test.txt",
+    ):
         assert (out / name).is_file(), name
     r = json.loads((out / "report.json").read_text())
     assert r["test"]["rebuilt"] == 6 and r["decoder_trained_on"] == "pemiu:32:4"
@@ -234,3 +257,63 @@ def test_attack_templates_trains_judges_and_reuses_its_decoder(shared_data: Path
     again = json.loads((tmp_path / "b" / "report.json").read_text())
     assert again["rsr"]["dlib"]["per_image_same"] == r["rsr"]["dlib"]["per_image_same"]
     assert not (tmp_path / "b" / "decoder.pt").exists() and again["history"] == []
+
+
+def fake_report(protection: str, trained_on: str, rsr: float, eer: float) -> dict:
+    judge = {
+        "same_image": {"0.001": rsr / 2, "0.01": rsr},
+        "other_images": {"0.001": 0.0, "0.01": rsr / 3},
+        "thresholds": {"0.001": 0.5, "0.01": 0.4},
+    }
+    verification = {"unprotected": {"eer": 0.02}, "n_gallery": 75, "n_probes": 1400}
+    if protection != "none":
+        verification.update(protected={"eer": eer}, eer_cost_points=100 * (eer - 0.02))
+    return {
+        "recogniser": "sface", "protection": protection, "decoder_trained_on": trained_on, "rsr": {"dlib": judge},
+        "verification": verification, "test": {"rebuilt": 300, "set": "celeba-crops"}, "train": {"images": 10}, "decoder_info": {},
+    }  # fmt: skip
+
+
+def test_the_grid_gathers_reports_by_block_size_and_permuted_blocks(tmp_path: Path) -> None:
+    from evaluation.attacks import template_grid
+
+    for name, report in {
+        "none": fake_report("none", "none", 0.4, 0.02),
+        "a": fake_report("pemiu:16:4", "pemiu:16:4", 0.2, 0.025),
+        "b": fake_report("pemiu:16:8", "pemiu:16:8", 0.01, 0.03),
+        "c": fake_report("pemiu:16:8", "none", 0.0, 0.03),
+    }.items():
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "report.json").write_text(json.dumps(report))
+    text = template_grid.write([str(tmp_path / "runs")], str(tmp_path / "grid"))
+    assert (tmp_path / "grid" / "grid.png").is_file() and (tmp_path / "grid" / "grid.md").read_text() == text
+    rows = json.loads((tmp_path / "grid" / "grid.json").read_text())
+    trained = [r for r in rows if r["attacker"] == "trained on this protection"]
+    assert [(r["block"], r["permuted"], r["rsr_same_image"]["dlib"]) for r in trained] == [
+        (0, 0, 0.4),
+        (16, 4, 0.2),
+        (16, 8, 0.01),
+    ]
+    assert "| sface | trained on unprotected templates | `pemiu:16:8` | 0.0 % / 0.0 % | 3.00 % | +1.00 | 300 |" in text
+    with pytest.raises(ObscuraError, match="no attack-templates report.json"):
+        template_grid.write([str(tmp_path / "grid")], str(tmp_path / "g2"))
+
+
+def test_publish_records_the_decoder_in_the_manifest(tmp_path: Path) -> None:
+    from obscura import manifest
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "report.json").write_text(json.dumps(fake_report("none", "none", 0.4, 0.02)))
+    ti.save_decoder(run / "decoder.pt", TemplateDecoder(128, tuple(TINY_WIDTHS)), {"recogniser": "sface"})
+    dest = tmp_path / "weights"
+    dest.mkdir()
+    target = ti.publish(run, "template_decoder_sface.pt", "python simulate.py attack-templates ...", dest)
+    entry = manifest.verify(dest / "manifest.json")["files"]["template_decoder_sface.pt"]
+    assert (
+        entry["command"].startswith("python simulate.py attack-templates") and entry["bytes"] == target.stat().st_size
+    )
+    assert entry["metrics"]["rsr_same_image"]["dlib"]["0.01"] == 0.4 and entry["data"]["trained_protection"] == "none"
+    assert ti.load_decoder(target)[1]["recogniser"] == "sface"
+    with pytest.raises(ObscuraError, match="report.json not found"):
+        ti.publish(tmp_path, "x.pt", "c", dest)

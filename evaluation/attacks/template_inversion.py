@@ -16,6 +16,7 @@ and the inverted recogniser's own verification is measured with and without the 
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ from evaluation.attacks.template_report import examples_png, markdown
 from faces.differentiable_sface import sface_net
 from faces.face_sets import list_images, read_split, resolve_root, round_robin, write_splits
 from faces.result_cache import default_dir
-from obscura import atomic, config, paths
+from obscura import atomic, config, manifest, paths
 from obscura.config import bounded
 from obscura.digest import file_sha256
 from obscura.errors import ObscuraError
@@ -543,3 +544,31 @@ def run(cfg: TemplateAttackConfig) -> dict[str, Any]:
         atomic.write_text(out / "report.md", markdown(result))
         examples_png(out / "examples.png", truth, rebuilt, result, cfg.examples)
     return result
+
+
+def publish(run_dir: str | Path, name: str, command: str, dest: Path = paths.WEIGHTS_DIR) -> Path:
+    """Copy a finished run's decoder.pt to weights/NAME with its manifest entry (SHA-256, command, split, metrics)."""
+    folder = Path(run_dir)
+    report_path, decoder_path = folder / REPORT, folder / DECODER_FILE
+    for path in (report_path, decoder_path):
+        if not path.is_file():
+            raise ObscuraError(f"--run {folder}: {path.name} not found (expected a finished attack-templates run)")
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    target = atomic.write_bytes(dest / name, decoder_path.read_bytes())
+    data = {
+        "set": report["test"]["set"],
+        "recogniser": report["recogniser"],
+        "trained_protection": report["decoder_trained_on"],
+        "train": {k: v for k, v in report["train"].items() if k != "extra_identity_names"},
+        "trained_on_split": "splits/train.txt",
+        "judged_on_split": "splits/test.txt",
+    }
+    metrics_ = {
+        "rsr_same_image": {j: r["same_image"] for j, r in report["rsr"].items()},
+        "rsr_other_images": {j: r["other_images"] for j, r in report["rsr"].items()},
+        "thresholds": {j: r["thresholds"] for j, r in report["rsr"].items()},
+        "verification": report["verification"],
+        "training": report["decoder_info"],
+    }
+    manifest.write(dest, {name: manifest.entry(target, command, data, metrics_)})
+    return target
