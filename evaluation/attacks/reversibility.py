@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from tqdm import tqdm
 
 from evaluation import metrics
 from faces.face_models import DlibHog, DlibResNet
@@ -47,13 +48,13 @@ def network_judge(name: str, net: nn.Module) -> Judge:
     return Judge(name, read)
 
 
-def dlib_judge(usual_box: np.ndarray) -> Judge:
+def dlib_judge(usual_box: np.ndarray, progress: bool = False) -> Judge:
     """dlib as on any photo (HOG face, 68 points, ResNet); where HOG finds none, the 68 points inside the frame's usual face box."""
     hog, resnet = DlibHog(), DlibResNet()
 
     def read(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         embs, found = [], []
-        for img in faces:
+        for img in tqdm(faces, desc="dlib on rebuilt faces", unit="img", disable=not progress):
             face = hog.detect(img).central(img.shape)
             found.append(face is not None)
             embs.append(resnet.embed(img, face if face is not None else hog.face_in_box(img, usual_box)))

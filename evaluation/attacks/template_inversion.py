@@ -430,7 +430,9 @@ def build_judge(
     if name == "sface":
         return reversibility.network_judge("sface", sface_net()), ft.sface_templates(images, cache, progress)
     if name == "dlib":
-        return reversibility.dlib_judge(reversibility.usual_dlib_box(usual)), ft.dlib_templates(images, cache, progress)
+        return reversibility.dlib_judge(reversibility.usual_dlib_box(usual), progress), ft.dlib_templates(
+            images, cache, progress
+        )
     path = recogniser_file(cfg, "inhouse")
     net = load_torch_recogniser(path)
     kind = f"templates-inhouse-{file_sha256(path)[:16]}"
