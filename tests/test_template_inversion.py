@@ -111,6 +111,7 @@ def test_thresholds_come_from_impostor_pairs_and_rsr_counts_what_passes() -> Non
     found[0] = False
     r = reversibility.rsr(rebuilt, sources, labels, found, np.arange(200))
     assert r["n_rebuilt"] == 199 and r["clean_genuine_pairs"] == 99
+    assert len(r["per_image_same"]) == 200 and r["per_image_same"][0] is None and r["per_image_same"][1] == -1.0
 
 
 class TinyEmbedder(nn.Module):

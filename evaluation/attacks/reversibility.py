@@ -85,6 +85,7 @@ def rsr(
     its rate against the same sources is the floor an RSR must be read against.
     """
     keep = source_found[rebuilt_rows]
+    all_rebuilt = rebuilt
     rows, rebuilt = rebuilt_rows[keep], rebuilt[keep]
     clean, clean_labels = sources[source_found], labels[source_found]
     impostors = metrics.impostor_scores(clean, clean_labels)
@@ -116,7 +117,11 @@ def rsr(
         "clean_genuine": {k: metrics.acceptance(genuine_scores, t) for k, t in thresholds.items()},
         "clean_genuine_pairs": int(genuine_scores.size),
         "mean_same_image_cosine": float(same.mean()) if same.size else float("nan"),
-        "per_image_same": same.round(5).tolist(),
+        # one entry per rebuilt face, in the order given (None where the judge found no face in the source)
+        "per_image_same": [
+            round(float(v), 5) if k else None
+            for v, k in zip(np.einsum("ij,ij->i", all_rebuilt, sources[rebuilt_rows]), keep)
+        ],
     }
 
 

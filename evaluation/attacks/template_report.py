@@ -91,7 +91,7 @@ def examples_png(path: Path, truth: np.ndarray, rebuilt: np.ndarray, r: dict[str
         axes[0, col].imshow(truth[k])
         axes[1, col].imshow(rebuilt[k])
         scores = " ".join(
-            f"{n[:5]} {j['per_image_same'][k]:.2f}" for n, j in r["rsr"].items() if k < len(j["per_image_same"])
+            f"{n[:5]} {j['per_image_same'][k]:.2f}" for n, j in r["rsr"].items() if j["per_image_same"][k] is not None
         )
         axes[1, col].set_title(scores, fontsize=6)
         for row in range(2):
