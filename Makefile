@@ -10,8 +10,12 @@ SYSTEM_PACKAGES := openssh-server chromium
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# LenslessPiCam's package (the outside ADMM reconstruction attacker) goes in without its own requirements, which
+# pin numpy 1.26 and pull hydra, paramiko and rawpy; its ADMM needs only numpy, scipy, torch and matplotlib. It
+# declares Python < 3.12: elsewhere that attacker and its test skip and say why.
 install: $(BIN)/python
 	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
+	$(BIN)/pip install -q --no-deps "lensless==1.0.8" || echo "note: lensless not installed; the admm attacker is unavailable"
 
 # Installs the Debian packages where they are missing and apt-get can run as root; elsewhere the
 # tests that need them skip and say why.

@@ -41,10 +41,14 @@ class Anonymizer:
     info: dict
 
     @classmethod
-    def load(cls, generator_file: str | Path, stage1: str | None = None) -> "Anonymizer":
-        """Load a stage-II file and the stage-I result it names (or `stage1`), refusing a stage I it was not trained on."""
+    def load(
+        cls, generator_file: str | Path, stage1: str | None = None, pupil_samples: int | None = None
+    ) -> "Anonymizer":
+        """Load a stage-II file and the stage-I result it names (or `stage1`), refusing a stage I it was not trained on.
+
+        `pupil_samples` resamples the optic's pupil (None: as it was trained)."""
         nets, info = load_anonymizer(generator_file)
-        parts = load_stage1(stage1 or info["stage1"], torch.device("cpu"))
+        parts = load_stage1(stage1 or info["stage1"], torch.device("cpu"), pupil_samples=pupil_samples)
         changed = [name for name, digest in info.get("stage1_digest", {}).items() if parts.digest.get(name) != digest]
         if changed:
             raise ObscuraError(

@@ -184,14 +184,18 @@ class Stage1Parts:
         return capture_srgb(psf_imaging(self.psf, self.camera.sensor), clean, generator)
 
 
-def load_stage1(spec: str, device: torch.device, embedder_file: str = "") -> Stage1Parts:
+def load_stage1(
+    spec: str, device: torch.device, embedder_file: str = "", pupil_samples: int | None = None
+) -> Stage1Parts:
     """Load the stage-I files that `spec` names, frozen (eval mode, no gradient to their weights).
 
-    The identity embedder is the stage-I adversary's, or the recogniser in `embedder_file`.
+    The identity embedder is the stage-I adversary's, or the recogniser in `embedder_file`;
+    `pupil_samples` resamples the optic's pupil (None: as it was trained).
     """
     folder = require_stage1(spec, (*STAGE2_NEEDS, CONFIG), f"stage-I result {spec!r}")
     stage = load_stage1_config(folder)
-    camera = camera_from_spec(str(folder / OPTIC), noise_seed=None).to(device).eval().requires_grad_(False)
+    resampled = {} if pupil_samples is None else {"pupil_samples": pupil_samples}
+    camera = camera_from_spec(str(folder / OPTIC), noise_seed=None, **resampled).to(device).eval().requires_grad_(False)
     with torch.no_grad():
         psf = camera.psf().detach()
     regressor, crop_size = load_regressor(folder / REGRESSOR)

@@ -44,6 +44,7 @@ class EvaluateConfig:
     method: str = "clean"
     out: str = ""
     min_images: int = bounded(DEFAULT_MIN_IMAGES, ge=2)  # one gallery image plus probes
+    max_images: int | None = bounded(None, ge=2)  # None: all; else each identity's first K images by name
     split: str | None = None
     cache_dir: str | None = None  # None: $OBSCURA_CACHE/evaluation or ~/.cache/obscura/evaluation
     workers: int = bounded(2, ge=1)
@@ -53,10 +54,11 @@ class EvaluateConfig:
     examples: int = bounded(6, ge=0)
     progress: bool = True
     # reconstruction attackers who rebuild each probe before the recognisers judge it (evaluation.attacks.
-    # reconstruction): "tikhonov" (LAMBDA chosen on `lambda_split`'s identities), "tikhonov:LAMBDA", "learned:FILE"
+    # reconstruction): "tikhonov" / "admm" (LAMBDA / TAU chosen on `lambda_split`'s identities), "tikhonov:LAMBDA",
+    # "admm:TAU", "learned:FILE"
     reconstruction: list[str] = field(default_factory=list)
     lambda_split: str | None = None  # file of training identity names (e.g. a stage-I run's splits/train.txt)
-    lambda_faces: int = bounded(24, ge=1)  # their images the attacker rebuilds to choose LAMBDA
+    lambda_faces: int = bounded(24, ge=1)  # their images the attacker rebuilds to choose LAMBDA or TAU
     motion_seed: int = 0  # the fixed motions of the moved test faces (faces.moved_faces; as stage I's data.motion_seed)
 
 
@@ -78,30 +80,33 @@ def check(cfg: EvaluateConfig) -> Method:
         raise ObscuraError("--data is required (a folder of <identity>/<image> files)")
     if not cfg.out:
         raise ObscuraError("--out is required (the folder for report.json, report.md and PNGs)")
+    if cfg.max_images is not None and cfg.max_images < cfg.min_images:
+        raise ObscuraError(f"config key 'max_images' is {cfg.max_images}; expected >= min_images ({cfg.min_images})")
     return get(cfg.method)
 
 
 def resolve_attackers(cfg: EvaluateConfig, method: Method) -> tuple[tuple[str, ...], dict[str, dict]]:
-    """Each reconstruction spec made exact (`tikhonov` gets the LAMBDA its training faces chose), and how it was chosen."""
+    """Each reconstruction spec made exact (`tikhonov`, `admm` get the weight their training faces chose), and how it was chosen."""
     specs, chosen = [], {}
     for spec in cfg.reconstruction:
-        if spec != "tikhonov":
+        if spec not in reconstruction.GRIDS:
             reconstruction.build(spec, method)  # refuses a bad spec before any image is judged
             specs.append(spec)
             continue
         if not cfg.lambda_split:
             raise ObscuraError(
-                "config key 'reconstruction' has 'tikhonov' without LAMBDA: set 'lambda_split' (a file of training "
-                "identities to choose it on) or give tikhonov:LAMBDA"
+                f"config key 'reconstruction' has {spec!r} without its weight: set 'lambda_split' (a file of training "
+                f"identities to choose it on) or give {spec}:WEIGHT"
             )
+        reconstruction.build(f"{spec}:0", method)  # the attacker fits the method (and its package is here)
         train = load_face_set(cfg.data, 2, read_split(cfg.lambda_split), progress=False)
         faces = [img.path for name in train.identities for img in train.images[name]]
         picked = [read_rgb(faces[i])[0] for i in np.linspace(0, len(faces) - 1, cfg.lambda_faces).round().astype(int)]
-        lam, scores = reconstruction.choose_lambda(method, picked)
-        specs.append(f"tikhonov:{lam:g}")
-        chosen["tikhonov"] = {
-            "lambda": lam,
-            "psnr_db_by_lambda": scores,
+        weight, scores = reconstruction.choose(spec, method, picked)
+        specs.append(f"{spec}:{weight:g}")
+        chosen[spec] = {
+            "weight": weight,
+            "psnr_db_by_weight": scores,
             "faces": len(picked),
             "split": cfg.lambda_split,
         }
@@ -152,17 +157,14 @@ def similarity(probes: np.ndarray, gallery: np.ndarray) -> np.ndarray:
 def judged(auto: np.ndarray, oracle: np.ndarray, gallery: np.ndarray, labels: np.ndarray, cfg: EvaluateConfig) -> dict:
     """The protocol's figures for probe embeddings against the clean gallery: aligned on themselves and by the oracle."""
     main = metrics.privacy_metrics(similarity(auto, gallery), labels, cfg.far, cfg.bootstrap, cfg.seed)
-    oracle_scores = similarity(oracle, gallery)
-    r1_oracle, r1_oracle_ci = metrics.rank1_with_ci(
-        metrics.rank1_correct(oracle_scores, labels), cfg.bootstrap, cfg.seed
-    )
-    ver_oracle = metrics.verification(metrics.pair_scores(oracle_scores, labels), cfg.far)
+    oracle = metrics.privacy_metrics(similarity(oracle, gallery), labels, cfg.far, cfg.bootstrap, cfg.seed)
     return {
         **main,
-        "rank1_oracle": r1_oracle,
-        "rank1_oracle_ci95": r1_oracle_ci,
-        "auc_oracle": ver_oracle["auc"],
-        "tar_at_far_1e-3_oracle": ver_oracle["tar_at_far"],
+        "rank1_oracle": oracle["rank1"],
+        "rank1_oracle_ci95": oracle["rank1_ci95"],
+        "auc_oracle": oracle["auc"],
+        "auc_oracle_ci95": oracle["auc_ci95"],
+        "tar_at_far_1e-3_oracle": oracle["tar_at_far_1e-3"],
         "chance": 1.0 / len(gallery),
     }
 
@@ -271,7 +273,7 @@ def run(cfg: EvaluateConfig) -> dict:
     start = time.time()
     out = Path(cfg.out)
     identities = read_split(cfg.split) if cfg.split else None
-    face_set = load_face_set(cfg.data, cfg.min_images, identities, progress=cfg.progress)
+    face_set = load_face_set(cfg.data, cfg.min_images, identities, cfg.progress, cfg.max_images)
     cache_root = Path(cfg.cache_dir) if cfg.cache_dir else result_cache.default_dir()
     attackers, chosen = resolve_attackers(cfg, method)
     config.write_resolved(cfg, out)
@@ -282,6 +284,7 @@ def run(cfg: EvaluateConfig) -> dict:
         "method_description": method.description,
         "data": str(Path(cfg.data).resolve()),
         "min_images": cfg.min_images,
+        "max_images": cfg.max_images,
         "split": cfg.split,
         "n_identities": len(face_set.identities),
         "n_gallery": len(rec.gallery),
@@ -301,7 +304,7 @@ def run(cfg: EvaluateConfig) -> dict:
     }
     if attackers:
         result["privacy"]["reconstruction"] = privacy_after_reconstruction(rec, cfg, attackers)
-        result["reconstruction_lambda"] = chosen
+        result["reconstruction_weights"] = chosen
         examples = [read_rgb(p)[0] for p in rec.probe_paths[: cfg.examples]]
         built = [reconstruction.build(spec, method) for spec in attackers]
         reconstruction.examples_png(out / "reconstruction.png", method, built, examples)

@@ -1,18 +1,23 @@
-"""`evaluate` (privacy and utility of a method), `evaluate-anonymizer`, `evaluate-summary` and `attack-optic` (the adaptive attacker)."""
+"""`evaluate` (privacy and utility of a method), `evaluate-anonymizer`, `evaluate-summary`, `attack-optic` (the adaptive
+attacker), `judge-landmarks`, `attack-reconstruct` and `tolerance` (a fabricated optic, judged by the recognisers)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
-from evaluation import anonymization, evaluate, landmark_judge, summary
+from evaluation import anonymization, evaluate, fabrication_judge, landmark_judge, methods, summary
 from evaluation.analysis import RECOGNISERS
 from evaluation.attacks import adaptive_recogniser, learned_inversion, template_grid, template_inversion
 from obscura import atomic
 from obscura.command_line import add_config_options, load_config
 
+PRIVACY_LOST_EXIT = 1  # tolerance: the report is written; the fabricated optic failed the privacy check
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `evaluate`, `evaluate-anonymizer`, `evaluate-summary` and `attack-optic` sub-commands."""
+    """Add the evaluation floor's sub-commands (the module docstring lists them)."""
     p = subparsers.add_parser(
         "evaluate",
         help="privacy and utility of a method on a folder-per-identity face set",
@@ -21,8 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="folder of <identity>/<image> files (e.g. ../shared/data/lfw-a)")
     p.add_argument(
         "--method",
-        help="method under test: clean, lowres8/16/32, blur2/4/8, pixelate16, defocus, zernike-random, "
-        "optic (the committed learned optic), optic:RUN (a stage-I output or optic .npz), psf:FILE.npy",
+        help=f"method under test: {', '.join(methods.names())}, optic (the committed learned optic), "
+        "optic:RUN (a stage-I output or optic .npz), psf:FILE.npy (a saved PSF, e.g. from tolerance)",
     )
     p.add_argument("--min-images", type=int, help="keep identities with at least K readable images (default 10)")
     p.add_argument("--split", help="file of identity names (one per line) to evaluate on")
@@ -130,6 +135,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     u.add_argument("--name", required=True, help="the file name under weights/ (e.g. template_decoder_sface.pt)")
     u.add_argument("--command", required=True, help="the exact command that trained it (recorded in the manifest)")
     u.set_defaults(func=_attack_templates_publish)
+    tol = subparsers.add_parser(
+        "tolerance",
+        help="the fabricated optic under fabrication and assembly errors; with --judge-data, judged by SFace and dlib",
+        description="Simulate the fabricated optic with height, alignment and distance errors, check that its PSF keeps "
+        "the design's privacy, and (with --judge-data) let the evaluation's recognisers judge it against the design.",
+    )
+    tol.add_argument("--optic", help="saved optic (.npz); default: the committed weights/optic.npz")
+    tol.add_argument(
+        "--judge-data",
+        metavar="DIR",
+        help="face folder (<identity>/<image>) on which SFace and dlib judge the fabricated PSF against the design "
+        "(a seeded subset: judge.identities x judge.images_per_identity, default 20 x 10)",
+    )
+    add_config_options(tol, "YAML/JSON file of evaluation.fabrication_judge.JudgedToleranceConfig")
+    tol.set_defaults(func=_tolerance)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -280,4 +300,52 @@ def _attack_templates_grid(args: argparse.Namespace) -> int:
 def _attack_templates_publish(args: argparse.Namespace) -> int:
     """Copy a decoder into weights/ and record it in the manifest."""
     print(f"published {template_inversion.publish(args.run, args.name, args.command)} (weights/manifest.json updated)")
+    return 0
+
+
+def _tolerance(args: argparse.Namespace) -> int:
+    """Run the tolerance sweep (and the recognisers' judge); print the summary; exit 1 when privacy is lost."""
+    cfg = load_config(
+        fabrication_judge.JudgedToleranceConfig, args, {"optic": args.optic, "judge.data": args.judge_data}
+    )
+    report = fabrication_judge.run(cfg, Path(args.out))
+    for row in report["sweeps"]:
+        print(f"  {row['error']}: " + ", ".join(f"{v:g} -> {c:.3f}" for v, c in zip(row["values"], row["correlation"])))
+    print(
+        f"tolerance: fabricated vs design PSF correlation {report['fabricated_correlation']:.3f}; "
+        f"tolerances at correlation {report['min_correlation']:g}: "
+        + ", ".join(f"{r['error']} {r['tolerance']:g}" for r in report["sweeps"])
+        + f" -> {args.out}/tolerance.json"
+    )
+    check = report["privacy_check"]
+    judge = check["recognisers"]
+    if isinstance(judge, dict):
+        print(
+            f"tolerance: recognisers on {judge['n_identities']} identities, {judge['n_probes']} probes "
+            f"({judge['seconds']:.0f} s; reports in {args.out}/judge/):"
+        )
+        for name, figures in judge["figures"].items():
+            print(
+                f"  {name}: "
+                + "; ".join(
+                    f"{figure} design {f['design']:.3f}, fabricated {f['fabricated']:.3f} "
+                    f"[{f['fabricated_ci95'][0]:.3f}, {f['fabricated_ci95'][1]:.3f}], chance {f['chance']:.3f}"
+                    for figure, f in figures.items()
+                )
+            )
+        if judge["passed"]:
+            widest = max(f["ci_half_width"] for figures in judge["figures"].values() for f in figures.values())
+            print(
+                "tolerance: recognisers: no loss beyond the design, chance and the allowed gain "
+                f"(this subset resolves about +-{widest:.3f}; more identities resolve less)"
+            )
+    else:
+        print(f"tolerance: recognisers not run: {judge}")
+    for failure in check["failures"]:
+        print(f"tolerance: FAIL: {failure}", file=sys.stderr)
+    if not check["passed"]:
+        print("tolerance: FAIL: the fabricated optic does not keep the design's privacy", file=sys.stderr)
+        return PRIVACY_LOST_EXIT
+    judged = "PSF correlation, centre spot" + (" and the recognisers" if isinstance(judge, dict) else "")
+    print(f"tolerance: privacy check passed ({judged})")
     return 0

@@ -45,6 +45,8 @@ class ForwardModel:
 
     apply: Callable[[Tensor], Tensor]
     domain: Literal["linear", "srgb"]
+    # optics only: the C x h x w PSF itself, for attackers that need the kernel rather than the operator (ADMM)
+    psf: Callable[[], Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -128,13 +130,16 @@ def psf_forward(psf: Callable[[], Tensor]) -> ForwardModel:
     """An optic as a torch operator: the linear (zero-padded) convolution with its PSF (computed once) in linear light."""
     kept: list[Tensor] = []
 
-    def apply(x: Tensor) -> Tensor:
+    def kernel() -> Tensor:
         if not kept:
             with torch.no_grad():
                 kept.append(psf().detach())
-        return convolve(x, kept[0].to(x))
+        return kept[0]
 
-    return ForwardModel(apply, "linear")
+    def apply(x: Tensor) -> Tensor:
+        return convolve(x, kernel().to(x))
+
+    return ForwardModel(apply, "linear", kernel)
 
 
 class PresetCamera:

@@ -105,12 +105,11 @@ def privacy_metrics(
     correct = rank1_correct(scores, labels)
     pairs = pair_scores(scores, labels)
     point = verification(pairs, far)
-    counts = bootstrap_counts(correct.shape[0], draws, seed)
-    rank1_s = counts @ correct / counts.sum(axis=1)
-    ver_s = [verification(pairs, far, c) for c in counts]
+    rank1, rank1_ci = rank1_with_ci(correct, draws, seed)
+    ver_s = [verification(pairs, far, c) for c in bootstrap_counts(correct.shape[0], draws, seed)]
     return {
-        "rank1": float(correct.mean()),
-        "rank1_ci95": interval(rank1_s),
+        "rank1": rank1,
+        "rank1_ci95": rank1_ci,
         "auc": point["auc"],
         "auc_ci95": interval([v["auc"] for v in ver_s]),
         "eer": point["eer"],

@@ -90,11 +90,13 @@ def load_face_set(
     min_images: int = 10,
     identities: list[str] | None = None,
     progress: bool = False,
+    max_images: int | None = None,
 ) -> FaceSet:
     """List, decode-check and filter a face set.
 
     Unreadable images are skipped and listed; identities with fewer than `min_images` readable
     images are dropped; fewer than two identities left is an error (identification needs a choice).
+    `max_images` keeps only each identity's first images by name (a smaller, cheaper set).
     """
 
     if min_images < 2:
@@ -105,7 +107,7 @@ def load_face_set(
         if missing:
             raise ObscuraError(f"split names identity '{missing[0]}' which has no images under {root}")
         listing = {name: listing[name] for name in sorted(identities)}
-    candidates = {k: v for k, v in listing.items() if len(v) >= min_images}
+    candidates = {k: v[:max_images] for k, v in listing.items() if len(v) >= min_images}
     kept: dict[str, list[FaceImage]] = {}
     unreadable: list[str] = []
     grey = 0

@@ -115,7 +115,8 @@ def test_a_fit_that_does_not_converge_warns_and_exits_1(small_optic, tmp_path, c
     # A plain lens cannot explain the random mask's PSF, whatever its errors.
     code = main(["fit", "--optic", "lens", "--measured", str(meas), "--set", "steps=5", "--out", str(tmp_path / "fit")])
     assert code == 1
-    assert "did not converge" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "did not converge" in err and "fit: 100%" in err  # the progress bar was shown
     assert json.loads((tmp_path / "fit" / "fit.json").read_text())["converged"] is False
 
 

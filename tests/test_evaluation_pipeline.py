@@ -12,6 +12,7 @@ import pytest
 
 from evaluation import evaluation_commands
 from evaluation.evaluate import EvaluateConfig, run
+from evaluation.methods import names
 from evaluation.summary import short_name
 from faces.alignment import align
 from faces.face_models import Mtcnn, recognitions
@@ -34,6 +35,14 @@ def _noise_faces(root: Path) -> None:
             (root / name).mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(root / name / f"{i}.png"), rng.integers(0, 256, (64, 64), dtype=np.uint8))
     (root / "ben" / "3.jpg").write_bytes(b"\xff\xd8 truncated")
+
+
+def test_method_help_lists_every_kind_of_method(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        _parse(["evaluate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in [*names(), "optic (the committed learned optic)", "optic:RUN", "psf:FILE.npy"]:
+        assert name in text, name
 
 
 def test_cli_rejects_bad_input(tmp_path: Path) -> None:

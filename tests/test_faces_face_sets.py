@@ -56,6 +56,14 @@ def test_load_skips_unreadable_and_applies_min_images(face_dir: Path) -> None:
     assert fs.n_images == 9 and fs.grey_images == 8  # the PNG is colour
 
 
+def test_max_images_keeps_each_identitys_first_images_by_name(face_dir: Path) -> None:
+    fs = face_sets.load_face_set(face_dir, min_images=2, max_images=3)
+    assert [img.path.name for img in fs.images["alice"]] == ["alice_0001.jpg", "alice_0002.jpg", "alice_0003.jpg"]
+    # bob's first three files are the broken one and two images; the cap counts files, not readable images
+    assert [img.path.name for img in fs.images["bob"]] == ["bob_0001.jpg", "bob_0002.jpg"]
+    assert fs.n_images == 5 and fs.unreadable == [str(face_dir / "bob" / "bob_0000.jpg")]
+
+
 def test_unreadable_images_count_against_min_images(face_dir: Path) -> None:
     # bob has 4 files but only 3 decode, so min_images=4 leaves alice alone: an error
     with pytest.raises(ObscuraError, match="1 identity with >= 4 readable images"):

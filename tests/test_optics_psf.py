@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -10,7 +11,11 @@ import torch
 from scipy.special import j1
 
 from obscura.errors import ObscuraError
+from obscura.paths import WEIGHTS_DIR
 from optics.optic import Optic
+from optics.optic_file import OPTIC_FILE
+from optics.presets import camera_from_spec
+from optics.propagation import SamplingWarning
 from optics.settings import LensConfig, OpticConfig, SpectrumConfig
 
 D, F, LAMBDA = 4e-3, 0.05, 550e-9
@@ -143,3 +148,38 @@ def test_psf_stack_sharpest_at_focus() -> None:
 def test_bad_settings(change, match) -> None:
     with pytest.raises(ObscuraError, match=match):
         Optic(_mono(**change))
+
+
+def test_sampling_warning_is_silenced_by_the_pupil_samples_it_names() -> None:
+    # The committed optic's 300-term Zernike mask is steepest at the rim, where little light passes:
+    # the warning used to go by the steepest sample (23 rad at 256 samples, 8 rad at 1024: no
+    # affordable sampling silenced it). It now goes by the light, and names a sampling that is enough.
+    def psf_warnings(pupil_samples: int) -> list[str]:
+        camera = camera_from_spec(
+            str(WEIGHTS_DIR / OPTIC_FILE), pupil_samples=pupil_samples, psf_size=32, pixel_oversample=1
+        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            camera.optic.psf()
+        return [str(w.message) for w in caught if issubclass(w.category, SamplingWarning)]
+
+    (message,) = psf_warnings(256)
+    assert "of the pupil's light passes where the phase changes by more than pi" in message
+    assert "set pupil_samples=512 (psf, capture and the demo: --pupil-samples 512)" in message
+    assert psf_warnings(512) == []
+
+
+def test_sampling_warning_weighs_the_light_not_the_steepest_sample() -> None:
+    # Defocus by an object at s_o changes the pupil phase by 2 pi r d / (lambda s_o) between samples d
+    # apart: more than pi beyond r0 = lambda s_o / (2 d). With r0 = R / sqrt(2) half the light is
+    # undersampled; twice the samples move r0 beyond the rim.
+    n = 32
+    s_o = 2 * (D / n) * (D / 2 / math.sqrt(2)) / LAMBDA
+    optic = Optic(_mono(pixel_pitch_m=3.713e-6, psf_size=32, pupil_samples=n, object_distance_m=s_o))
+    with pytest.warns(SamplingWarning, match=r"set pupil_samples=64 \(") as caught:
+        optic.psf()
+    share = float(str(caught[0].message).partition("%")[0]) / 100
+    assert share == pytest.approx(0.5, abs=0.08)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Optic(_mono(pixel_pitch_m=3.713e-6, psf_size=32, pupil_samples=2 * n, object_distance_m=s_o)).psf()

@@ -117,6 +117,40 @@ def test_capture_files_and_folder(tmp_path) -> None:
     assert len(json.loads((out / "capture.json").read_text())["captures"]) == 3
 
 
+def test_psf_and_capture_take_config_and_set(tmp_path, capsys) -> None:
+    # defaults < --config < --set < flags; an earlier run's config.yaml reproduces it
+    first = tmp_path / "first"
+    small = ["--set", "optic.psf_size=48", "--set", "optic.pupil_samples=64"]
+    assert simulate.main(["psf", "--optic", "zernike-random", *small, "--out", str(first)]) == 0
+    assert np.load(first / "psf.npy").shape == (3, 48, 48)
+    again = tmp_path / "again"
+    argv = ["psf", "--optic", "zernike-random", "--config", str(first / "config.yaml"), "--out", str(again)]
+    assert simulate.main(argv) == 0
+    np.testing.assert_array_equal(np.load(again / "psf.npy"), np.load(first / "psf.npy"))
+    flag = tmp_path / "flag"
+    assert simulate.main(argv[:-2] + ["--set", "optic.psf_size=40", "--size", "36", "--out", str(flag)]) == 0
+    assert np.load(flag / "psf.npy").shape == (3, 36, 36)
+
+    scene = _png(tmp_path / "scene.png")
+    out = tmp_path / "capture"
+    argv = [
+        "capture",
+        "--optic",
+        "defocus",
+        *SMALL,
+        "--config",
+        str(first / "config.yaml"),
+        "--set",
+        "sensor.bit_depth=8",
+    ]
+    assert simulate.main(argv + [str(scene), "--out", str(out)]) == 0
+    resolved = json.loads((out / "capture.json").read_text())["config"]
+    assert resolved["sensor"]["bit_depth"] == 8 and resolved["optic"]["psf_size"] == 64  # the flag beats the file
+    assert resolved["optic"]["lens"]["focal_length_m"] == 0.05  # the file's lens replaced the defocus preset's
+    assert simulate.main(["psf", "--set", "optic.bogus=1", "--out", str(tmp_path / "bad")]) == 2
+    assert "unknown config key 'optic.bogus'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -157,10 +191,14 @@ def test_bad_capture_input(tmp_path, capsys) -> None:
     assert "holds no images" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("error::optics.propagation.SamplingWarning")
 def test_demo(tmp_path, capsys) -> None:
-    assert simulate.main(["--out", str(tmp_path)]) == 0
+    # At 256 pupil samples the committed optic warns and names 512 (tests/test_optics_psf.py): the demo takes it.
+    assert simulate.main(["--out", str(tmp_path), "--pupil-samples", "512"]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(report["optics"]) == {"lens", "defocus", "zernike-random"}
+    assert report["anonymizer"]["pupil_samples"] == 512
+    assert all(item["config"]["optic"]["pupil_samples"] == 512 for item in report["optics"].values())
     r80 = {k: v["encircled_energy_r80_px"][1] for k, v in report["optics"].items()}
     assert r80["lens"] < r80["zernike-random"] and r80["lens"] < r80["defocus"]
     for name in ("side_by_side.png", "psf_lens.png", "capture_defocus.png", "capture_zernike-random.png"):

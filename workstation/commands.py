@@ -40,7 +40,13 @@ def build_parser(prog: str = "obscura") -> argparse.ArgumentParser:
         "judged and deployed from one command line. Without a command: the offline demo.",
     )
     parser.add_argument("--out", default=DEFAULT_DEMO_DIR, help="demo output folder (default: %(default)s)")
-    parser.set_defaults(func=lambda args: run_demo(args.out))
+    parser.add_argument(
+        "--pupil-samples",
+        type=int,
+        metavar="N",
+        help="demo: pupil grid samples of every optic (default: each optic's own)",
+    )
+    parser.set_defaults(func=lambda args: run_demo(args.out, args.pupil_samples))
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for group in COMMAND_GROUPS:
         group.register(subparsers)

@@ -71,9 +71,13 @@ def demo_page(out: Path, report: dict) -> Path:
     return html_page.write(out / "report.html", "Obscura demo", figures, rows, notes, wide=("Simulated optics",))
 
 
-def run_demo(out_dir: str) -> int:
-    """The demo face through each demo optic, then through the learned camera and anonymizer; figures, report.json and report.html."""
+def run_demo(out_dir: str, pupil_samples: int | None = None) -> int:
+    """The demo face through each demo optic, then through the learned camera and anonymizer; figures, report.json and report.html.
+
+    `pupil_samples` sets every optic's pupil sampling (None: each optic's own), as a SamplingWarning may ask.
+    """
     out = Path(out_dir)
+    resampled = {} if pupil_samples is None else {"pupil_samples": pupil_samples}
     start = time.time()
     face = astronaut_face()
     write_png(out / "scene.png", face)
@@ -81,7 +85,7 @@ def run_demo(out_dir: str) -> int:
     row = [("scene", face)]
     clean = face.astype(np.float64) / 255.0
     for spec in tqdm(DEMO_OPTICS, desc="demo", unit="optic"):
-        camera = camera_from_spec(spec, seed=0)
+        camera = camera_from_spec(spec, seed=0, **resampled)
         with torch.no_grad():
             psf_t, inside = camera.optic.psf_and_energy()
             blur_px = camera.optic.geometric_blur_diameter_m() / camera.optic.config.pixel_pitch_m
@@ -101,7 +105,9 @@ def run_demo(out_dir: str) -> int:
             "config": config.to_dict(camera_config(camera)),
         }
     save_side_by_side(out / "side_by_side.png", [("astronaut", row)])
-    report["anonymizer"] = learned_camera_demo.run(data.astronaut(), out, "skimage.data.astronaut()")
+    report["anonymizer"] = learned_camera_demo.run(
+        data.astronaut(), out, "skimage.data.astronaut()", pupil_samples=pupil_samples
+    )
     report["seconds"] = round(time.time() - start, 2)
     atomic.write_json(out / "report.json", strict_json(report))
     demo_page(out, report)

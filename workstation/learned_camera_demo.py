@@ -86,11 +86,18 @@ def judge(source: np.ndarray, outputs: list[np.ndarray]) -> dict[str, Any]:
     }
 
 
-def run(face_rgb: np.ndarray, out: Path, source: str, styles: int = DEMO_STYLES, seed: int = 0) -> dict[str, Any]:
+def run(
+    face_rgb: np.ndarray,
+    out: Path,
+    source: str,
+    styles: int = DEMO_STYLES,
+    seed: int = 0,
+    pupil_samples: int | None = None,
+) -> dict[str, Any]:
     """Capture, heatmaps and `styles` anonymized faces of one photo; writes PNGs and returns the report section."""
     weights = paths.WEIGHTS_DIR / runs.ANONYMIZER
     manifest.verify(paths.WEIGHTS_DIR / manifest.NAME, [runs.ANONYMIZER, runs.OPTIC, runs.REGRESSOR])
-    model = Anonymizer.load(weights)
+    model = Anonymizer.load(weights, pupil_samples=pupil_samples)
     crop = training_frame_crop(face_rgb, model.crop_size, source)
     faces = from_uint8(crop[None])
     result = model.anonymize(faces, styles, seed)
@@ -107,6 +114,7 @@ def run(face_rgb: np.ndarray, out: Path, source: str, styles: int = DEMO_STYLES,
         "weights": str(weights.relative_to(paths.WEIGHTS_DIR.parent)),
         "styles": styles,
         "seed": seed,
+        "pupil_samples": model.parts.camera.optic.config.pupil_samples,
         "crop_size": model.crop_size,
         "output_size": int(result.outputs.shape[-1]),
         **judge(crop, outputs),

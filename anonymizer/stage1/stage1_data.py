@@ -6,9 +6,10 @@ crops keeps the scale at which the evaluation later images the same (uncropped) 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -73,31 +74,17 @@ class FaceCrops(Dataset):
 
     def without_targets(self, motion: MotionKind | None = None) -> FaceCrops:
         """The same faces, labels and landmarks, without rendering heatmap targets (and with another motion kind if given)."""
-        return FaceCrops(
-            self.paths,
-            self.landmarks,
-            self.labels,
-            self.size,
-            self.reg,
-            motion or self.motion,
-            self.motion_seed,
-            False,
-            self.seen_as,
-        )
+        return self._with(targets=False, motion=motion or self.motion)
 
     def seen_through(self, seen_as: Callable[[np.ndarray], np.ndarray]) -> FaceCrops:
         """The same faces and motions, each moved frame replaced by what `seen_as` makes of it before the crop."""
-        return FaceCrops(
-            self.paths,
-            self.landmarks,
-            self.labels,
-            self.size,
-            self.reg,
-            self.motion,
-            self.motion_seed,
-            self.targets,
-            seen_as,
-        )
+        return self._with(seen_as=seen_as)
+
+    def _with(self, **changes: Any) -> FaceCrops:
+        """A new set over the same faces with some settings changed (at epoch 0, as a freshly built one)."""
+        other = copy.copy(self)
+        vars(other).update(changes, epoch=0)
+        return other
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -8,7 +8,11 @@ padded linear convolution cropped to the sensor window) and rebuilds the scene:
   forward model's domain (linear light for optics), by conjugate gradients on the normal
   equations; A^T comes from autograd, so every linear method (optic, blur, low resolution,
   mosaic) is inverted with its own operator. LAMBDA is chosen on training identities
-  (`choose_lambda`), never on the faces being judged.
+  (`choose`), never on the faces being judged.
+- `admm:TAU`: an outside implementation nobody here wrote, LenslessPiCam's ADMM (the `lensless`
+  package: total-variation prior of weight TAU, non-negativity, and the DiffuserCam model of a
+  sensor window cropped from a larger scene) with the method's own PSF; optics only. TAU is chosen
+  on training identities like LAMBDA.
 - `learned:FILE`: an inversion trained on captures of the training identities (`learned_inversion`).
 
 `build(spec, method)` makes one from its spec; `rebuild(capture uint8) -> uint8` is all the
@@ -36,7 +40,12 @@ from optics.srgb import linear_to_srgb, srgb_to_linear
 
 LAMBDA_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 CG_ITERATIONS = 150
-KINDS = ("tikhonov", "learned")
+TAU_GRID = (1e-8, 1e-7, 1e-6, 1e-5, 1e-4)  # ADMM's TV weight, for a PSF of unit norm and a capture of peak 1
+ADMM_ITERATIONS = 100  # lensless' default
+KINDS = ("tikhonov", "admm", "learned")
+# kinds whose regularisation weight `choose` picks on training identities when the spec names none
+GRIDS = {"tikhonov": LAMBDA_GRID, "admm": TAU_GRID}
+LENSLESS_INSTALL = "pip install --no-deps lensless==1.0.8"
 
 
 class Attacker(Protocol):
@@ -127,39 +136,120 @@ def psnr(a: Tensor, b: Tensor) -> float:
     return float((-10 * torch.log10(mse)).mean())
 
 
-def choose_lambda(
-    method: Method, faces: list[np.ndarray], grid: tuple[float, ...] = LAMBDA_GRID
-) -> tuple[float, dict[str, float]]:
-    """The grid's LAMBDA whose rebuilds of `faces` (training identities' images) have the best PSNR, and every PSNR."""
+def psf_on_sensor(psf: Tensor, height: int, width: int) -> Tensor:
+    """A C x h x w PSF (centre at (h//2, w//2)) on an H x W grid centred at (H//2, W//2): zero-padded or cropped."""
+    out = psf.new_zeros(psf.shape[0], height, width)
+    h, w = psf.shape[-2:]
+    dy, dx = height // 2 - h // 2, width // 2 - w // 2  # where the PSF's top-left lands on the sensor grid
+    sy, sx = max(0, -dy), max(0, -dx)
+    ty, tx = max(0, dy), max(0, dx)
+    ny, nx = min(h - sy, height - ty), min(w - sx, width - tx)
+    out[:, ty : ty + ny, tx : tx + nx] = psf[:, sy : sy + ny, sx : sx + nx]
+    return out
+
+
+def lensless_admm() -> type:
+    """LenslessPiCam's ADMM class; a one-line error where the package is missing."""
+    try:
+        # optional and imported here: its own requirements pin numpy 1.26 and pull hydra, paramiko and rawpy,
+        # so it is installed without them (Makefile) and only this attacker needs it
+        from lensless import ADMM
+    except ImportError:
+        raise ObscuraError(
+            f"reconstruction 'admm' needs LenslessPiCam's package: {LENSLESS_INSTALL} (make install does it)"
+        ) from None
+    return ADMM
+
+
+@dataclass
+class AdmmAttacker:
+    """LenslessPiCam's ADMM with the method's PSF (see the module's docstring); one image at a time, as lensless runs."""
+
+    psf: Tensor  # C x h x w, unit sum per channel
+    tau: float
+    iterations: int = ADMM_ITERATIONS
+    name: str = "admm"
+
+    @property
+    def cache_key(self) -> str:
+        """The attacker's settings, for the evaluation's result cache."""
+        return f"admm-{self.tau:g}-{self.iterations}"
+
+    def rebuild_batch(self, captures: Tensor) -> Tensor:
+        """sRGB [0, 1] captures N x 3 x H x W -> rebuilt sRGB [0, 1] scenes.
+
+        lensless wants a PSF of the measurement's size and unit norm and data of peak 1 (its examples'
+        normalisation, to which its step sizes are tuned); the estimate is scaled back so that it
+        explains the capture through the PSF of unit sum.
+        """
+        admm_class = lensless_admm()
+        height, width = captures.shape[-2:]
+        kernel = psf_on_sensor(self.psf.float(), height, width)
+        norm = torch.linalg.norm(kernel)
+        psf = (kernel / norm).permute(1, 2, 0)[None].contiguous()  # depth x H x W x C, lensless' layout
+        out = []
+        for capture in captures:
+            y = srgb_to_linear(capture).permute(1, 2, 0)[None].contiguous()
+            peak = y.max().clamp_min(1e-8)
+            admm = admm_class(psf, tau=self.tau, pad=False)
+            admm.set_data(y / peak)
+            estimate = admm.apply(n_iter=self.iterations, disp_iter=None, plot=False)
+            scene = estimate.reshape(-1, height, width, 3)[0].permute(2, 0, 1) * peak / norm
+            out.append(linear_to_srgb(scene.clamp(0, 1)))
+        return torch.stack(out)
+
+    def rebuild(self, capture: np.ndarray) -> np.ndarray:
+        """sRGB uint8 capture -> rebuilt sRGB uint8 scene."""
+        return to_uint8(self.rebuild_batch(from_uint8(capture)[None])[0])
+
+
+def regularised(kind: str, method: Method, weight: float) -> TikhonovAttacker | AdmmAttacker:
+    """The `kind` attacker of a method with regularisation weight `weight` (LAMBDA or TAU)."""
+    if method.forward is None:
+        raise ObscuraError(f"reconstruction {kind!r}: method {method.name} has no forward model to invert")
+    if kind == "tikhonov":
+        return TikhonovAttacker(method.forward, weight)
+    if method.forward.psf is None:
+        raise ObscuraError(f"reconstruction 'admm': method {method.name} is not an optic (ADMM needs its PSF)")
+    return AdmmAttacker(method.forward.psf(), weight)
+
+
+def choose(kind: str, method: Method, faces: list[np.ndarray]) -> tuple[float, dict[str, float]]:
+    """The grid's weight (GRIDS[kind]) whose rebuilds of `faces` (training identities' images) have the best PSNR, and every PSNR."""
+    grid = GRIDS[kind]
     if method.forward is None:
         raise ObscuraError(f"--method {method.name}: it has no forward model, so there is nothing to invert")
     clean = from_uint8(np.stack(faces))
     captures = from_uint8(np.stack([method.apply(f) for f in faces]))
-    scores = {f"{lam:g}": psnr(TikhonovAttacker(method.forward, lam).rebuild_batch(captures), clean) for lam in grid}
-    best = max(grid, key=lambda lam: scores[f"{lam:g}"])
+    scores = {f"{w:g}": psnr(regularised(kind, method, w).rebuild_batch(captures), clean) for w in grid}
+    best = max(grid, key=lambda w: scores[f"{w:g}"])
     return best, scores
 
 
 def build(spec: str, method: Method) -> Attacker:
-    """The attacker a spec names: `tikhonov:LAMBDA` or `learned:FILE` (one-line errors for anything else)."""
+    """The attacker a spec names: `tikhonov:LAMBDA`, `admm:TAU` or `learned:FILE` (one-line errors for anything else)."""
     kind, _, arg = spec.partition(":")
-    if kind == "tikhonov":
-        if method.forward is None:
-            raise ObscuraError(f"reconstruction {spec!r}: method {method.name} has no forward model to invert")
+    if kind in GRIDS:
+        weight = {"tikhonov": "LAMBDA", "admm": "TAU"}[kind]
         try:
-            lam = float(arg)
+            value = float(arg)
         except ValueError:
-            raise ObscuraError(f"reconstruction {spec!r}: expected tikhonov:LAMBDA with a number LAMBDA >= 0") from None
-        if not lam >= 0:
-            raise ObscuraError(f"reconstruction {spec!r}: expected tikhonov:LAMBDA with a number LAMBDA >= 0")
-        return TikhonovAttacker(method.forward, lam)
+            value = float("nan")
+        if not value >= 0:
+            raise ObscuraError(f"reconstruction {spec!r}: expected {kind}:{weight} with a number {weight} >= 0")
+        attacker = regularised(kind, method, value)
+        if kind == "admm":
+            lensless_admm()  # refuses a missing package before any image is judged
+        return attacker
     if kind == "learned":
         if not Path(arg).is_file():
             raise ObscuraError(
                 f"reconstruction {spec!r}: no such file (expected learned:FILE, an inversion.pt of attack-reconstruct)"
             )
         return LearnedInversion.load(arg, method.name)
-    raise ObscuraError(f"reconstruction {spec!r}: expected one of tikhonov, tikhonov:LAMBDA, learned:FILE")
+    raise ObscuraError(
+        f"reconstruction {spec!r}: expected one of tikhonov, tikhonov:LAMBDA, admm, admm:TAU, learned:FILE"
+    )
 
 
 def examples_png(path: Path, method: Method, attackers: list[Attacker], images: list[np.ndarray]) -> Path | None:

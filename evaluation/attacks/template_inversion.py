@@ -564,13 +564,15 @@ def publish(run_dir: str | Path, name: str, command: str, dest: Path = paths.WEI
         "train": {k: v for k, v in report["train"].items() if k != "extra_identity_names"},
         "trained_on_split": "splits/train.txt",
         "judged_on_split": "splits/test.txt",
+        "split_files": ["splits/train.txt", "splits/test.txt"],
     }
-    metrics_ = {
+    evaluation = {
         "rsr_same_image": {j: r["same_image"] for j, r in report["rsr"].items()},
         "rsr_other_images": {j: r["other_images"] for j, r in report["rsr"].items()},
+        "mean_face_same_image": {j: r.get("mean_face_same_image") for j, r in report["rsr"].items()},
         "thresholds": {j: r["thresholds"] for j, r in report["rsr"].items()},
         "verification": report["verification"],
-        "training": report["decoder_info"],
     }
+    metrics_ = {"evaluation": evaluation, "training": report["decoder_info"]}
     manifest.write(dest, {name: manifest.entry(target, command, data, metrics_)})
     return target

@@ -24,9 +24,9 @@ FORMATS = ("gds", "tiff", "stl")
 DEFAULT_FORMATS = ("gds", "tiff")  # STL (3-D printing) on request: it is the slowest and largest file
 COMMITTED_OPTIC = WEIGHTS_DIR / OPTIC_FILE
 # Seconds and bytes per format for a 1000 x 1000 px grid of the committed optic at 8 levels, measured
-# on one core of a 2-core shared machine (docs/fabrication.md). Time grows as about side^1.6 (the
-# level boundaries grow with the side, the runs and the read-back with the area), sizes as stated.
-SECONDS_AT_1000_PX = {"tiff": 3.6, "gds": 40.0, "stl": 150.0}
+# on one core of a 2-core shared machine (about 2.4 x the CPU time; docs/fabrication.md). Time grows as
+# about side^1.6 (the level boundaries grow with the side, the runs and the read-back with the area).
+SECONDS_AT_1000_PX = {"tiff": 3.6, "gds": 40.0, "stl": 37.0}
 TIME_EXPONENT = 1.6
 LONG_EXPORT_S = 60.0
 

@@ -1,20 +1,17 @@
-"""`simulate.py export` (fabrication files) and `simulate.py tolerance` (PSF under fabrication errors)."""
+"""`simulate.py export` (fabrication files); `simulate.py tolerance` is registered on the evaluation floor
+(evaluation.evaluation_commands), where the recognisers can judge the fabricated PSF."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from obscura.command_line import add_config_options, load_config
 from optics.fabrication.export import ExportConfig, run_export
-from optics.fabrication.tolerance import ToleranceConfig, run_tolerance
-
-PRIVACY_LOST_EXIT = 1  # the report is written; the fabricated optic failed the privacy check
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `export` and `tolerance` sub-commands."""
+    """Add the `export` sub-command."""
     exp = subparsers.add_parser(
         "export",
         help="export an optic for fabrication (GDSII, 16-bit TIFF, STL)",
@@ -36,15 +33,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     exp.add_argument("--material", help="mask material (default: the optic's); heights are rescaled to keep the phase")
     add_config_options(exp, "YAML/JSON file of optics.fabrication.export.ExportConfig")
     exp.set_defaults(func=run_export_command)
-
-    tol = subparsers.add_parser(
-        "tolerance",
-        help="PSF correlation of the fabricated optic under fabrication and assembly errors",
-        description="Simulate the fabricated optic with height, alignment and distance errors.",
-    )
-    tol.add_argument("--optic", help="saved optic (.npz); default: the committed weights/optic.npz")
-    add_config_options(tol, "YAML/JSON file of optics.fabrication.tolerance.ToleranceConfig")
-    tol.set_defaults(func=run_tolerance_command)
 
 
 def _export_flags(args: argparse.Namespace) -> dict:
@@ -75,30 +63,4 @@ def run_export_command(args: argparse.Namespace) -> int:
         f"export: {sidecar['grid'][1]} x {sidecar['grid'][0]} px at {sidecar['writer_pitch_m'] * 1e6:g} um, "
         f"{sidecar['levels']} levels of {sidecar['step_m'] * 1e9:.2f} nm -> {', '.join(f['file'] for f in sidecar['files'].values())} in {out}"
     )
-    return 0
-
-
-def run_tolerance_command(args: argparse.Namespace) -> int:
-    """Run the tolerance sweep and print its summary."""
-    cfg = load_config(ToleranceConfig, args, {"optic": args.optic})
-    report = run_tolerance(cfg, Path(args.out))
-    for row in report["sweeps"]:
-        print(f"  {row['error']}: " + ", ".join(f"{v:g} -> {c:.3f}" for v, c in zip(row["values"], row["correlation"])))
-    print(
-        f"tolerance: fabricated vs design PSF correlation {report['fabricated_correlation']:.3f}; "
-        f"tolerances at correlation {report['min_correlation']:g}: "
-        + ", ".join(f"{r['error']} {r['tolerance']:g}" for r in report["sweeps"])
-        + f" -> {args.out}/tolerance.json"
-    )
-    check = report["privacy_check"]
-    for failure in check["failures"]:
-        print(f"tolerance: FAIL: {failure}", file=sys.stderr)
-    if not check["passed"]:
-        print(
-            "tolerance: FAIL: the fabricated optic does not keep the design's privacy; "
-            f"check it with the recognisers: simulate.py evaluate --method psf:{args.out}/psf_fabricated.npy",
-            file=sys.stderr,
-        )
-        return PRIVACY_LOST_EXIT
-    print("tolerance: privacy check passed (PSF correlation and centre spot of the fabricated optic)")
     return 0

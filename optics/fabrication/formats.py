@@ -150,7 +150,8 @@ def read_tiff(path: Path) -> tuple[np.ndarray, dict]:
 
 def write_stl(path: Path, level_map: LevelMap, base_m: float) -> dict:
     """A closed solid in micrometres: the pixel columns of the height map on a base slab of `base_m`
-    (optics.fabrication.mesh: exact, no T-junctions; watertight unless a level touches itself only at a corner)."""
+    (optics.fabrication.mesh: exact, no T-junctions, every face pointing out; watertight unless a level touches
+    itself only at a corner)."""
 
     if base_m <= 0:
         raise ObscuraError(f"stl base_m is {base_m!r}; expected a base thickness > 0 (a closed solid needs one)")
@@ -159,7 +160,6 @@ def write_stl(path: Path, level_map: LevelMap, base_m: float) -> dict:
     tri = trimesh.Trimesh(
         vertices=vertices * np.array([pitch_um, pitch_um, level_map.step_m * 1e6]), faces=faces, process=False
     )
-    tri.fix_normals()
     with atomic.atomic_path(path) as tmp:
         tri.export(tmp, file_type="stl")
     return {

@@ -76,25 +76,33 @@ def height_field_mesh(levels: np.ndarray, base_steps: float) -> tuple[np.ndarray
         around = set(padded[i : i + 2, j : j + 2].ravel().tolist())
         return sorted(k for k in around if low <= k <= high)
 
-    def wall(p1: tuple[int, int], p2: tuple[int, int], a: int, b: int) -> None:
-        """Vertical wall between corners p1 and p2 from the lower to the higher of keys a, b (zipped)."""
+    def wall(p1: tuple[int, int], p2: tuple[int, int], a: int, b: int, flip: bool) -> None:
+        """Vertical wall between corners p1 and p2 from the lower to the higher of keys a, b (zipped).
+
+        Unflipped, its triangles face the side on the right of p1 -> p2 seen from above.
+        """
         low, high = min(a, b), max(a, b)
         s1, s2 = side(*p1, low, high), side(*p2, low, high)
         i = j = 0
         while i < len(s1) - 1 or j < len(s2) - 1:
             if j == len(s2) - 1 or (i < len(s1) - 1 and s1[i + 1] <= s2[j + 1]):
-                faces.append((vertex(*p1, s1[i]), vertex(*p2, s2[j]), vertex(*p1, s1[i + 1])))
+                tri = (vertex(*p1, s1[i]), vertex(*p2, s2[j]), vertex(*p1, s1[i + 1]))
                 i += 1
             else:
-                faces.append((vertex(*p1, s1[i]), vertex(*p2, s2[j]), vertex(*p2, s2[j + 1])))
+                tri = (vertex(*p1, s1[i]), vertex(*p2, s2[j]), vertex(*p2, s2[j + 1]))
                 j += 1
+            faces.append((tri[0], tri[2], tri[1]) if flip else tri)
 
-    # Walls on x = c between pixels (r, c - 1) and (r, c) (padded columns c and c + 1).
+    # Every face points out of the solid, so no reader (or trimesh's slow fix_normals) has to orient it:
+    # a wall faces its lower side. Walls on x = c between pixels (r, c - 1) and (r, c) (padded
+    # columns c and c + 1) face -x (the left pixel) unflipped.
     rows, cols = np.nonzero(padded[1:-1, :-1] != padded[1:-1, 1:])
     for r, c in zip(rows.tolist(), cols.tolist()):
-        wall((r, c), (r + 1, c), int(padded[r + 1, c]), int(padded[r + 1, c + 1]))
-    # Walls on y = H - r between pixels (r - 1, c) and (r, c).
+        left, right = int(padded[r + 1, c]), int(padded[r + 1, c + 1])
+        wall((r, c), (r + 1, c), left, right, flip=left > right)
+    # Walls on y = H - r between pixels (r - 1, c) and (r, c) face -y (the lower pixel row r) unflipped.
     rows, cols = np.nonzero(padded[:-1, 1:-1] != padded[1:, 1:-1])
     for r, c in zip(rows.tolist(), cols.tolist()):
-        wall((r, c), (r, c + 1), int(padded[r, c + 1]), int(padded[r + 1, c + 1]))
+        above, below = int(padded[r, c + 1]), int(padded[r + 1, c + 1])
+        wall((r, c), (r, c + 1), above, below, flip=below > above)
     return np.array(vertices), np.array(faces, dtype=np.int64)

@@ -13,8 +13,8 @@ Privacy check of the fabricated optic: its PSF must keep a correlation of at lea
 `min_fabricated_correlation` with the design, and its centre spot (the Airy disc of each channel
 about the optical axis, where an unblurred ghost image would form) may hold at most
 `max_centre_spot_gain` more of a channel's light than the design's. The recognisers' verdict on
-the fabricated PSF is left to `simulate.py evaluate --method psf:OUT/psf_fabricated.npy`: it
-needs the face data and the evaluation floor, which this optics-level tool does not import.
+the fabricated PSF needs face data and the evaluation floor, which this optics-level module does
+not import: `simulate.py tolerance --judge-data DIR` (evaluation.fabrication_judge) adds it.
 """
 
 from __future__ import annotations
@@ -39,6 +39,11 @@ from optics.materials import material
 from optics.optic import Optic
 from optics.optic_file import load_optic, strict_json
 from optics.psf_metrics import centre_spot_energy
+
+RECOGNISERS_NOT_RUN = (
+    "give --judge-data DIR (a face folder, e.g. ../shared/data/celeba-crops) to let SFace and dlib judge the "
+    "fabricated PSF against the design (a few minutes), or evaluate OUT/psf_fabricated.npy with `evaluate --method psf:`"
+)
 
 
 @dataclass
@@ -201,7 +206,7 @@ def privacy_check(optic: Optic, design: np.ndarray, fabricated: np.ndarray, cfg:
         "centre_spot_radius_px": radius_px,
         "centre_spot_energy_design": spot_design,
         "centre_spot_energy_fabricated": spot_fabricated,
-        "recognisers": "not run here: simulate.py evaluate --method psf:OUT/psf_fabricated.npy",
+        "recognisers": RECOGNISERS_NOT_RUN,
     }
 
 
