@@ -3,8 +3,7 @@
 The attacker knows the recogniser (SFace, the in-house one, or the adaptive recogniser of the
 learned optic's captures) and the protection scheme (PE-MIU with its block size and number of
 permuted blocks), not the people nor their secret keys. It computes templates of the training
-identities' faces (celeba-crops `weights/splits/train.txt`; for SFace optionally more faces from
-another set, e.g. LFW-a, with every identity that resembles a test identity dropped), protects
+identities' faces (celeba-crops `weights/splits/train.txt`; protects
 them with fresh keys every step, and trains `TemplateDecoder` (MSE + 0.1 (1 - SSIM) + identity
 loss; Adam, lr halved every 10 epochs) to rebuild the face each template came from. On the test
 identities it rebuilds every image's (protected) template; judges other than the inverted
@@ -41,7 +40,6 @@ from anonymizer.training_runtime import (
     step_seed,
     wrap,
 )
-from evaluation import metrics
 from evaluation.attacks import face_templates as ft
 from evaluation.attacks import reversibility
 from evaluation.attacks.template_decoder import (
@@ -53,7 +51,7 @@ from evaluation.attacks.template_decoder import (
 )
 from evaluation.attacks.template_report import examples_png, markdown
 from faces.differentiable_sface import sface_net
-from faces.face_sets import list_images, read_split, resolve_root, round_robin, write_splits
+from faces.face_sets import read_split, resolve_root, round_robin, write_splits
 from faces.result_cache import default_dir
 from obscura import atomic, config, manifest, paths
 from obscura.config import bounded
@@ -68,9 +66,6 @@ TEMPLATE_DIM = 128  # SFace's, and the in-house IResNet's embedding_dim
 DECODER_FILE = "decoder.pt"
 INHOUSE_FILE = "inhouse_recogniser_seed0.pt"
 REPORT = "report.json"
-# identity cosines above this SFace score (FMR 0.1 % on celeba-crops test impostor pairs is about 0.33) mark an
-# extra-set identity as possibly one of the test people: it is dropped from training
-LOOKALIKE_FMR = 1e-3
 # settings that only change the judging, not what is learned: a resumed training may change them
 RESUMABLE = (*RESUMABLE_KEYS, "judges", "test_images", "examples", "cache_dir", "protect_seed")
 
@@ -108,10 +103,6 @@ class TemplateAttackConfig:
     inhouse: str = ""  # the in-house recogniser; "": weights/inhouse_recogniser_seed0.pt
     adaptive: str = ""  # capture: the adaptive recogniser (attacker.pt of `attack-optic` on the optic's captures)
     optic: str = ""  # capture: the optic file; "": weights/optic.npz
-    extra_data: str = (
-        ""  # sface: another face set added to training (e.g. lfw-a), lookalikes of test identities dropped
-    )
-    extra_images: int = bounded(0, ge=0)  # images of the extra set to use (0: all), spread over its identities
     judges: list[str] = field(
         default_factory=list
     )  # []: every recogniser but the inverted one (reversibility.JUDGES_OF)
@@ -159,10 +150,6 @@ def check(cfg: TemplateAttackConfig) -> pemiu.PeMiu | None:
     if unknown:
         raise ObscuraError(
             f"config key 'judges' names {unknown[0]!r}; expected recognisers other than {cfg.recogniser}"
-        )
-    if cfg.extra_data and cfg.recogniser != "sface":
-        raise ObscuraError(
-            "config key 'extra_data' is for --recogniser sface (the other recognisers read celeba-crops' frame)"
         )
     if len(cfg.widths) != 6 or min(cfg.widths) < 1:
         raise ObscuraError(f"config key 'widths' is {cfg.widths}; expected 6 positive channel counts")
@@ -330,44 +317,10 @@ def spread(labels: np.ndarray, count: int) -> np.ndarray:
     return np.sort(order[:count]) if count and count < len(order) else np.sort(order)
 
 
-def extra_training(
-    cfg: TemplateAttackConfig, cache: Path, test: ft.Templates, test_labels: np.ndarray
-) -> tuple[ft.FaceImages, ft.Templates, dict[str, Any]]:
-    """The extra set's images and SFace templates, without any identity that SFace finds like a test identity."""
-    root = resolve_root(cfg.extra_data)
-    images = ft.face_images(root, sorted(list_images(root)))
-    templates = ft.sface_templates(images, cache, cfg.train.progress)
-    clean = test.templates[test.found]
-    threshold = metrics.threshold_at_fmr(metrics.impostor_scores(clean, test_labels[test.found]), LOOKALIKE_FMR)
-    best = np.full(len(images.paths), -1.0)
-    for i in range(0, len(best), 2048):
-        best[i : i + 2048] = (templates.templates[i : i + 2048] @ clean.T).max(axis=1)
-    lookalike = np.zeros(len(images.identities), bool)
-    np.logical_or.at(lookalike, images.labels, templates.found & (best > threshold))
-    keep = templates.found & ~lookalike[images.labels]
-    chosen = np.zeros(len(keep), bool)
-    chosen[np.flatnonzero(keep)[spread(images.labels[keep], cfg.extra_images)]] = True
-    summary = {
-        "set": str(root),
-        "identities": int(len(np.unique(images.labels[chosen]))),
-        "images": int(chosen.sum()),
-        "lookalike_identities_dropped": int(lookalike.sum()),
-        "lookalike_rule": f"an identity is dropped when any of its images scores above {threshold:.4f} (SFace, the "
-        f"celeba test impostor threshold at FMR {LOOKALIKE_FMR:g}) against any test image",
-        "no_face_images": int((~templates.found).sum()),
-    }
-    return images.subset(chosen), templates.subset(chosen), summary
-
-
 def training_pairs(
-    cfg: TemplateAttackConfig,
-    root: Path,
-    cache: Path,
-    recogniser: Recogniser,
-    test: ft.Templates,
-    test_labels: np.ndarray,
+    cfg: TemplateAttackConfig, root: Path, recogniser: Recogniser
 ) -> tuple[DecoderPairs, ft.FaceImages, dict[str, Any]]:
-    """The training identities' (template, face) pairs with mirror images, plus the extra set's; and what they hold."""
+    """The training identities' (template, face) pairs with mirror images, and what they hold."""
     images = ft.face_images(root, read_split(split_file(cfg, "train")))
     templates = recogniser.templates(images)
     images, templates = images.subset(templates.found), templates.subset(templates.found)
@@ -377,17 +330,6 @@ def training_pairs(
     else:
         mirrored = np.ascontiguousarray(faces[:, :, ::-1])
     summary: dict[str, Any] = {"identities": len(np.unique(images.labels)), "images": len(images.paths)}
-    if cfg.extra_data:
-        extra, extra_t, summary["extra"] = extra_training(cfg, cache, test, test_labels)
-        templates = ft.Templates(
-            np.concatenate([templates.templates, extra_t.templates]),
-            np.concatenate([templates.mirrored, extra_t.mirrored]),
-            np.concatenate([templates.found, extra_t.found]),
-            np.concatenate([templates.landmarks, extra_t.landmarks]),
-        )
-        faces = np.concatenate([faces, ft.target_faces(extra, "sface", extra_t.landmarks, cfg.train.progress)])
-        mirrored = np.concatenate([mirrored, ft.mirrored_sface_targets(extra, extra_t.landmarks, cfg.train.progress)])
-        summary["extra_identity_names"] = sorted({extra.identities[k] for k in extra.labels})
     summary["pairs"] = 2 * len(faces)
     return DecoderPairs(templates, faces, mirrored), images, summary
 
@@ -487,7 +429,7 @@ def run(cfg: TemplateAttackConfig) -> dict[str, Any]:
                     f"--decoder {cfg.decoder} inverts {info.get('recogniser')!r} templates, not {recogniser.name!r}"
                 )
         else:
-            pairs, _, train_summary = training_pairs(cfg, root, cache, recogniser, test_t, test.labels)
+            pairs, _, train_summary = training_pairs(cfg, root, recogniser)
             decoder = new_decoder(cfg)
             if not cfg.train.init:
                 decoder.fit_linear(protect_batch(pairs.templates, setting, cfg.train.seed), pairs.faces)
@@ -539,8 +481,6 @@ def run(cfg: TemplateAttackConfig) -> dict[str, Any]:
             "cpu_seconds": round(time.process_time() - cpu, 1),
         }
         splits = {"train": sorted(train_ids), "test": sorted(test_ids)}
-        if "extra" in train_summary:
-            splits["extra"] = train_summary.pop("extra_identity_names")
         write_splits(splits, out / runs.SPLITS)
         atomic.write_json(out / REPORT, result)
         atomic.write_text(out / "report.md", markdown(result))
@@ -561,7 +501,7 @@ def publish(run_dir: str | Path, name: str, command: str, dest: Path = paths.WEI
         "set": report["test"]["set"],
         "recogniser": report["recogniser"],
         "trained_protection": report["decoder_trained_on"],
-        "train": {k: v for k, v in report["train"].items() if k != "extra_identity_names"},
+        "train": report["train"],
         "trained_on_split": "splits/train.txt",
         "judged_on_split": "splits/test.txt",
         "split_files": ["splits/train.txt", "splits/test.txt"],

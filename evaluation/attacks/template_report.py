@@ -36,12 +36,6 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append(
             f"Training: {train.get('images')} images of {train.get('identities')} identities ({train.get('pairs')} pairs with mirror images)."
         )
-        if "extra" in train:
-            e = train["extra"]
-            lines.append(
-                f"Extra training faces: {e['images']} images of {e['identities']} identities of `{e['set']}`; "
-                f"{e['lookalike_identities_dropped']} identities dropped ({e['lookalike_rule']})."
-            )
     lines += [
         "",
         "## Reversibility success rate (RSR)",
