@@ -314,7 +314,10 @@ def test_publish_records_the_decoder_in_the_manifest(tmp_path: Path) -> None:
     assert (
         entry["command"].startswith("python simulate.py attack-templates") and entry["bytes"] == target.stat().st_size
     )
-    assert entry["metrics"]["evaluation"]["rsr_same_image"]["dlib"]["0.01"] == 0.4 and entry["data"]["trained_protection"] == "none"
+    assert (
+        entry["metrics"]["evaluation"]["rsr_same_image"]["dlib"]["0.01"] == 0.4
+        and entry["data"]["trained_protection"] == "none"
+    )
     assert ti.load_decoder(target)[1]["recogniser"] == "sface"
     with pytest.raises(ObscuraError, match="report.json not found"):
         ti.publish(tmp_path, "x.pt", "c", dest)
