@@ -265,6 +265,7 @@ def fake_report(protection: str, trained_on: str, rsr: float, eer: float) -> dic
         "same_image": {"0.001": rsr / 2, "0.01": rsr},
         "other_images": {"0.001": 0.0, "0.01": rsr / 3},
         "thresholds": {"0.001": 0.5, "0.01": 0.4},
+        "mean_face_same_image": {"0.001": 0.0, "0.01": 0.05},
     }
     verification = {"unprotected": {"eer": 0.02}, "n_gallery": 75, "n_probes": 1400}
     if protection != "none":
@@ -275,27 +276,40 @@ def fake_report(protection: str, trained_on: str, rsr: float, eer: float) -> dic
     }  # fmt: skip
 
 
-def test_the_grid_gathers_reports_by_block_size_and_permuted_blocks(tmp_path: Path) -> None:
+def test_the_grid_sets_both_attackers_of_a_cell_beside_its_eer_cost(tmp_path: Path) -> None:
     from evaluation.attacks import template_grid
 
-    for name, report in {
+    reports = {
         "none": fake_report("none", "none", 0.4, 0.02),
         "a": fake_report("pemiu:16:4", "pemiu:16:4", 0.2, 0.025),
         "b": fake_report("pemiu:16:8", "pemiu:16:8", 0.01, 0.03),
         "c": fake_report("pemiu:16:8", "none", 0.0, 0.03),
-    }.items():
+        "c-small": {**fake_report("pemiu:16:8", "none", 0.5, 0.03), "test": {"rebuilt": 20, "set": "celeba-crops"}},
+    }
+    for name, report in reports.items():
         (tmp_path / "runs" / name).mkdir(parents=True)
         (tmp_path / "runs" / name / "report.json").write_text(json.dumps(report))
     text = template_grid.write([str(tmp_path / "runs")], str(tmp_path / "grid"))
     assert (tmp_path / "grid" / "grid.png").is_file() and (tmp_path / "grid" / "grid.md").read_text() == text
-    rows = json.loads((tmp_path / "grid" / "grid.json").read_text())
-    trained = [r for r in rows if r["attacker"] == "trained on this protection"]
-    assert [(r["block"], r["permuted"], r["rsr_same_image"]["dlib"]) for r in trained] == [
-        (0, 0, 0.4),
-        (16, 4, 0.2),
-        (16, 8, 0.01),
-    ]
-    assert "| sface | trained on unprotected templates | `pemiu:16:8` | 0.0 % / 0.0 % | 3.00 % | +1.00 | 300 |" in text
+    cells = json.loads((tmp_path / "grid" / "grid.json").read_text())
+    assert [(c["block"], c["permuted"], c["full"]) for c in cells] == [(0, 0, True), (16, 4, False), (16, 8, True)]
+    none, _, full = cells
+    # unprotected templates rebuilt by the unprotected decoder speak for both attackers
+    assert none["attackers"]["trained"] == none["attackers"]["unprotected"]
+    # of two runs of one cell and attacker, the one that rebuilt more faces is kept
+    assert full["attackers"]["unprotected"]["dlib"]["rebuilt"] == 300
+    assert full["attackers"]["trained"]["dlib"]["same_image"]["0.01"] == 0.01
+    assert (
+        "| sface | `pemiu:16:8` | yes | 0.5 / **1.0** / 0.3 % (300) | 0.0 / **0.0** / 0.0 % (300) | 3.00 % | +1.00 |"
+        in text
+    )
+    assert "| sface | `pemiu:16:4` | no | 10.0 / **20.0** / 6.7 % (300) | - | 2.50 % | +0.50 |" in text
+    (tmp_path / "runs" / "d").mkdir()
+    (tmp_path / "runs" / "d" / "report.json").write_text(json.dumps(fake_report("pemiu:32:4", "pemiu:16:8", 0.1, 0.03)))
+    with pytest.raises(
+        ObscuraError, match="decoder trained on pemiu:16:8 templates, templates protected by pemiu:32:4"
+    ):
+        template_grid.write([str(tmp_path / "runs")], str(tmp_path / "g3"))
     with pytest.raises(ObscuraError, match="no attack-templates report.json"):
         template_grid.write([str(tmp_path / "grid")], str(tmp_path / "g2"))
 
