@@ -9,7 +9,7 @@ from pathlib import Path
 
 from evaluation import anonymization, evaluate, fabrication_judge, landmark_judge, methods, summary
 from evaluation.analysis import RECOGNISERS
-from evaluation.attacks import adaptive_recogniser, learned_inversion
+from evaluation.attacks import adaptive_recogniser, learned_inversion, template_grid, template_inversion
 from obscura import atomic
 from obscura.command_line import add_config_options, load_config
 
@@ -101,6 +101,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "output folder (inversion.pt, report.json, examples.png, checkpoints)",
     )
     r.set_defaults(func=_attack_reconstruct)
+    v = subparsers.add_parser(
+        "attack-templates",
+        help="rebuild faces from stolen (optionally PE-MIU-protected) templates and judge them with other recognisers (RSR)",
+        description=template_inversion.__doc__.splitlines()[0],
+    )
+    v.add_argument(
+        "--data", help="face set: a folder of <identity>/<image> files or a name under the shared data (celeba-crops)"
+    )
+    v.add_argument(
+        "--recogniser", help="whose templates leak: sface, inhouse, or capture (the optic's adaptive recogniser)"
+    )
+    v.add_argument("--protect", help="none or pemiu:BLOCK:PERMUTED (block size, number of blocks the secret key moves)")
+    v.add_argument("--decoder", metavar="FILE", help="a trained decoder.pt: judge it without training")
+    add_config_options(
+        v,
+        "YAML/JSON file of evaluation.attacks.template_inversion.TemplateAttackConfig settings",
+        "output folder (report.json, report.md, examples.png, decoder.pt, splits/, checkpoints/)",
+    )
+    v.set_defaults(func=_attack_templates)
+    g = subparsers.add_parser(
+        "attack-templates-grid",
+        help="RSR and PE-MIU's EER cost over block size x permuted blocks, from attack-templates reports",
+    )
+    g.add_argument("folders", nargs="+", help="attack-templates output folders, or folders of them")
+    g.add_argument("--out", required=True, help="folder for grid.md, grid.json and grid.png")
+    g.set_defaults(func=_attack_templates_grid)
+    u = subparsers.add_parser(
+        "attack-templates-publish",
+        help="commit a finished attack-templates decoder to weights/ with its manifest entry",
+    )
+    u.add_argument("--run", required=True, help="the attack-templates output folder")
+    u.add_argument("--name", required=True, help="the file name under weights/ (e.g. template_decoder_sface.pt)")
+    u.add_argument("--command", required=True, help="the exact command that trained it (recorded in the manifest)")
+    u.set_defaults(func=_attack_templates_publish)
     tol = subparsers.add_parser(
         "tolerance",
         help="the fabricated optic under fabrication and assembly errors; with --judge-data, judged by SFace and dlib",
@@ -224,6 +258,48 @@ def _attack_reconstruct(args: argparse.Namespace) -> int:
         f"ridge weight {r['ridge']['lambda']:g}, {r['seconds']:.0f} s; judge it with "
         f"evaluate --set 'reconstruction=[learned:{args.out}/{learned_inversion.INVERSION_FILE}]'"
     )
+    return 0
+
+
+def _attack_templates(args: argparse.Namespace) -> int:
+    """Train or load the template decoder, judge its rebuilds; print the RSR headline."""
+    flags = {
+        "data": args.data,
+        "recogniser": args.recogniser,
+        "protect": args.protect,
+        "decoder": args.decoder,
+        "out": args.out,
+    }
+    r = template_inversion.run(load_config(template_inversion.TemplateAttackConfig, args, flags))
+    print(
+        f"{r['recogniser']} templates ({r['protection']}), {r['test']['rebuilt']} test faces rebuilt "
+        f"(wall {r['wall_seconds']:.0f} s, CPU {r['cpu_seconds']:.0f} s); report in {args.out}/report.md"
+    )
+    for name, j in r["rsr"].items():
+        s, o = j["same_image"], j["other_images"]
+        print(
+            f"  RSR by {name}: same image {100 * s['0.001']:.1f} % / {100 * s['0.01']:.1f} % at FMR 0.1 % / 1 %; "
+            f"other images {100 * o['0.001']:.1f} % / {100 * o['0.01']:.1f} %"
+        )
+    v = r["verification"]
+    for name in ("unprotected", "protected"):
+        if name in v:
+            print(
+                f"  {name} {r['recogniser']} EER {100 * v[name]['eer']:.2f} %, TAR@FMR 1 % {100 * v[name]['tar_at_fmr_0.01']:.1f} %"
+            )
+    return 0
+
+
+def _attack_templates_grid(args: argparse.Namespace) -> int:
+    """Gather attack-templates reports into the block size x permuted blocks grid."""
+    text = template_grid.write(args.folders, args.out)
+    print(text, end="")
+    return 0
+
+
+def _attack_templates_publish(args: argparse.Namespace) -> int:
+    """Copy a decoder into weights/ and record it in the manifest."""
+    print(f"published {template_inversion.publish(args.run, args.name, args.command)} (weights/manifest.json updated)")
     return 0
 
 

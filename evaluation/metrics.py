@@ -176,3 +176,26 @@ def landmark_nme(references: list, predictions: list) -> dict[str, float | int]:
         for r, p in both
     ]
     return {"landmark_nme": float(np.mean(errors)) if errors else float("nan"), "n_pairs": len(both)}
+
+
+def impostor_scores(templates: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Cosine scores of every pair of unit templates (each pair once) whose identities differ."""
+    t = np.asarray(templates, dtype=np.float64)
+    labels = np.asarray(labels)
+    rows, cols = np.triu_indices(len(t), k=1)
+    other = labels[rows] != labels[cols]
+    return (t @ t.T)[rows[other], cols[other]]
+
+
+def threshold_at_fmr(impostors: np.ndarray, fmr: float) -> float:
+    """The lowest threshold t, among the impostor scores, at which accepting score > t lets through at most `fmr` of them."""
+    ranked = np.sort(np.asarray(impostors, dtype=np.float64))[::-1]
+    if ranked.size == 0:
+        raise ValueError("no impostor pairs to set a threshold on")
+    return float(ranked[min(int(np.floor(fmr * ranked.size)), ranked.size - 1)])
+
+
+def acceptance(scores: np.ndarray, threshold: float) -> float:
+    """Share of scores above the threshold (nan for none): the reversibility success rate of rebuilt-versus-source scores."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return float(np.mean(scores > threshold)) if scores.size else float("nan")

@@ -150,6 +150,12 @@ class DlibHog:
         marks = np.stack([self._points(img, r) for r in rects])
         return Detections(boxes, marks, np.asarray(scores, dtype=np.float64))
 
+    def face_in_box(self, rgb: np.ndarray, box: np.ndarray) -> Face:
+        """The face in a given box (x, y, w, h) with the predictor's 68 landmarks, for an image whose face is known to be there."""
+        x, y, w, h = (int(round(v)) for v in box)
+        rect = dlib.rectangle(x, y, x + w, y + h)
+        return Face(np.asarray(box, np.float64), self._points(np.ascontiguousarray(rgb), rect), 0.0)
+
     def _points(self, img: np.ndarray, rect) -> np.ndarray:
         shape = self._shape(img, rect)
         return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
