@@ -31,6 +31,7 @@ from optics.convolution import convolve
 from optics.image_io import from_uint8, to_uint8
 from optics.sensor import Sensor
 from optics.srgb_capture import SrgbImaging, capture_uint8, psf_imaging
+from protect import registry as protections
 
 OPTICAL_SEED = 0  # the random Zernike optic is drawn once from this seed, so runs agree
 
@@ -272,8 +273,14 @@ def psf_file(spec: str) -> Method:
 
 
 def names() -> list[str]:
-    """Method names accepted by --method."""
-    return list(_FIXED)
+    """Method names accepted by --method (protections take options: NAME:key=value,...)."""
+    return list(_FIXED) + protections.names()
+
+
+def protection(spec: str) -> Method:
+    """A software protection (protect/) as a method: no linear forward model, cached by its resolved options."""
+    p = protections.get(spec)
+    return Method(spec, p.apply, p.cache_key, p.description)
 
 
 def get(name: str) -> Method:
@@ -284,6 +291,8 @@ def get(name: str) -> Method:
         return learned_optic(name)
     if name.startswith("psf:"):
         return psf_file(name)
+    if protections.is_protection(name):
+        return protection(name)
     raise ObscuraError(
         f"--method {name!r}: unknown method (expected one of: {', '.join(names())}, optic, optic:PATH, psf:FILE.npy)"
     )

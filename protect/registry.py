@@ -1,0 +1,76 @@
+"""Image protections by name: `NAME` or `NAME:key=value,key=value`, each family with its own options dataclass.
+
+The one place protection names live. A family (`Kind`) declares its options as a configuration
+dataclass (read by `obscura.config`, so options are checked like every other setting) and how to
+build the image transform from them; `get` resolves a spec to a `Protection`, an sRGB uint8
+H x W x 3 -> H x W x 3 transform that `evaluate` judges like any other method.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from obscura import config
+from obscura.digest import bytes_sha256
+from obscura.errors import ObscuraError
+
+Transform = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A protection family: its options (a config dataclass), how to build the transform, and what it does."""
+
+    options: type
+    build: Callable[[Any], Transform]
+    description: str
+
+
+@dataclass(frozen=True)
+class Protection:
+    """A resolved protection: sRGB uint8 H x W x 3 -> protected image of the same size, with its resolved options."""
+
+    name: str
+    apply: Transform
+    options: Any
+    cache_key: str
+    description: str
+
+
+KINDS: dict[str, Kind] = {}
+
+
+def names() -> list[str]:
+    """The protection family names accepted by --method."""
+    return sorted(KINDS)
+
+
+def split_spec(spec: str) -> tuple[str, list[str]]:
+    """`pgd:epsilon=0.0157,steps=10` -> ("pgd", ["epsilon=0.0157", "steps=10"])."""
+    name, _, options = spec.partition(":")
+    return name, [item for item in options.split(",") if item]
+
+
+def is_protection(spec: str) -> bool:
+    """True when the spec names a protection family."""
+    return split_spec(spec)[0] in KINDS
+
+
+def get(spec: str, overrides: list[str] | None = None) -> Protection:
+    """Resolve a spec (plus `key=value` overrides, e.g. from --set) to a Protection; bad options are one line."""
+    name, items = split_spec(spec)
+    if name not in KINDS:
+        raise ObscuraError(f"--method {spec!r}: unknown protection (expected one of: {', '.join(names())})")
+    kind = KINDS[name]
+    try:
+        options = config.load(kind.options, overrides=config.parse_overrides(items + list(overrides or [])))
+    except ObscuraError as err:
+        raise ObscuraError(f"--method {spec!r}: {err}") from None
+    resolved = config.to_dict(options)
+    digest = bytes_sha256(json.dumps(resolved, sort_keys=True).encode())[:12]
+    text = ", ".join(f"{k}={v}" for k, v in resolved.items())
+    return Protection(spec, kind.build(options), options, f"{name}-{digest}", f"{kind.description} ({text})")
