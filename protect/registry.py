@@ -9,38 +9,13 @@ H x W x 3 -> H x W x 3 transform that `evaluate` judges like any other method.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any, Callable
-
-import numpy as np
 
 from obscura import config
 from obscura.digest import bytes_sha256
 from obscura.errors import ObscuraError
+from protect.protection import Kind, Protection
 
-Transform = Callable[[np.ndarray], np.ndarray]
-
-
-@dataclass(frozen=True)
-class Kind:
-    """A protection family: its options (a config dataclass), how to build the transform, and what it does."""
-
-    options: type
-    build: Callable[[Any], Transform]
-    description: str
-
-
-@dataclass(frozen=True)
-class Protection:
-    """A resolved protection: sRGB uint8 H x W x 3 -> protected image of the same size, with its resolved options."""
-
-    name: str
-    apply: Transform
-    options: Any
-    cache_key: str
-    description: str
-
-
+# Each family module defines its Kind(s); add them here (the one place names live).
 KINDS: dict[str, Kind] = {}
 
 

@@ -11,6 +11,7 @@ from evaluation import methods
 from obscura.config import bounded
 from obscura.errors import ObscuraError
 from protect import registry
+from protect.protection import Kind, Transform
 
 
 @dataclass
@@ -20,13 +21,13 @@ class DimOptions:
     factor: float = bounded(0.5, ge=0.0, le=1.0)
 
 
-def _dim(options: DimOptions) -> registry.Transform:
+def _dim(options: DimOptions) -> Transform:
     return lambda image: (image * options.factor).astype(np.uint8)
 
 
 @pytest.fixture
 def dim_kind(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(registry.KINDS, "dim", registry.Kind(DimOptions, _dim, "darkened"))
+    monkeypatch.setitem(registry.KINDS, "dim", Kind(DimOptions, _dim, "darkened"))
 
 
 def test_spec_options_reach_the_transform_and_the_cache_key(dim_kind: None) -> None:
