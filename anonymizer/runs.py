@@ -150,7 +150,12 @@ def load_weights(adversary: Adversary, path: Path, saved: dict[str, Any], identi
 
 
 def load_embedder(path: Path, stage: Stage1Config, train_identities: list[str]) -> IResNet:
-    """The IResNet of a stage-I adversary.pt or an attacker.pt, refused if it saw a non-training identity.
+    """The IResNet of a stage-I adversary.pt or an attacker.pt, refused if it saw a non-training identity."""
+    return load_classifier(path, stage, train_identities).embedder
+
+
+def load_classifier(path: Path, stage: Stage1Config, train_identities: list[str]) -> Adversary:
+    """A stage-I adversary.pt or attacker.pt whole (embedder + identity head), refused if it saw a non-training identity.
 
     A recogniser that saw a test identity would make the leakage figures unfair.
     """
@@ -162,7 +167,7 @@ def load_embedder(path: Path, stage: Stage1Config, train_identities: list[str]) 
         raise ObscuraError(f"{path}: expected a recogniser trained on stage I's training identities only; {why}")
     adversary = build_adversary(stage.adversary, len(known), input_px=saved["input_px"])
     load_weights(adversary, path, saved, known)
-    return adversary.embedder
+    return adversary
 
 
 @dataclass

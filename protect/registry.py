@@ -13,10 +13,11 @@ import json
 from obscura import config
 from obscura.digest import bytes_sha256
 from obscura.errors import ObscuraError
+from protect import deface_faces, face_encryption
 from protect.protection import Kind, Protection
 
-# Each family module defines its Kind(s); add them here (the one place names live).
-KINDS: dict[str, Kind] = {}
+# Each family module defines its Kind(s); they are gathered here (the one place names live).
+KINDS: dict[str, Kind] = {**face_encryption.KINDS, **deface_faces.KINDS}
 
 
 def names() -> list[str]:

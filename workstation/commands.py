@@ -18,12 +18,14 @@ from obscura import manifest
 from obscura.command_line import dispatch
 from optics import optics_commands
 from optics.fabrication import fabrication_commands
+from protect import protect_commands
 from workstation.demo import run_demo
 
 COMMAND_GROUPS = (
     optics_commands,
     fabrication_commands,
     training_commands,
+    protect_commands,
     evaluation_commands,
     calibration_commands,
     deploy_commands,
