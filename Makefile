@@ -12,10 +12,13 @@ $(BIN)/python:
 
 # LenslessPiCam's package (the outside ADMM reconstruction attacker) goes in without its own requirements, which
 # pin numpy 1.26 and pull hydra, paramiko and rawpy; its ADMM needs only numpy, scipy, torch and matplotlib. It
-# declares Python < 3.12: elsewhere that attacker and its test skip and say why.
+# declares Python < 3.12: elsewhere that attacker and its test skip and say why. torchattacks (Face Encryption's
+# FGSM / PGD) goes in the same way: its requirements pull a torchvision built against another torch build (whose
+# missing operators break lensless' import) and pin requests 2.25; it needs only torch.
 install: $(BIN)/python
 	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
 	$(BIN)/pip install -q --no-deps "lensless==1.0.8" || echo "note: lensless not installed; the admm attacker is unavailable"
+	$(BIN)/pip install -q --no-deps "torchattacks==3.5.1"
 
 # Installs the Debian packages where they are missing and apt-get can run as root; elsewhere the
 # tests that need them skip and say why.

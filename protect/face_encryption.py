@@ -14,10 +14,11 @@ import math
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 import torch
-import torchattacks
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -30,6 +31,7 @@ from optics.image_io import from_uint8
 from protect.protection import Kind, Transform
 
 CLASSIFIER_FILE = "inhouse_recogniser_seed0.pt"
+TORCHATTACKS_INSTALL = "pip install --no-deps torchattacks==3.5.1"
 CROP_FRACTION = 0.8  # the in-house recogniser's 128 px centre crop of a 160 px celeba-crops image
 CLASSIFIER_PX = 128
 
@@ -103,8 +105,22 @@ def quantised(clean: np.ndarray, adversarial: Tensor, epsilon: float) -> np.ndar
     return (clean + np.clip(change, -levels, levels)).astype(np.uint8)
 
 
-def attack_of(options: FgsmOptions, model: nn.Module) -> torchattacks.Attack:
+def torchattacks_module() -> ModuleType:
+    """torchattacks; a one-line error where it is missing."""
+    try:
+        # imported here and installed without its requirements (Makefile): they pull a torchvision built
+        # against another torch (whose missing operators then break lensless) and pin requests 2.25
+        import torchattacks
+    except ImportError:
+        raise ObscuraError(
+            f"Face Encryption needs torchattacks: {TORCHATTACKS_INSTALL} (make install does it)"
+        ) from None
+    return torchattacks
+
+
+def attack_of(options: FgsmOptions, model: nn.Module) -> Any:
     """The torchattacks attack the options describe."""
+    torchattacks = torchattacks_module()
     if not isinstance(options, PgdOptions):
         return torchattacks.FGSM(model, eps=options.epsilon)
     alpha = options.alpha or 2.5 * options.epsilon / options.steps

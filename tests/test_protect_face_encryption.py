@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -54,3 +56,9 @@ def test_bad_options_are_one_line(face: np.ndarray) -> None:
         registry.get("pgd-targeted:target=100000").apply(face)
     with pytest.raises(ObscuraError, match="option 'classifier' is 'nowhere.pt': no such file"):
         registry.get("fgsm:classifier=nowhere.pt")
+
+
+def test_a_missing_torchattacks_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "torchattacks", None)  # what an install without it looks like to import
+    with pytest.raises(ObscuraError, match="needs torchattacks: pip install --no-deps torchattacks==3.5.1"):
+        registry.get("fgsm")
