@@ -39,6 +39,7 @@ OPTIC = OPTIC_FILE
 REGRESSOR = "regressor.pt"
 ADVERSARY = "adversary.pt"
 ATTACKER = "attacker.pt"
+INHOUSE_RECOGNISER = "inhouse_recogniser_seed0.pt"  # in weights/: a clean-face recogniser of the training identities
 SPLITS = "splits"
 TRAIN_SPLIT = f"{SPLITS}/train.txt"
 TEST_SPLIT = f"{SPLITS}/test.txt"

@@ -30,7 +30,6 @@ from obscura.errors import ObscuraError
 from optics.image_io import from_uint8
 from protect.protection import Kind, Transform
 
-CLASSIFIER_FILE = "inhouse_recogniser_seed0.pt"
 TORCHATTACKS_INSTALL = "pip install --no-deps torchattacks==3.5.1"
 CROP_FRACTION = 0.8  # the in-house recogniser's 128 px centre crop of a 160 px celeba-crops image
 CLASSIFIER_PX = 128
@@ -85,7 +84,7 @@ class CentreCropClassifier(nn.Module):
 @cache
 def classifier(path: str) -> CentreCropClassifier:
     """The white-box classifier of a recogniser file, frozen (loaded once per file)."""
-    file = Path(path) if path else paths.WEIGHTS_DIR / CLASSIFIER_FILE
+    file = Path(path) if path else paths.WEIGHTS_DIR / runs.INHOUSE_RECOGNISER
     if not file.is_file():
         raise ObscuraError(f"option 'classifier' is {str(file)!r}: no such file (expected a stage-I adversary.pt)")
     stage = runs.load_stage1_config(paths.WEIGHTS_DIR)

@@ -64,7 +64,6 @@ from protect import pemiu
 RECOGNISERS = ("sface", "inhouse", "capture")
 TEMPLATE_DIM = 128  # SFace's, and the in-house IResNet's embedding_dim
 DECODER_FILE = "decoder.pt"
-INHOUSE_FILE = "inhouse_recogniser_seed0.pt"
 REPORT = "report.json"
 # settings that only change the judging, not what is learned: a resumed training may change them
 RESUMABLE = (*RESUMABLE_KEYS, "judges", "test_images", "examples", "cache_dir", "protect_seed")
@@ -164,7 +163,7 @@ def judges(cfg: TemplateAttackConfig) -> list[str]:
 def recogniser_file(cfg: TemplateAttackConfig, key: str) -> Path:
     """The in-house recogniser's or the adaptive recogniser's file."""
     if key == "inhouse":
-        return Path(cfg.inhouse) if cfg.inhouse else paths.WEIGHTS_DIR / INHOUSE_FILE
+        return Path(cfg.inhouse) if cfg.inhouse else paths.WEIGHTS_DIR / runs.INHOUSE_RECOGNISER
     return Path(cfg.adaptive)
 
 
