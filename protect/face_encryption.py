@@ -149,7 +149,8 @@ def build(options: FgsmOptions) -> Transform:
         x = from_uint8(image)[None]
         with torch.no_grad():
             labels = labels_for(options, model(x))
-        with torch.random.fork_rng():
+        # the caller may be inside no_grad (an attacker imaging its training batch): the attack needs gradients
+        with torch.random.fork_rng(), torch.enable_grad():
             torch.manual_seed(getattr(options, "seed", 0))
             adversarial = attack(x, labels)
         return quantised(image, adversarial, options.epsilon)

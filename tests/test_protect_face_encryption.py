@@ -42,6 +42,13 @@ def test_epsilon_is_respected_exactly_in_8_bits(spec: str, face: np.ndarray, one
     assert change[:16].max() == 0 and change[:, :16].max() == 0  # ... and only the crop the classifier reads moves
 
 
+def test_the_protection_is_the_same_when_called_without_gradients(face: np.ndarray, one_torch_thread: None) -> None:
+    protection = registry.get("pgd:epsilon=0.0157,steps=2")
+    with torch.no_grad():
+        quiet = protection.apply(face)
+    assert np.array_equal(quiet, protection.apply(face)) and not np.array_equal(quiet, face)
+
+
 def test_targeted_pgd_makes_the_classifier_answer_the_target(face: np.ndarray, one_torch_thread: None) -> None:
     clean = _logits(face)
     target = int(clean.argmin())
