@@ -155,6 +155,12 @@ def load_embedder(path: Path, stage: Stage1Config, train_identities: list[str]) 
     return load_classifier(path, stage, train_identities).embedder
 
 
+def load_committed_classifier(path: Path) -> Adversary:
+    """A recogniser file read against the committed stage I (weights/: its adversary config and training split)."""
+    stage = load_stage1_config(paths.WEIGHTS_DIR)
+    return load_classifier(path, stage, read_split(paths.WEIGHTS_DIR / TRAIN_SPLIT))
+
+
 def load_classifier(path: Path, stage: Stage1Config, train_identities: list[str]) -> Adversary:
     """A stage-I adversary.pt or attacker.pt whole (embedder + identity head), refused if it saw a non-training identity.
 

@@ -23,7 +23,6 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from anonymizer import runs
-from faces.face_sets import read_split
 from obscura import paths
 from obscura.config import bounded
 from obscura.errors import ObscuraError
@@ -87,9 +86,7 @@ def classifier(path: str) -> CentreCropClassifier:
     file = Path(path) if path else paths.WEIGHTS_DIR / runs.INHOUSE_RECOGNISER
     if not file.is_file():
         raise ObscuraError(f"option 'classifier' is {str(file)!r}: no such file (expected a stage-I adversary.pt)")
-    stage = runs.load_stage1_config(paths.WEIGHTS_DIR)
-    net = runs.load_classifier(file, stage, read_split(paths.WEIGHTS_DIR / runs.TRAIN_SPLIT))
-    return CentreCropClassifier(net).eval().requires_grad_(False)
+    return CentreCropClassifier(runs.load_committed_classifier(file)).eval().requires_grad_(False)
 
 
 def quantised(clean: np.ndarray, adversarial: Tensor, epsilon: float) -> np.ndarray:

@@ -175,9 +175,7 @@ def split_file(cfg: TemplateAttackConfig, part: str) -> Path:
 
 def load_torch_recogniser(path: Path) -> nn.Module:
     """A committed-style in-house recogniser (or adaptive attacker) of stage I's training identities, frozen."""
-    stage = runs.load_stage1_config(paths.WEIGHTS_DIR)
-    embedder = runs.load_embedder(path, stage, read_split(paths.WEIGHTS_DIR / runs.TRAIN_SPLIT))
-    return embedder.eval().requires_grad_(False)
+    return runs.load_committed_classifier(path).embedder.eval().requires_grad_(False)
 
 
 def build_recogniser(cfg: TemplateAttackConfig, cache: Path) -> Recogniser:
