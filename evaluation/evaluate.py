@@ -114,32 +114,45 @@ def resolve_attackers(cfg: EvaluateConfig, method: Method) -> tuple[tuple[str, .
 
 
 def analyse(
-    cfg: EvaluateConfig, face_set: FaceSet, method: Method, cache_root: Path, attackers: tuple[str, ...] = ()
+    face_set: FaceSet,
+    method: Method,
+    cache_root: Path,
+    *,
+    workers: int,
+    progress: bool,
+    motion_seed: int = 0,
+    attackers: tuple[str, ...] = (),
+    clean_probes: bool = False,
+    inhouse: str = "",
 ) -> Records:
-    """Run every image of the face set through the models (in `cfg.workers` processes)."""
+    """Run every image of the face set through the models (in `workers` processes).
+
+    `clean_probes`: embed the clean probes too (the modified-domain protocol compares them);
+    `inhouse`: a recogniser file whose templates are added (analysis.InhouseTemplates).
+    """
 
     ids = face_set.identities
     tasks: list[Task] = [Task(str(face_set.images[i][0].path), True) for i in ids]
     labels: list[int] = []
     for col, name in enumerate(ids):
         for img in face_set.images[name][1:]:
-            tasks.append(Task(str(img.path), method.is_identity, rebuild=bool(attackers)))
+            tasks.append(Task(str(img.path), method.is_identity or clean_probes, rebuild=bool(attackers)))
             labels.append(col)
-    bar = dict(total=len(tasks), desc=f"evaluate {method.name}", unit="img", disable=not cfg.progress)
-    init = (method.name, str(cache_root), attackers, cfg.motion_seed)
-    if cfg.workers == 1:
+    bar = dict(total=len(tasks), desc=f"evaluate {method.name}", unit="img", disable=not progress)
+    init = (method.name, str(cache_root), attackers, motion_seed, inhouse)
+    if workers == 1:
         init_worker(*init)
         results = [run_task(t) for t in tqdm(tasks, **bar)]
     else:
         # spawn, not fork: checking the method has already run torch in this process (an optic's PSF),
         # and a child forked while torch's thread pool holds a lock waits on it forever (seen with optic:RUN)
-        with mp.get_context("spawn").Pool(cfg.workers, init_worker, init) as pool:
+        with mp.get_context("spawn").Pool(workers, init_worker, init) as pool:
             results = list(tqdm(pool.imap(run_task, tasks, chunksize=4), **bar))
     n = len(ids)
     return Records(face_set, results[:n], results[n:], np.array(labels, dtype=np.int64), [t.path for t in tasks[n:]])
 
 
-def _embeddings(records: list[tuple[dict, dict]], side: int, key: str, dim_hint: int = 128) -> np.ndarray:
+def embeddings(records: list[tuple[dict, dict]], side: int, key: str, dim_hint: int = 128) -> np.ndarray:
     """Stack one embedding per record (NaN rows where the face was not found)."""
     vecs = [rec[side].get(key) for rec in records]
     dim = next((v.shape[0] for v in vecs if v is not None), dim_hint)
@@ -174,11 +187,11 @@ def privacy(rec: Records, cfg: EvaluateConfig) -> dict[str, dict]:
     out: dict[str, dict] = {}
     labels = rec.probe_labels
     for name in RECOGNISERS:
-        gallery = _embeddings(rec.gallery, 0, f"{name}.emb")
-        auto = _embeddings(rec.probes, 1, f"{name}.auto")
-        oracle = _embeddings(rec.probes, 1, f"{name}.oracle")
-        gallery_t = _embeddings(rec.gallery, 1, f"{name}.auto")
-        gallery_t_oracle = _embeddings(rec.gallery, 1, f"{name}.oracle")
+        gallery = embeddings(rec.gallery, 0, f"{name}.emb")
+        auto = embeddings(rec.probes, 1, f"{name}.auto")
+        oracle = embeddings(rec.probes, 1, f"{name}.oracle")
+        gallery_t = embeddings(rec.gallery, 1, f"{name}.auto")
+        gallery_t_oracle = embeddings(rec.gallery, 1, f"{name}.oracle")
         both = similarity(auto, gallery_t)
         both_oracle = similarity(oracle, gallery_t_oracle)
         ver_both = metrics.verification(metrics.pair_scores(both, labels), cfg.far)
@@ -206,9 +219,9 @@ def privacy_after_reconstruction(rec: Records, cfg: EvaluateConfig, attackers: t
         name = spec.partition(":")[0]
         out[name] = {"attacker": spec}
         for rname in RECOGNISERS:
-            auto = _embeddings(rec.probes, 1, f"recon.{name}.{rname}.auto")
-            oracle = _embeddings(rec.probes, 1, f"recon.{name}.{rname}.oracle")
-            gallery = _embeddings(rec.gallery, 0, f"{rname}.emb")
+            auto = embeddings(rec.probes, 1, f"recon.{name}.{rname}.auto")
+            oracle = embeddings(rec.probes, 1, f"recon.{name}.{rname}.oracle")
+            gallery = embeddings(rec.gallery, 0, f"{rname}.emb")
             out[name][rname] = {
                 **judged(auto, oracle, gallery, rec.probe_labels, cfg),
                 "probes_without_face": int(np.isnan(auto).any(axis=1).sum()),
@@ -278,7 +291,15 @@ def run(cfg: EvaluateConfig) -> dict:
     attackers, chosen = resolve_attackers(cfg, method)
     config.write_resolved(cfg, out)
     atomic.write_text(out / "identities.txt", "".join(f"{n}\n" for n in face_set.identities))
-    rec = analyse(cfg, face_set, method, cache_root, attackers)
+    rec = analyse(
+        face_set,
+        method,
+        cache_root,
+        workers=cfg.workers,
+        progress=cfg.progress,
+        motion_seed=cfg.motion_seed,
+        attackers=attackers,
+    )
     result = {
         "method": method.name,
         "method_description": method.description,

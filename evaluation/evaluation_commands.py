@@ -7,7 +7,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from evaluation import anonymization, evaluate, fabrication_judge, landmark_judge, methods, summary
+from evaluation import (
+    anonymization,
+    evaluate,
+    fabrication_judge,
+    landmark_judge,
+    methods,
+    modified_domain,
+    p3mask_judge,
+    sensitivity,
+    summary,
+)
 from evaluation.analysis import RECOGNISERS
 from evaluation.attacks import adaptive_recogniser, learned_inversion, template_grid, template_inversion
 from obscura import atomic
@@ -40,6 +50,58 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         out_required=False,
     )
     p.set_defaults(func=_evaluate)
+    m = subparsers.add_parser(
+        "recognise-modified",
+        help="recognition with gallery and probes each clean or modified by a method (the 2x2 table)",
+        description="Rank-1 and TAR for gallery {clean, modified} x probes {clean, modified} by SFace, dlib and the "
+        "in-house recogniser, and recognition against Laplace noise on the stored templates.",
+    )
+    m.add_argument("--data", help="folder of <identity>/<image> files")
+    m.add_argument("--method", help="method under test (as for evaluate), e.g. lowkey or pgd:epsilon=0.0314")
+    m.add_argument("--split", help="file of identity names (one per line), e.g. weights/splits/test.txt")
+    m.add_argument("--min-images", type=int, help="keep identities with at least K readable images (default 2)")
+    m.add_argument("--cache", help="cache folder for per-image results (default ~/.cache/obscura/evaluation)")
+    m.add_argument("--workers", type=int, help="worker processes (default 2)")
+    add_config_options(
+        m,
+        "YAML/JSON file of evaluation.modified_domain.ModifiedDomainConfig",
+        "output folder for report.json, report.md, modified_domain.png and config.yaml",
+        out_required=False,
+    )
+    m.set_defaults(func=_recognise_modified)
+    sens = subparsers.add_parser(
+        "sensitivity",
+        help="how far each modification moves a template (cosine distance, rank-1) as its strength grows",
+        description=f"One curve per family ({', '.join(sorted(sensitivity.FAMILIES))}; optic by --set "
+        "'optic=[LAMBDA:RUN,...]'): cosine distance of modified to clean templates and rank-1, per recogniser.",
+    )
+    sens.add_argument("--data", help="folder of <identity>/<image> files")
+    sens.add_argument("--split", help="file of identity names (one per line), e.g. weights/splits/test.txt")
+    sens.add_argument("--cache", help="cache folder for per-image results (default ~/.cache/obscura/evaluation)")
+    sens.add_argument("--workers", type=int, help="worker processes (default 2)")
+    add_config_options(
+        sens,
+        "YAML/JSON file of evaluation.sensitivity.SensitivityConfig",
+        "output folder for sensitivity.json, sensitivity.png and config.yaml",
+        out_required=False,
+    )
+    sens.set_defaults(func=_sensitivity)
+    p3 = subparsers.add_parser(
+        "judge-p3mask",
+        help="per-user P3-masks (ensemble by focal diversity) judged by SFace and dlib: protection rate at FMR 1 %%",
+        description="Learn one P3-mask per user from part of their images, then judge masked probes against clean "
+        "galleries: protection rate, rank-1, the mask as a key, JPEG 75 / 0.5x resize / blur 1 robustness.",
+    )
+    p3.add_argument("--data", help="folder of <identity>/<image> files")
+    p3.add_argument("--split", help="file of identity names (the users), e.g. weights/splits/test.txt")
+    p3.add_argument("--users", type=int, help="the first K users of the split")
+    add_config_options(
+        p3,
+        "YAML/JSON file of evaluation.p3mask_judge.P3JudgeConfig",
+        "output folder for report.json, report.md, examples.png, masks/ and config.yaml",
+        out_required=False,
+    )
+    p3.set_defaults(func=_judge_p3mask)
     a = subparsers.add_parser(
         "evaluate-anonymizer",
         help="utility, identity leakage, diversity and realism of a stage-II anonymizer on test identities",
@@ -150,6 +212,64 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_config_options(tol, "YAML/JSON file of evaluation.fabrication_judge.JudgedToleranceConfig")
     tol.set_defaults(func=_tolerance)
+
+
+def _recognise_modified(args: argparse.Namespace) -> int:
+    """Resolve the configuration, run the 2x2 protocol, print each judge's table in one line."""
+    flags = {
+        "data": args.data,
+        "method": args.method,
+        "split": args.split,
+        "min_images": args.min_images,
+        "out": args.out,
+        "cache_dir": args.cache,
+        "workers": args.workers,
+    }
+    cfg = load_config(modified_domain.ModifiedDomainConfig, args, flags)
+    result = modified_domain.run(cfg)
+    print(
+        f"{result['method']} on {result['n_identities']} identities, {result['n_probes']} probes ({result['seconds']} s)"
+    )
+    for judge, t in result["tables"].items():
+        cells = ", ".join(
+            f"{g}/{p} {t[f'gallery_{g}'][f'probes_{p}']['rank1']:.3f}"
+            for g in modified_domain.SIDES
+            for p in modified_domain.SIDES
+        )
+        print(f"  {judge} rank-1 (gallery/probes): {cells}")
+    print(f"report in {cfg.out}/report.md")
+    return 0
+
+
+def _sensitivity(args: argparse.Namespace) -> int:
+    """Resolve the configuration, run every family, print its strongest point per judge."""
+    flags = {"data": args.data, "split": args.split, "out": args.out, "cache_dir": args.cache, "workers": args.workers}
+    cfg = load_config(sensitivity.SensitivityConfig, args, flags)
+    result = sensitivity.run(cfg)
+    for family, found in result["families"].items():
+        strongest = found["points"][-1]
+        judged = ", ".join(
+            f"{j} {strongest[j]['cosine_distance']:.3f} / {strongest[j]['rank1']:.3f}" for j in sensitivity.JUDGES
+        )
+        print(f"{family} at {strongest['strength']:g}: cosine distance / rank-1 {judged}")
+    print(f"{result['seconds']} s; curves in {cfg.out}/sensitivity.png")
+    return 0
+
+
+def _judge_p3mask(args: argparse.Namespace) -> int:
+    """Resolve the configuration, learn the masks, print each judge's protection rate."""
+    flags = {"data": args.data, "split": args.split, "users": args.users, "out": args.out}
+    cfg = load_config(p3mask_judge.P3JudgeConfig, args, flags)
+    result = p3mask_judge.run(cfg)
+    print(
+        f"{result['users']} users, {result['probes']} probes, SSIM {result['ssim_mean']:.3f} (min "
+        f"{result['ssim_min']:.3f}), {result['seconds_per_mask'] or 0:.0f} s per mask, ensemble {result['ensemble']}"
+    )
+    for judge, found in result["judges"].items():
+        cells = ", ".join(f"{v} {f['protection_rate']:.3f}" for v, f in found.items())
+        print(f"  {judge} protection rate: {cells}")
+    print(f"report in {cfg.out}/report.md")
+    return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -280,6 +280,11 @@ def names() -> list[str]:
 def protection(spec: str) -> Method:
     """A software protection (protect/) as a method: no linear forward model, cached by its resolved options."""
     p = protections.get(spec)
+    if p.per_user is not None:
+        raise ObscuraError(
+            f"--method {spec!r}: a per-user protection (learned from each user's images) is not an image method; "
+            "judge it with `judge-p3mask`"
+        )
     return Method(spec, p.apply, p.cache_key, p.description)
 
 

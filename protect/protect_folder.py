@@ -9,6 +9,7 @@ records whose they are, so another protection is refused there).
 
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from skimage.metrics import peak_signal_noise_ratio
 from tqdm import tqdm
 
 from faces.face_sets import list_images, read_rgb
@@ -25,7 +26,7 @@ from obscura import atomic, config
 from obscura.errors import ObscuraError
 from optics.image_io import write_png
 from protect import registry
-from protect.protection import Protection
+from protect.protection import Protection, Transform, ssim_8bit
 
 REPORT = "report.json"
 METHOD = "method.json"  # written first: which protection the folder's images are of (a resumed run must match)
@@ -47,8 +48,7 @@ def measure(clean: np.ndarray, protected: np.ndarray, seconds: float | None) -> 
     """PSNR, SSIM (8-bit sRGB, colour) and the largest pixel change of a protected image."""
     change = np.abs(protected.astype(np.int16) - clean.astype(np.int16))
     psnr = float("inf") if not change.any() else float(peak_signal_noise_ratio(clean, protected, data_range=255))
-    ssim = float(structural_similarity(clean, protected, channel_axis=-1, data_range=255))
-    return Measured(psnr, ssim, int(change.max()), seconds)
+    return Measured(psnr, ssim_8bit(clean, protected), int(change.max()), seconds)
 
 
 def check_resume(out_dir: Path, protection: Protection) -> None:
@@ -64,19 +64,40 @@ def check_resume(out_dir: Path, protection: Protection) -> None:
     atomic.write_json(marker, {"method": protection.name, "cache_key": protection.cache_key})
 
 
-def protect_image(protection: Protection, source: Path, target: Path) -> tuple[np.ndarray, np.ndarray, Measured]:
+def protect_image(name: str, apply: Transform, source: Path, target: Path) -> tuple[np.ndarray, np.ndarray, Measured]:
     """Protect one image (or read its output of an earlier run) and measure it."""
     clean = read_rgb(source)[0]
     if target.is_file():
         protected = read_rgb(target)[0]
         return clean, protected, measure(clean, protected, None)
     start = time.perf_counter()
-    protected = protection.apply(clean)
+    protected = apply(clean)
     seconds = time.perf_counter() - start
     if protected.shape != clean.shape or protected.dtype != np.uint8:
-        raise ObscuraError(f"{protection.name}: returned {protected.shape} {protected.dtype} for {source}")
+        raise ObscuraError(f"{name}: returned {protected.shape} {protected.dtype} for {source}")
     write_png(target, protected)
     return clean, protected, measure(clean, protected, seconds)
+
+
+def user_transform(protection: Protection, files: list[Path], folder: Path) -> tuple[Transform, float | None]:
+    """The transform for one identity's images: the protection itself, or the user's key (learned, or read back).
+
+    Returns it with the seconds spent learning the key (None where nothing was learned in this run).
+    """
+    per_user = protection.per_user
+    if per_user is None:
+        return protection.apply, None
+    key_file = folder / per_user.key_file
+    if key_file.is_file():
+        key, seconds = np.load(key_file), None
+    else:
+        start = time.perf_counter()
+        key = per_user.learn([read_rgb(f)[0] for f in files])
+        seconds = time.perf_counter() - start
+        buffer = io.BytesIO()
+        np.save(buffer, key)
+        atomic.write_bytes(key_file, buffer.getvalue())
+    return (lambda image: per_user.apply(image, key)), seconds
 
 
 def summary(protection: Protection, rows: list[Measured], identities: int) -> dict[str, Any]:
@@ -123,16 +144,23 @@ def protect_folder(spec: str, data: str | Path, out: str | Path, overrides: list
     config.write_resolved(protection.options, out_dir)
     rows: list[Measured] = []
     pairs: list[tuple[np.ndarray, np.ndarray]] = []
+    learned: list[float] = []
     bar = tqdm(total=sum(map(len, groups.values())), desc=f"protect {spec}", unit="img", disable=not progress)
     for identity, files in groups.items():
+        apply, seconds = user_transform(protection, files, atomic.writable_folder(out_dir / identity))
+        learned += [] if seconds is None else [seconds]
         for i, source in enumerate(files):
-            clean, protected, measured = protect_image(protection, source, out_dir / identity / f"{source.stem}.png")
+            target = out_dir / identity / f"{source.stem}.png"
+            clean, protected, measured = protect_image(protection.name, apply, source, target)
             rows.append(measured)
             if i == 0 and len(pairs) < EXAMPLE_IDENTITIES:
                 pairs.append((clean, protected))
             bar.update()
     bar.close()
     report = summary(protection, rows, len(groups))
+    if protection.per_user is not None:
+        report["keys_learned_this_run"] = len(learned)
+        report["seconds_per_key"] = float(np.mean(learned)) if learned else None
     atomic.write_json(out_dir / REPORT, report)
     examples_png(out_dir / EXAMPLES, pairs, protection.description)
     return report

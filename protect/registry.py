@@ -13,11 +13,11 @@ import json
 from obscura import config
 from obscura.digest import bytes_sha256
 from obscura.errors import ObscuraError
-from protect import deface_faces, face_encryption
+from protect import deface_faces, face_encryption, feature_cloaks, p3_mask
 from protect.protection import Kind, Protection
 
 # Each family module defines its Kind(s); they are gathered here (the one place names live).
-KINDS: dict[str, Kind] = {**face_encryption.KINDS, **deface_faces.KINDS}
+KINDS: dict[str, Kind] = {**face_encryption.KINDS, **feature_cloaks.KINDS, **p3_mask.KINDS, **deface_faces.KINDS}
 
 
 def names() -> list[str]:
@@ -49,4 +49,5 @@ def get(spec: str, overrides: list[str] | None = None) -> Protection:
     resolved = config.to_dict(options)
     digest = bytes_sha256(json.dumps(resolved, sort_keys=True).encode())[:12]
     text = ", ".join(f"{k}={v}" for k, v in resolved.items())
-    return Protection(spec, kind.build(options), options, f"{name}-{digest}", f"{kind.description} ({text})")
+    per_user = kind.per_user(options) if kind.per_user else None
+    return Protection(spec, kind.build(options), options, f"{name}-{digest}", f"{kind.description} ({text})", per_user)
