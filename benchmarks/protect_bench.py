@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Cost of the software protections per image on this machine, and of a P3-mask per user.
+"""Cost and perceptibility of the software protections (and any evaluate method) per image, and of a P3-mask.
 
-Wall and CPU seconds per image of each protection spec on the first image of each test identity
-(celeba-crops, `weights/splits/test.txt`), after one untimed warm-up; for `p3mask`, the seconds
+Wall and CPU seconds per image of each method spec (a protection, or any `evaluate` method such as
+`optic` or `blur8`), and the PSNR / SSIM of its output to the original, on the first image of each
+test identity (celeba-crops, `weights/splits/test.txt`), after one untimed warm-up; for `p3mask`, the seconds
 to learn one user's mask from that user's images and the milliseconds to apply it. Torch uses
 `--threads` threads (the machine's two cores by default). Prints JSON and writes it to `--json FILE`.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-DEFAULT_SPECS = ["lowkey", "fawkes", "fgsm", "pgd", "pgd-targeted", "deface-blur"]
+DEFAULT_SPECS = ["lowkey", "fawkes", "fgsm", "pgd", "pgd-targeted", "deface-blur", "optic", "blur8", "lowres16"]
 
 
 def timed(fn, items: list) -> tuple[float, float]:
@@ -30,13 +31,17 @@ def timed(fn, items: list) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     """Time every spec on the same images and one P3-mask user; print and write the JSON summary."""
+    import numpy as np
     import torch
+    from skimage.metrics import peak_signal_noise_ratio
 
     from anonymizer import runs
+    from evaluation import methods
     from faces.face_sets import list_images, read_rgb, read_split
     from obscura import paths
     from obscura.benchmark import emit
-    from protect import p3_mask, registry
+    from protect import p3_mask
+    from protect.protection import ssim_8bit
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(paths.shared_data_dir() / "celeba-crops"))
@@ -52,8 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     summary: dict = {"benchmark": "protections, seconds per image", "data": args.data, "images": len(images)}
     summary["threads"] = args.threads
     for spec in args.specs:
-        wall, cpu = timed(registry.get(spec).apply, images)
-        summary[spec] = {"wall_s_per_image": round(wall, 4), "cpu_s_per_image": round(cpu, 4)}
+        apply = methods.get(spec).apply
+        wall, cpu = timed(apply, images)
+        outputs = [apply(image) for image in images]
+        summary[spec] = {
+            "wall_s_per_image": round(wall, 4),
+            "cpu_s_per_image": round(cpu, 4),
+            "psnr_db": round(float(np.mean([peak_signal_noise_ratio(a, b) for a, b in zip(images, outputs)])), 2),
+            "ssim": round(float(np.mean([ssim_8bit(a, b) for a, b in zip(images, outputs)])), 4),
+        }
     user = [read_rgb(f)[0] for f in folders[users[0]]]
     start = time.perf_counter()
     mask = p3_mask.learn_mask(user, p3_mask.P3MaskOptions())
