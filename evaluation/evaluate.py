@@ -73,6 +73,16 @@ class Records:
     probe_paths: list[str]
 
 
+def face_set_of(data: str, min_images: int, split: str | None, progress: bool, max_images: int | None) -> FaceSet:
+    """The identities of `split` (a file of names; None: all) in `data` with at least `min_images` readable images."""
+    return load_face_set(data, min_images, read_split(split) if split else None, progress, max_images)
+
+
+def cache_root_of(cache_dir: str | None) -> Path:
+    """The per-image result cache: `cache_dir`, else $OBSCURA_CACHE/evaluation or ~/.cache/obscura/evaluation."""
+    return Path(cache_dir) if cache_dir else result_cache.default_dir()
+
+
 def check(cfg: EvaluateConfig) -> Method:
     """Validate a configuration before any work; returns the method."""
     config.check(cfg)
@@ -285,9 +295,8 @@ def run(cfg: EvaluateConfig) -> dict:
     method = check(cfg)
     start = time.time()
     out = Path(cfg.out)
-    identities = read_split(cfg.split) if cfg.split else None
-    face_set = load_face_set(cfg.data, cfg.min_images, identities, cfg.progress, cfg.max_images)
-    cache_root = Path(cfg.cache_dir) if cfg.cache_dir else result_cache.default_dir()
+    face_set = face_set_of(cfg.data, cfg.min_images, cfg.split, cfg.progress, cfg.max_images)
+    cache_root = cache_root_of(cfg.cache_dir)
     attackers, chosen = resolve_attackers(cfg, method)
     config.write_resolved(cfg, out)
     atomic.write_text(out / "identities.txt", "".join(f"{n}\n" for n in face_set.identities))

@@ -21,10 +21,8 @@ from tqdm import tqdm
 
 from evaluation import metrics
 from evaluation.analysis import INHOUSE, RECOGNISERS, inhouse_file
-from evaluation.evaluate import Records, analyse, embeddings, similarity
+from evaluation.evaluate import Records, analyse, cache_root_of, embeddings, face_set_of, similarity
 from evaluation.methods import get
-from faces import result_cache
-from faces.face_sets import load_face_set, read_split
 from obscura import atomic, config
 from obscura.config import bounded
 from obscura.errors import ObscuraError
@@ -126,9 +124,8 @@ def run(cfg: SensitivityConfig) -> dict:
     chosen = sweeps(cfg)
     start = time.time()
     out = Path(cfg.out)
-    identities = read_split(cfg.split) if cfg.split else None
-    face_set = load_face_set(cfg.data, cfg.min_images, identities, cfg.progress, cfg.max_images)
-    cache_root = Path(cfg.cache_dir) if cfg.cache_dir else result_cache.default_dir()
+    face_set = face_set_of(cfg.data, cfg.min_images, cfg.split, cfg.progress, cfg.max_images)
+    cache_root = cache_root_of(cfg.cache_dir)
     config.write_resolved(cfg, out)
     families: dict[str, dict] = {}
     todo = [(family, strength, spec) for family, (_, specs) in chosen.items() for strength, spec in specs]
