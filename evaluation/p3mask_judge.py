@@ -12,7 +12,6 @@ there were is reported), rank-1 against every user's gallery, the same for the m
 
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,13 +124,6 @@ def split_users(cfg: P3JudgeConfig) -> list[User]:
 
 
 @torch.no_grad()
-def inhouse_templates(file: str, images: list[Path]) -> np.ndarray:
-    """Unit templates of the images' centre crops by one candidate recogniser."""
-    embedder = runs.load_committed_classifier(Path(file)).embedder.eval()
-    crops = torch.stack([from_uint8(inhouse_crop(read_rgb(p)[0], str(p))) for p in images])
-    return F.normalize(embedder(crops)).double().numpy()
-
-
 def team_failures(candidates: list[str], team_split: str, data: str) -> np.ndarray:
     """Probes x candidates boolean: each candidate's rank-1 failures on the team split's identities."""
     face_set = load_face_set(data, 2, read_split(team_split), progress=False)
@@ -139,10 +131,13 @@ def team_failures(candidates: list[str], team_split: str, data: str) -> np.ndarr
     gallery = [face_set.images[n][0].path for n in ids]
     probes = [img.path for n in ids for img in face_set.images[n][1:]]
     labels = np.array([col for col, n in enumerate(ids) for _ in face_set.images[n][1:]])
-    columns = [
-        ~metrics.rank1_correct(inhouse_templates(f, probes) @ inhouse_templates(f, gallery).T, labels)
-        for f in candidates
-    ]
+    crops = torch.stack([from_uint8(inhouse_crop(read_rgb(p)[0], str(p))) for p in gallery + probes])  # read once
+    columns = []
+    for file in candidates:
+        embedder = runs.load_committed_classifier(Path(file)).embedder.eval()
+        templates = F.normalize(embedder(crops)).double().numpy()
+        scores = templates[len(gallery) :] @ templates[: len(gallery)].T
+        columns.append(~metrics.rank1_correct(scores, labels))
     return np.stack(columns, axis=1)
 
 
@@ -154,9 +149,7 @@ def user_mask(user: User, options: P3MaskOptions, folder: Path) -> tuple[np.ndar
     start = time.perf_counter()
     mask = p3_mask.learn_mask([read_rgb(p)[0] for p in user.train], options)
     seconds = time.perf_counter() - start
-    buffer = io.BytesIO()
-    np.save(buffer, mask)
-    atomic.write_bytes(file, buffer.getvalue())
+    atomic.write_npy(file, mask)
     return mask, seconds
 
 

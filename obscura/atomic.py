@@ -61,6 +61,15 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
+def write_npy(path: str | os.PathLike[str], array: Any) -> Path:
+    """Atomically write a numpy array as .npy."""
+    import numpy as np  # deferred as matplotlib above: the device side imports this module too
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, array)
+    return Path(path)
+
+
 def write_figure(path: str | os.PathLike[str], fig: Any, dpi: int = 100) -> Path:
     """Atomically write a matplotlib figure as PNG, then close it (figures hold memory until closed)."""
     import matplotlib.pyplot as plt  # deferred: obscura runs on the device too, where matplotlib is heavy and optional

@@ -176,6 +176,22 @@ def diverse(crops: Tensor, generator: torch.Generator) -> Tensor:
     return F.pad(small, (left, side - shrunk - left, top, side - shrunk - top), value=0.5)
 
 
+def penalty_weight(weight: float, broke: bool) -> float:
+    """The perceptual penalty's next weight: doubled after a step that broke the budget, else halved, within LAMBDA_RANGE."""
+    return min(max(weight * (2.0 if broke else 0.5), LAMBDA_RANGE[0]), LAMBDA_RANGE[1])
+
+
+def largest_scale(holds: Callable[[float], bool]) -> float:
+    """The largest scale in [0, 1] at which `holds` (monotone: true at 0) is true, by bisection (1 if it holds there)."""
+    if holds(1.0):
+        return 1.0
+    low, high = 0.0, 1.0
+    for _ in range(BISECTION_STEPS):
+        mid = (low + high) / 2
+        low, high = (mid, high) if holds(mid) else (low, mid)
+    return low
+
+
 def optimised_change(clean: Tensor, objective: Objective, options: CloakOptions, min_ssim: float) -> Tensor:
     """The perturbation of a crop: signed-gradient descent on the objective of random views plus the SSIM penalty.
 
@@ -194,8 +210,7 @@ def optimised_change(clean: Tensor, objective: Objective, options: CloakOptions,
         with torch.no_grad():
             change -= options.step_size * grad.sign()
             change.clamp_(-options.epsilon, options.epsilon)
-        broke = float(dissimilarity.detach()) > allowed
-        weight = min(max(weight * (2.0 if broke else 0.5), LAMBDA_RANGE[0]), LAMBDA_RANGE[1])
+        weight = penalty_weight(weight, float(dissimilarity.detach()) > allowed)
     return change.detach()
 
 
@@ -205,13 +220,7 @@ def within_budget(image: np.ndarray, change: np.ndarray, min_ssim: float) -> np.
     def scaled(s: float) -> np.ndarray:
         return np.clip(np.rint(image + s * change), 0, 255).astype(np.uint8)
 
-    if ssim_8bit(image, scaled(1.0)) >= min_ssim:
-        return scaled(1.0)
-    low, high = 0.0, 1.0
-    for _ in range(BISECTION_STEPS):
-        mid = (low + high) / 2
-        low, high = (mid, high) if ssim_8bit(image, scaled(mid)) >= min_ssim else (low, mid)
-    return scaled(low)
+    return scaled(largest_scale(lambda s: ssim_8bit(image, scaled(s)) >= min_ssim))
 
 
 def cloak(

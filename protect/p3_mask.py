@@ -27,7 +27,7 @@ from obscura.config import bounded
 from obscura.errors import ObscuraError
 from optics.image_io import from_uint8
 from protect.face_encryption import CentreCropClassifier
-from protect.feature_cloaks import BISECTION_STEPS, LAMBDA_RANGE, ensemble, templates
+from protect.feature_cloaks import ensemble, largest_scale, penalty_weight, templates
 from protect.protection import Kind, PerUser, Transform, ssim_8bit
 
 KEY_FILE = "p3mask.npy"  # a user's mask beside their protected images: H x W x 3 float32, sRGB levels
@@ -80,8 +80,7 @@ def optimised_mask(crops: torch.Tensor, options: P3MaskOptions) -> torch.Tensor:
             with torch.no_grad():
                 mask -= options.step_size * grad.sign()
                 mask.clamp_(-options.epsilon, options.epsilon)
-            broke = float(dssim.detach()) > options.dssim
-            weight = min(max(weight * (2.0 if broke else 0.5), LAMBDA_RANGE[0]), LAMBDA_RANGE[1])
+            weight = penalty_weight(weight, float(dssim.detach()) > options.dssim)
     return mask.detach()
 
 
@@ -107,17 +106,8 @@ def remove_mask(protected: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def scaled_to_budget(mask: np.ndarray, images: list[np.ndarray], min_ssim: float) -> np.ndarray:
     """The largest scale of the mask (bisection) at which every image keeps SSIM >= min_ssim in 8 bits."""
-
-    def holds(scale: float) -> bool:
-        return all(ssim_8bit(image, apply_mask(image, scale * mask)) >= min_ssim for image in images)
-
-    if holds(1.0):
-        return mask
-    low, high = 0.0, 1.0
-    for _ in range(BISECTION_STEPS):
-        mid = (low + high) / 2
-        low, high = (mid, high) if holds(mid) else (low, mid)
-    return low * mask
+    scale = largest_scale(lambda s: all(ssim_8bit(image, apply_mask(image, s * mask)) >= min_ssim for image in images))
+    return mask if scale == 1.0 else scale * mask
 
 
 def learn_mask(images: list[np.ndarray], options: P3MaskOptions) -> np.ndarray:

@@ -9,7 +9,6 @@ records whose they are, so another protection is refused there).
 
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,9 +93,7 @@ def user_transform(protection: Protection, files: list[Path], folder: Path) -> t
         start = time.perf_counter()
         key = per_user.learn([read_rgb(f)[0] for f in files])
         seconds = time.perf_counter() - start
-        buffer = io.BytesIO()
-        np.save(buffer, key)
-        atomic.write_bytes(key_file, buffer.getvalue())
+        atomic.write_npy(key_file, key)
     return (lambda image: per_user.apply(image, key)), seconds
 
 
